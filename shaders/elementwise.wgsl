@@ -1,0 +1,61 @@
+// Elementwise ops over flat f32 buffers. Every entry point is 1-D: one invocation per element,
+// grid folded by the host (Gpu::grid), so `i >= p.n` guards the tail.
+
+struct Params {
+    n: u32,
+    value: f32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+
+// relu_forward: b1 = x, b2 = y
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+// Second read operand for binary ops (add, relu_backward).
+@group(0) @binding(3) var<storage, read> b: array<f32>;
+
+@compute @workgroup_size(WG)
+fn relu_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = flat_id(wid, nwg, lid);
+    if (i >= p.n) { return; }
+    out[i] = max(a[i], 0.0);
+}
+
+// dx = dy where x > 0 (a = x, b = dy). The gradient at exactly 0 is taken as 0, like PyTorch.
+@compute @workgroup_size(WG)
+fn relu_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = flat_id(wid, nwg, lid);
+    if (i >= p.n) { return; }
+    out[i] = select(0.0, b[i], a[i] > 0.0);
+}
+
+@compute @workgroup_size(WG)
+fn add(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = flat_id(wid, nwg, lid);
+    if (i >= p.n) { return; }
+    out[i] = a[i] + b[i];
+}
+
+// out += a: summing the gradients of a value that feeds several consumers.
+@compute @workgroup_size(WG)
+fn accumulate(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = flat_id(wid, nwg, lid);
+    if (i >= p.n) { return; }
+    out[i] = out[i] + a[i];
+}
+
+// out = value (zero op, gradient reset).
+@compute @workgroup_size(WG)
+fn fill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = flat_id(wid, nwg, lid);
+    if (i >= p.n) { return; }
+    out[i] = p.value;
+}
+
+// out = a * value (scaling, e.g. gradient clipping).
+@compute @workgroup_size(WG)
+fn scale(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = flat_id(wid, nwg, lid);
+    if (i >= p.n) { return; }
+    out[i] = a[i] * p.value;
+}

@@ -1,0 +1,45 @@
+//! One error type for the library. Every variant says what was wrong and, where it helps,
+//! what was expected, so the CLI can print it as-is.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(
+        "no GPU adapter found{filter}. Install a GPU driver, or Mesa's software Vulkan \
+         (Debian/Ubuntu: `apt-get install mesa-vulkan-drivers libvulkan1`), then run `cellnas devices`"
+    )]
+    NoAdapter { filter: String },
+
+    #[error("adapter '{adapter}' cannot run cellnas: {what} is {have}, need at least {need}")]
+    AdapterTooSmall { adapter: String, what: &'static str, have: u64, need: u64 },
+
+    #[error("unknown backend '{0}': expected one of vulkan, metal, dx12, gl")]
+    UnknownBackend(String),
+
+    #[error("could not open a device on adapter '{adapter}': {message}")]
+    RequestDevice { adapter: String, message: String },
+
+    #[error("GPU validation error in {context}: {message}")]
+    Gpu { context: String, message: String },
+
+    #[error("GPU device lost: {0}")]
+    DeviceLost(String),
+
+    #[error("shape mismatch in {op}: {message}")]
+    Shape { op: &'static str, message: String },
+
+    #[error("invalid argument: {0}")]
+    Invalid(String),
+
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io { path: path.into(), source }
+    }
+}

@@ -1,0 +1,302 @@
+//! The GPU runtime: adapter choice, device with the limits our kernels need, a pipeline cache,
+//! a buffer pool, and [`Step`]: a batch of dispatches recorded into one encoder and submitted once.
+
+mod pipeline;
+mod pool;
+mod step;
+
+pub use pipeline::{Access, Kernel};
+pub use pool::Buffer;
+pub use step::{ReadHandle, Step, StepOutput};
+
+use crate::error::{Error, Result};
+use std::sync::{Arc, Mutex};
+
+/// How to pick an adapter. Empty fields fall back to `WGPU_BACKEND` / `WGPU_ADAPTER_NAME`.
+#[derive(Clone, Debug, Default)]
+pub struct AdapterOptions {
+    /// vulkan, metal, dx12 or gl.
+    pub backend: Option<String>,
+    /// Case-insensitive substring of the adapter name.
+    pub adapter: Option<String>,
+}
+
+/// What `cellnas devices` prints for one adapter.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct AdapterSummary {
+    pub name: String,
+    pub backend: String,
+    pub device_type: String,
+    pub driver: String,
+    pub driver_info: String,
+    pub max_storage_buffers_per_stage: u32,
+    pub max_workgroup_storage_bytes: u32,
+    pub max_invocations_per_workgroup: u32,
+    pub max_workgroup_size_x: u32,
+    pub max_workgroups_per_dimension: u32,
+    pub max_storage_binding_bytes: u64,
+    pub max_buffer_bytes: u64,
+    pub subgroup_min_size: u32,
+    pub subgroup_max_size: u32,
+    pub timestamps: bool,
+}
+
+impl AdapterSummary {
+    fn of(adapter: &wgpu::Adapter) -> Self {
+        let info = adapter.get_info();
+        let l = adapter.limits();
+        AdapterSummary {
+            name: info.name,
+            backend: info.backend.to_string(),
+            device_type: format!("{:?}", info.device_type),
+            driver: info.driver,
+            driver_info: info.driver_info,
+            max_storage_buffers_per_stage: l.max_storage_buffers_per_shader_stage,
+            max_workgroup_storage_bytes: l.max_compute_workgroup_storage_size,
+            max_invocations_per_workgroup: l.max_compute_invocations_per_workgroup,
+            max_workgroup_size_x: l.max_compute_workgroup_size_x,
+            max_workgroups_per_dimension: l.max_compute_workgroups_per_dimension,
+            max_storage_binding_bytes: l.max_storage_buffer_binding_size as u64,
+            max_buffer_bytes: l.max_buffer_size,
+            subgroup_min_size: info.subgroup_min_size,
+            subgroup_max_size: info.subgroup_max_size,
+            timestamps: adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY),
+        }
+    }
+}
+
+fn parse_backend(name: &str) -> Result<wgpu::Backends> {
+    match name.to_ascii_lowercase().as_str() {
+        "vulkan" | "vk" => Ok(wgpu::Backends::VULKAN),
+        "metal" | "mtl" => Ok(wgpu::Backends::METAL),
+        "dx12" | "d3d12" => Ok(wgpu::Backends::DX12),
+        "gl" | "gles" | "opengl" => Ok(wgpu::Backends::GL),
+        other => Err(Error::UnknownBackend(other.to_string())),
+    }
+}
+
+impl AdapterOptions {
+    fn resolved(&self) -> Result<(wgpu::Backends, Option<String>)> {
+        let backend = self.backend.clone().or_else(|| std::env::var("WGPU_BACKEND").ok());
+        let backends = match backend.as_deref() {
+            Some(b) if !b.is_empty() => {
+                let mut all = wgpu::Backends::empty();
+                for part in b.split(',') {
+                    all |= parse_backend(part.trim())?;
+                }
+                all
+            }
+            _ => wgpu::Backends::all(),
+        };
+        let name = self.adapter.clone().or_else(|| std::env::var("WGPU_ADAPTER_NAME").ok());
+        Ok((backends, name.filter(|n| !n.is_empty())))
+    }
+}
+
+fn instance(backends: wgpu::Backends) -> wgpu::Instance {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+    desc.backends = backends;
+    wgpu::Instance::new(desc)
+}
+
+/// Every adapter the chosen backends expose (for `cellnas devices`).
+pub fn list_adapters(opts: &AdapterOptions) -> Result<Vec<AdapterSummary>> {
+    let (backends, _) = opts.resolved()?;
+    let inst = instance(backends);
+    let adapters = pollster::block_on(inst.enumerate_adapters(backends));
+    Ok(adapters.iter().map(AdapterSummary::of).collect())
+}
+
+/// Limits the kernels need, checked against the adapter before a device is requested.
+/// Everything else is taken from the adapter itself rather than wgpu's conservative defaults.
+const NEED_STORAGE_BUFFERS: u32 = 8;
+const NEED_INVOCATIONS: u32 = 64;
+
+/// Errors that happened outside an error scope (e.g. during a submit) land here instead of
+/// panicking inside wgpu; the next [`Gpu::check`] turns them into an [`Error`].
+#[derive(Default)]
+struct ErrorSink {
+    errors: Vec<String>,
+    lost: Option<String>,
+}
+
+pub struct Gpu {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub adapter: wgpu::Adapter,
+    pub info: AdapterSummary,
+    pub limits: wgpu::Limits,
+    pub timestamps: bool,
+    pipelines: pipeline::Cache,
+    pool: pool::Pool,
+    sink: Arc<Mutex<ErrorSink>>,
+}
+
+impl Gpu {
+    /// Opens the adapter chosen by `opts` (or the environment), or fails with a message that
+    /// says how to get one.
+    pub fn new(opts: &AdapterOptions) -> Result<Arc<Gpu>> {
+        let (backends, name) = opts.resolved()?;
+        let inst = instance(backends);
+        let adapters = pollster::block_on(inst.enumerate_adapters(backends));
+        let filter_text = match &name {
+            Some(n) => format!(" matching '{n}'"),
+            None => String::new(),
+        };
+        let adapter = match &name {
+            Some(n) => {
+                let n = n.to_ascii_lowercase();
+                adapters.into_iter().find(|a| a.get_info().name.to_ascii_lowercase().contains(&n))
+            }
+            // Prefer real GPUs over CPU/software adapters, otherwise keep the enumeration order.
+            None => {
+                let mut v = adapters;
+                v.sort_by_key(|a| match a.get_info().device_type {
+                    wgpu::DeviceType::DiscreteGpu => 0,
+                    wgpu::DeviceType::IntegratedGpu => 1,
+                    wgpu::DeviceType::VirtualGpu => 2,
+                    wgpu::DeviceType::Other => 3,
+                    wgpu::DeviceType::Cpu => 4,
+                });
+                v.into_iter().next()
+            }
+        };
+        let adapter = adapter.ok_or(Error::NoAdapter { filter: filter_text })?;
+        Self::with_adapter(adapter)
+    }
+
+    fn with_adapter(adapter: wgpu::Adapter) -> Result<Arc<Gpu>> {
+        let info = AdapterSummary::of(&adapter);
+        let have = adapter.limits();
+        let too_small = |what, have: u64, need: u64| Error::AdapterTooSmall {
+            adapter: info.name.clone(),
+            what,
+            have,
+            need,
+        };
+        if have.max_storage_buffers_per_shader_stage < NEED_STORAGE_BUFFERS {
+            return Err(too_small(
+                "storage buffers per shader stage",
+                have.max_storage_buffers_per_shader_stage as u64,
+                NEED_STORAGE_BUFFERS as u64,
+            ));
+        }
+        if have.max_compute_invocations_per_workgroup < NEED_INVOCATIONS {
+            return Err(too_small(
+                "compute invocations per workgroup",
+                have.max_compute_invocations_per_workgroup as u64,
+                NEED_INVOCATIONS as u64,
+            ));
+        }
+        // Ask for everything the adapter offers: buffers of a real batch exceed wgpu's defaults.
+        let limits = have.clone();
+        let timestamps = adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY);
+        let mut features = wgpu::Features::empty();
+        if timestamps {
+            features |= wgpu::Features::TIMESTAMP_QUERY;
+        }
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("cellnas"),
+            required_features: features,
+            required_limits: limits.clone(),
+            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        }))
+        .map_err(|e| Error::RequestDevice { adapter: info.name.clone(), message: e.to_string() })?;
+
+        let sink = Arc::new(Mutex::new(ErrorSink::default()));
+        let s = sink.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            s.lock().unwrap().errors.push(e.to_string());
+        }));
+        let s = sink.clone();
+        device.set_device_lost_callback(move |reason, msg| {
+            s.lock().unwrap().lost = Some(format!("{reason:?}: {msg}"));
+        });
+        Ok(Arc::new(Gpu {
+            device,
+            queue,
+            adapter,
+            info,
+            limits,
+            timestamps,
+            pipelines: pipeline::Cache::default(),
+            pool: pool::Pool::default(),
+            sink,
+        }))
+    }
+
+    /// Turns errors reported asynchronously by wgpu into a Rust error.
+    pub fn check(&self, context: &str) -> Result<()> {
+        let mut sink = self.sink.lock().unwrap();
+        if let Some(lost) = sink.lost.take() {
+            return Err(Error::DeviceLost(lost));
+        }
+        if !sink.errors.is_empty() {
+            let message = sink.errors.drain(..).collect::<Vec<_>>().join("; ");
+            return Err(Error::Gpu { context: context.to_string(), message });
+        }
+        Ok(())
+    }
+
+    /// Workgroup size for one-dimensional kernels: a multiple of the largest subgroup the
+    /// adapter reports, capped by its limits.
+    pub fn wg1d(&self) -> u32 {
+        let cap = self.limits.max_compute_invocations_per_workgroup.min(self.limits.max_compute_workgroup_size_x);
+        256.min(cap).max(1)
+    }
+
+    /// Workgroup counts for `n` items in groups of `wg`, folded into y when x would exceed the
+    /// per-dimension limit. Kernels recover the flat index with `flat_id()` from the prelude.
+    pub fn grid(&self, n: u32, wg: u32) -> [u32; 3] {
+        let groups = n.div_ceil(wg).max(1);
+        let maxd = self.limits.max_compute_workgroups_per_dimension.max(1);
+        if groups <= maxd {
+            [groups, 1, 1]
+        } else {
+            [maxd, groups.div_ceil(maxd), 1]
+        }
+    }
+
+    /// Begin recording a step: dispatches go into one encoder and are submitted together.
+    pub fn step(self: &Arc<Self>) -> Step {
+        Step::new(self.clone())
+    }
+
+    /// Number of pipelines compiled so far (tests use it to prove caching).
+    pub fn pipelines_compiled(&self) -> usize {
+        self.pipelines.len()
+    }
+}
+
+/// Opens the default adapter once per process for tests and benches. Fails loudly (panics with
+/// the full message) when there is none: a GPU test never skips.
+pub fn test_gpu() -> Arc<Gpu> {
+    use std::sync::OnceLock;
+    static GPU: OnceLock<Arc<Gpu>> = OnceLock::new();
+    GPU.get_or_init(|| {
+        silence_mesa();
+        match Gpu::new(&AdapterOptions::default()) {
+            Ok(g) => g,
+            Err(e) => panic!("GPU tests need an adapter and found none usable: {e}"),
+        }
+    })
+    .clone()
+}
+
+/// Mesa warns on every start without XDG_RUNTIME_DIR; point it at a private temp dir.
+pub fn silence_mesa() {
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        let dir = std::env::temp_dir().join("cellnas-xdg");
+        if std::fs::create_dir_all(&dir).is_ok() {
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
+            }
+            // SAFETY: called before any thread that reads the environment is started.
+            unsafe { std::env::set_var("XDG_RUNTIME_DIR", &dir) };
+        }
+    }
+}

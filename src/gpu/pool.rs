@@ -1,0 +1,72 @@
+//! Storage buffers recycled across steps: a training step allocates the same sizes every time,
+//! so after the first step no buffer is created. A [`Buffer`] returns to the pool when its last
+//! handle is dropped.
+
+use super::Gpu;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+type Free = Arc<Mutex<HashMap<u64, Vec<wgpu::Buffer>>>>;
+
+#[derive(Default)]
+pub(crate) struct Pool {
+    free: Free,
+    created: Mutex<u64>,
+}
+
+struct Inner {
+    raw: wgpu::Buffer,
+    size: u64,
+    free: Free,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Ok(mut f) = self.free.lock() {
+            f.entry(self.size).or_default().push(self.raw.clone());
+        }
+    }
+}
+
+/// A pooled storage buffer (STORAGE | COPY_SRC | COPY_DST). Cloning shares it.
+#[derive(Clone)]
+pub struct Buffer(Arc<Inner>);
+
+impl Buffer {
+    pub fn raw(&self) -> &wgpu::Buffer {
+        &self.0.raw
+    }
+    /// Size in bytes (a multiple of 4, at least 4).
+    pub fn size(&self) -> u64 {
+        self.0.size
+    }
+}
+
+impl Gpu {
+    /// A storage buffer of at least `bytes` bytes, reused from the pool when one is free.
+    /// Contents are unspecified: kernels overwrite, tests poison.
+    pub fn alloc(&self, bytes: u64) -> Buffer {
+        let size = bytes.max(4).next_multiple_of(4);
+        let reused = self.pool.free.lock().unwrap().get_mut(&size).and_then(|v| v.pop());
+        let raw = reused.unwrap_or_else(|| {
+            *self.pool.created.lock().unwrap() += 1;
+            self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: None,
+                size,
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        });
+        Buffer(Arc::new(Inner { raw, size, free: self.pool.free.clone() }))
+    }
+
+    /// Buffers created since the device was opened (tests use it to prove reuse).
+    pub fn buffers_created(&self) -> u64 {
+        *self.pool.created.lock().unwrap()
+    }
+
+    /// Releases every idle pooled buffer back to the driver.
+    pub fn trim_pool(&self) {
+        self.pool.free.lock().unwrap().clear();
+    }
+}

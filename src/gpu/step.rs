@@ -1,0 +1,279 @@
+//! A [`Step`] records many dispatches into one command encoder and submits them once. Host
+//! readback happens only for buffers the caller asked for with [`Step::read`], after the submit.
+
+use super::pipeline::{Kernel, Pipeline, PARAMS_BYTES};
+use super::{Buffer, Gpu};
+use crate::error::{Error, Result};
+use std::sync::Arc;
+
+enum Command {
+    Dispatch { pipeline: Arc<Pipeline>, label: &'static str, offset: u32, buffers: Vec<(u32, wgpu::Buffer)>, groups: [u32; 3] },
+    Copy { src: wgpu::Buffer, src_offset: u64, dst: wgpu::Buffer, dst_offset: u64, bytes: u64 },
+}
+
+/// Index of a readback requested with [`Step::read`].
+#[derive(Clone, Copy, Debug)]
+pub struct ReadHandle(usize);
+
+/// What a submitted step brought back to the host.
+pub struct StepOutput {
+    reads: Vec<Vec<u8>>,
+    /// GPU time of the step's compute passes, when timing was asked for and the adapter has
+    /// timestamp queries.
+    pub gpu_ms: Option<f64>,
+}
+
+impl StepOutput {
+    pub fn bytes(&self, h: ReadHandle) -> &[u8] {
+        &self.reads[h.0]
+    }
+    pub fn f32s(&self, h: ReadHandle) -> Vec<f32> {
+        bytemuck::pod_collect_to_vec(&self.reads[h.0])
+    }
+    pub fn u32s(&self, h: ReadHandle) -> Vec<u32> {
+        bytemuck::pod_collect_to_vec(&self.reads[h.0])
+    }
+}
+
+pub struct Step {
+    gpu: Arc<Gpu>,
+    params: Vec<u8>,
+    commands: Vec<Command>,
+    reads: Vec<(wgpu::Buffer, u64, u64)>,
+    timed: bool,
+    stride: u64,
+}
+
+impl Step {
+    pub(crate) fn new(gpu: Arc<Gpu>) -> Step {
+        let stride = PARAMS_BYTES.max(gpu.limits.min_uniform_buffer_offset_alignment as u64);
+        Step { gpu, params: Vec::new(), commands: Vec::new(), reads: Vec::new(), timed: false, stride }
+    }
+
+    pub fn gpu(&self) -> &Arc<Gpu> {
+        &self.gpu
+    }
+
+    /// Ask for the GPU time of this step (timestamp queries where the adapter has them).
+    pub fn timed(mut self) -> Self {
+        self.timed = true;
+        self
+    }
+
+    /// Number of dispatches recorded so far.
+    pub fn dispatches(&self) -> usize {
+        self.commands.iter().filter(|c| matches!(c, Command::Dispatch { .. })).count()
+    }
+
+    /// Record one dispatch. `params` is the kernel's uniform struct (binding 0); `buffers` bind
+    /// in the order of `kernel.bindings`.
+    pub fn dispatch<P: bytemuck::Pod>(
+        &mut self,
+        kernel: &Kernel,
+        constants: &[(&'static str, f64)],
+        params: &P,
+        buffers: &[&Buffer],
+        groups: [u32; 3],
+    ) -> Result<()> {
+        let bytes = bytemuck::bytes_of(params);
+        if bytes.len() as u64 > PARAMS_BYTES {
+            return Err(Error::Invalid(format!("{}: params are {} bytes, limit {PARAMS_BYTES}", kernel.entry, bytes.len())));
+        }
+        if buffers.len() != kernel.bindings.len() {
+            return Err(Error::Invalid(format!(
+                "{}::{} takes {} buffers, got {}",
+                kernel.shader,
+                kernel.entry,
+                kernel.bindings.len(),
+                buffers.len()
+            )));
+        }
+        let max = self.gpu.limits.max_compute_workgroups_per_dimension;
+        if groups.iter().any(|&g| g > max) {
+            return Err(Error::Invalid(format!("{}: grid {groups:?} exceeds {max} workgroups per dimension", kernel.entry)));
+        }
+        let pipeline = self.gpu.pipeline(kernel, constants)?;
+        let offset = self.params.len() as u64;
+        self.params.extend_from_slice(bytes);
+        self.params.resize((offset + self.stride) as usize, 0);
+        if groups.contains(&0) {
+            return Ok(());
+        }
+        self.commands.push(Command::Dispatch {
+            pipeline,
+            label: kernel.entry,
+            offset: offset as u32,
+            buffers: kernel.bindings.iter().zip(buffers).map(|((n, _), b)| (*n, b.raw().clone())).collect(),
+            groups,
+        });
+        Ok(())
+    }
+
+    /// Copy bytes between buffers at this point of the step.
+    pub fn copy(&mut self, src: &Buffer, src_offset: u64, dst: &Buffer, dst_offset: u64, bytes: u64) {
+        if bytes > 0 {
+            self.commands.push(Command::Copy { src: src.raw().clone(), src_offset, dst: dst.raw().clone(), dst_offset, bytes });
+        }
+    }
+
+    /// Bring `bytes` of `buf` from `offset` back to the host after the step has run.
+    pub fn read(&mut self, buf: &Buffer, offset: u64, bytes: u64) -> ReadHandle {
+        self.reads.push((buf.raw().clone(), offset, bytes));
+        ReadHandle(self.reads.len() - 1)
+    }
+
+    /// Submit everything recorded as one command buffer; waits only if something must be read
+    /// back (or timed). GPU errors become [`Error::Gpu`].
+    pub fn submit(self) -> Result<StepOutput> {
+        let gpu = self.gpu.clone();
+        let dev = &gpu.device;
+        let validation = dev.push_error_scope(wgpu::ErrorFilter::Validation);
+        let oom = dev.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+
+        let params = dev.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("params"),
+            size: (self.params.len() as u64).max(PARAMS_BYTES),
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        if !self.params.is_empty() {
+            gpu.queue.write_buffer(&params, 0, &self.params);
+        }
+        let timing = (self.timed && gpu.timestamps).then(|| {
+            let set = dev.create_query_set(&wgpu::QuerySetDescriptor { label: None, ty: wgpu::QueryType::Timestamp, count: 2 });
+            let resolve = dev.create_buffer(&wgpu::BufferDescriptor {
+                label: None,
+                size: 16,
+                usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            });
+            (set, resolve)
+        });
+        let n_passes = count_passes(&self.commands);
+
+        let mut enc = dev.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("step") });
+        let mut i = 0;
+        let mut pass_index = 0;
+        while i < self.commands.len() {
+            match &self.commands[i] {
+                Command::Copy { src, src_offset, dst, dst_offset, bytes } => {
+                    enc.copy_buffer_to_buffer(src, *src_offset, dst, *dst_offset, *bytes);
+                    i += 1;
+                }
+                Command::Dispatch { .. } => {
+                    let timestamp_writes = timing.as_ref().map(|(set, _)| wgpu::ComputePassTimestampWrites {
+                        query_set: set,
+                        beginning_of_pass_write_index: (pass_index == 0).then_some(0),
+                        end_of_pass_write_index: (pass_index + 1 == n_passes).then_some(1),
+                    });
+                    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes });
+                    while let Some(Command::Dispatch { pipeline, label, offset, buffers, groups }) = self.commands.get(i) {
+                        let mut entries = vec![wgpu::BindGroupEntry {
+                            binding: 0,
+                            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                                buffer: &params,
+                                offset: 0,
+                                size: wgpu::BufferSize::new(PARAMS_BYTES),
+                            }),
+                        }];
+                        for (n, b) in buffers {
+                            entries.push(wgpu::BindGroupEntry { binding: *n, resource: b.as_entire_binding() });
+                        }
+                        let bg = dev.create_bind_group(&wgpu::BindGroupDescriptor {
+                            label: Some(label),
+                            layout: &pipeline.layout,
+                            entries: &entries,
+                        });
+                        pass.set_pipeline(&pipeline.pipeline);
+                        pass.set_bind_group(0, &bg, &[*offset]);
+                        pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+                        i += 1;
+                    }
+                    pass_index += 1;
+                }
+            }
+        }
+        if let Some((set, resolve)) = &timing {
+            if n_passes > 0 {
+                enc.resolve_query_set(set, 0..2, resolve, 0);
+            }
+        }
+        let total: u64 = self.reads.iter().map(|r| r.2.next_multiple_of(4)).sum::<u64>() + if timing.is_some() { 16 } else { 0 };
+        let staging = (total > 0).then(|| {
+            dev.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("readback"),
+                size: total,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        });
+        let mut spans = Vec::new();
+        if let Some(st) = &staging {
+            let mut at = 0;
+            for (buf, off, bytes) in &self.reads {
+                let len = bytes.next_multiple_of(4);
+                if len > 0 {
+                    enc.copy_buffer_to_buffer(buf, *off, st, at, len);
+                }
+                spans.push((at, *bytes));
+                at += len;
+            }
+            if let Some((_, resolve)) = &timing {
+                if n_passes > 0 {
+                    enc.copy_buffer_to_buffer(resolve, 0, st, at, 16);
+                }
+            }
+        }
+        gpu.queue.submit([enc.finish()]);
+
+        let mut reads = Vec::with_capacity(spans.len());
+        let mut gpu_ms = None;
+        if let Some(st) = &staging {
+            st.slice(..).map_async(wgpu::MapMode::Read, |_| {});
+            dev.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| Error::DeviceLost(e.to_string()))?;
+            gpu.check("step")?;
+            let view = st.get_mapped_range(..).map_err(|e| Error::Gpu { context: "readback".into(), message: e.to_string() })?;
+            for (at, bytes) in &spans {
+                reads.push(view[*at as usize..(*at + *bytes) as usize].to_vec());
+            }
+            if timing.is_some() && n_passes > 0 {
+                let at = total as usize - 16;
+                let t: [u64; 2] = bytemuck::pod_read_unaligned(&view[at..at + 16]);
+                gpu_ms = Some(t[1].saturating_sub(t[0]) as f64 * gpu.queue.get_timestamp_period() as f64 / 1e6);
+            }
+            drop(view);
+            st.unmap();
+        }
+        let oom = pollster::block_on(oom.pop());
+        let val = pollster::block_on(validation.pop());
+        if let Some(e) = val.or(oom) {
+            return Err(Error::Gpu { context: "step".into(), message: e.to_string() });
+        }
+        gpu.check("step")?;
+        Ok(StepOutput { reads, gpu_ms })
+    }
+}
+
+fn count_passes(cmds: &[Command]) -> usize {
+    let mut n = 0;
+    let mut in_pass = false;
+    for c in cmds {
+        match c {
+            Command::Dispatch { .. } if !in_pass => {
+                n += 1;
+                in_pass = true;
+            }
+            Command::Dispatch { .. } => {}
+            Command::Copy { .. } => in_pass = false,
+        }
+    }
+    n
+}
+
+impl Gpu {
+    /// Block until all submitted work has finished (for host timing and tests).
+    pub fn wait(&self) -> Result<()> {
+        self.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| Error::DeviceLost(e.to_string()))?;
+        self.check("wait")
+    }
+}

@@ -1,0 +1,11 @@
+//! cellnas: neural architecture search whose training and evaluation math runs in WGSL compute
+//! shaders through wgpu, on any adapter.
+
+pub mod error;
+pub mod gpu;
+pub mod ops;
+pub mod tensor;
+
+pub use error::{Error, Result};
+pub use gpu::Gpu;
+pub use tensor::Tensor;

@@ -1,0 +1,84 @@
+//! Every registered op, forward and backward, against its CPU reference and finite differences
+//! (see src/ops/check.rs). A new op's test is one line here.
+
+use cellnas::ops::check::check_family;
+
+#[test]
+fn relu() {
+    check_family("relu");
+}
+#[test]
+fn add_and_accumulate() {
+    check_family("add");
+}
+
+#[test]
+fn every_family_has_a_test_line() {
+    let this = include_str!("ops.rs");
+    for f in cellnas::ops::FAMILIES {
+        assert!(this.contains(&format!("check_family(\"{}\")", f.name)), "tests/ops.rs does not check family '{}'", f.name);
+    }
+}
+
+/// The checker itself must catch a kernel that leaves an element unwritten (poisoning) or
+/// computes a wrong gradient.
+mod checker_catches {
+    use cellnas::error::Result;
+    use cellnas::gpu::Step;
+    use cellnas::ops::{check::check_case, elementwise, OpCase, Pass};
+    use cellnas::Tensor;
+
+    struct Broken {
+        skip_last: bool,
+    }
+    impl OpCase for Broken {
+        fn name(&self) -> &'static str {
+            "broken"
+        }
+        fn shape(&self) -> String {
+            "[1,3,5,5]".into()
+        }
+        fn inputs(&self) -> Vec<Vec<usize>> {
+            vec![vec![1, 3, 5, 5]]
+        }
+        fn output(&self) -> Vec<usize> {
+            vec![1, 3, 5, 5]
+        }
+        fn forward_ref(&self, x: &[Vec<f64>]) -> Vec<f64> {
+            elementwise::reference::relu(&x[0])
+        }
+        fn backward_ref(&self, x: &[Vec<f64>], dy: &[f64]) -> Vec<Vec<f64>> {
+            vec![elementwise::reference::relu_backward(&x[0], dy)]
+        }
+        fn forward(&self, step: &mut Step, x: &[Tensor], y: &Tensor) -> Result<Vec<Tensor>> {
+            let n = if self.skip_last { y.numel() - 1 } else { y.numel() };
+            let part = |t: &Tensor| Tensor { buf: t.buf.clone(), shape: vec![n] };
+            elementwise::relu(step, &part(&x[0]), &part(y))?;
+            Ok(vec![])
+        }
+        fn backward(&self, step: &mut Step, _x: &[Tensor], _y: &Tensor, _s: &[Tensor], dy: &Tensor, _w: usize, dx: &Tensor) -> Result<()> {
+            // Wrong on purpose: passes dy through without the ReLU mask.
+            elementwise::scale(step, dy, 1.0, dx)
+        }
+        fn flops(&self, _p: Pass) -> f64 {
+            0.0
+        }
+        fn bytes(&self, _p: Pass) -> f64 {
+            0.0
+        }
+    }
+
+    #[test]
+    fn unwritten_output_element() {
+        let gpu = cellnas::gpu::test_gpu();
+        let err = check_case(&gpu, &Broken { skip_last: true }).unwrap_err();
+        assert!(err.contains("forward") && err.contains("element 74"), "{err}");
+    }
+
+    #[test]
+    fn wrong_gradient() {
+        let gpu = cellnas::gpu::test_gpu();
+        let err = check_case(&gpu, &Broken { skip_last: false }).unwrap_err();
+        assert!(err.contains("gradient of input 0"), "{err}");
+    }
+}
