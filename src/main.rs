@@ -1,1 +1,126 @@
-fn main() {}
+//! The `cellnas` command line.
+
+use anyhow::Result;
+use cellnas::gpu::{self, AdapterOptions, Gpu};
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cellnas", version, about = "Neural architecture search on any GPU (WGSL through wgpu)")]
+struct Cli {
+    #[command(flatten)]
+    adapter: AdapterArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args)]
+struct AdapterArgs {
+    /// Backend to use: vulkan, metal, dx12 or gl (default: WGPU_BACKEND, else all).
+    #[arg(long, global = true)]
+    backend: Option<String>,
+    /// Pick the adapter whose name contains this text (default: WGPU_ADAPTER_NAME, else the
+    /// first real GPU, else a software adapter).
+    #[arg(long, global = true)]
+    adapter: Option<String>,
+}
+
+impl AdapterArgs {
+    fn options(&self) -> AdapterOptions {
+        AdapterOptions { backend: self.backend.clone(), adapter: self.adapter.clone() }
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List every adapter with the limits that matter to cellnas.
+    Devices {
+        /// One JSON object per adapter and line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Time every kernel (forward, backward to input, backward to weights) on the chosen adapter.
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// One JSON object per line instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Only kernels whose family name contains this text (e.g. conv2d).
+    #[arg(long, default_value = "")]
+    filter: String,
+    /// Untimed runs before measuring each pass.
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+    /// Timed runs per pass; the median is reported.
+    #[arg(long, default_value_t = 7)]
+    reps: usize,
+}
+
+fn main() {
+    gpu::silence_mesa();
+    let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Devices { json } => devices(&cli.adapter.options(), json),
+        Command::Bench(args) => bench(&cli.adapter.options(), &args),
+    }
+}
+
+fn devices(opts: &AdapterOptions, json: bool) -> Result<()> {
+    let list = gpu::list_adapters(opts)?;
+    if list.is_empty() {
+        return Err(cellnas::Error::NoAdapter { filter: String::new() }.into());
+    }
+    for (i, a) in list.iter().enumerate() {
+        if json {
+            println!("{}", serde_json::to_string(a)?);
+            continue;
+        }
+        println!("[{i}] {} ({}, {})", a.name, a.backend, a.device_type);
+        println!("    driver:                      {} {}", a.driver, a.driver_info);
+        println!("    storage buffers per stage:   {}", a.max_storage_buffers_per_stage);
+        println!("    workgroup storage:           {} bytes", a.max_workgroup_storage_bytes);
+        println!("    invocations per workgroup:   {} (x up to {})", a.max_invocations_per_workgroup, a.max_workgroup_size_x);
+        println!("    workgroups per dimension:    {}", a.max_workgroups_per_dimension);
+        println!("    max storage binding:         {} MiB", a.max_storage_binding_bytes >> 20);
+        println!("    max buffer:                  {} MiB", a.max_buffer_bytes >> 20);
+        println!("    subgroup size:               {}..{}", a.subgroup_min_size, a.subgroup_max_size);
+        println!("    timestamp queries:           {}", if a.timestamps { "yes" } else { "no" });
+    }
+    Ok(())
+}
+
+fn bench(opts: &AdapterOptions, args: &BenchArgs) -> Result<()> {
+    let gpu = Gpu::new(opts)?;
+    let cases = cellnas::bench::cases(&args.filter);
+    if cases.is_empty() {
+        anyhow::bail!("no kernel family matches '{}'", args.filter);
+    }
+    if !args.json {
+        println!("adapter: {} ({}), timing: {}", gpu.info.name, gpu.info.backend, if gpu.timestamps { "GPU timestamps" } else { "host clock" });
+        println!("{:<22} {:<16} {:<34} {:>10} {:>9} {:>9}", "kernel", "pass", "shape", "ms", "GFLOP/s", "GB/s");
+    }
+    for case in cases {
+        let prepared = cellnas::bench::Prepared::new(&gpu, case)?;
+        for pass in prepared.passes() {
+            let row = prepared.measure(&gpu, pass, args.warmup, args.reps)?;
+            if args.json {
+                let mut v = serde_json::to_value(&row)?;
+                v["adapter"] = gpu.info.name.clone().into();
+                v["backend"] = gpu.info.backend.clone().into();
+                println!("{v}");
+            } else {
+                println!("{:<22} {:<16} {:<34} {:>10.3} {:>9.2} {:>9.2}", row.kernel, row.pass, row.shape, row.ms, row.gflops, row.gbps);
+            }
+        }
+    }
+    Ok(())
+}

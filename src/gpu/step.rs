@@ -1,7 +1,7 @@
 //! A [`Step`] records many dispatches into one command encoder and submits them once. Host
 //! readback happens only for buffers the caller asked for with [`Step::read`], after the submit.
 
-use super::pipeline::{Kernel, Pipeline, PARAMS_BYTES};
+use super::pipeline::{Access, Kernel, Pipeline, PARAMS_BYTES};
 use super::{Buffer, Gpu};
 use crate::error::{Error, Result};
 use std::sync::Arc;
@@ -91,6 +91,17 @@ impl Step {
         let max = self.gpu.limits.max_compute_workgroups_per_dimension;
         if groups.iter().any(|&g| g > max) {
             return Err(Error::Invalid(format!("{}: grid {groups:?} exceeds {max} workgroups per dimension", kernel.entry)));
+        }
+        // wgpu forbids a buffer bound read-only and read-write in one dispatch; say which.
+        for (i, a) in buffers.iter().enumerate() {
+            for (j, b) in buffers.iter().enumerate().skip(i + 1) {
+                if a.raw() == b.raw() && (kernel.bindings[i].1 == Access::ReadWrite || kernel.bindings[j].1 == Access::ReadWrite) {
+                    return Err(Error::Invalid(format!(
+                        "{}::{}: buffer {i} and buffer {j} are the same buffer and one is written (in-place use is not supported)",
+                        kernel.shader, kernel.entry
+                    )));
+                }
+            }
         }
         let pipeline = self.gpu.pipeline(kernel, constants)?;
         let offset = self.params.len() as u64;

@@ -91,7 +91,7 @@ impl OpCase for ReluCase {
         "relu"
     }
     fn shape(&self) -> String {
-        format!("{:?}", self.0)
+        super::fmt_shape(&self.0)
     }
     fn inputs(&self) -> Vec<Vec<usize>> {
         vec![self.0.clone()]
@@ -132,7 +132,7 @@ impl OpCase for AddCase {
         if self.accumulate { "accumulate" } else { "add" }
     }
     fn shape(&self) -> String {
-        format!("{:?}", self.shape)
+        super::fmt_shape(&self.shape)
     }
     fn inputs(&self) -> Vec<Vec<usize>> {
         vec![self.shape.clone(), self.shape.clone()]

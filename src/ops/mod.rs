@@ -94,3 +94,8 @@ pub fn family(name: &str) -> Option<&'static Family> {
 pub const ODD_SHAPES: &[[usize; 4]] = &[[1, 3, 7, 7], [2, 5, 1, 1], [3, 17, 9, 11], [1, 1, 1, 1]];
 /// Activation shapes of the supernet at batch 64.
 pub const BENCH_SHAPES: &[[usize; 4]] = &[[64, 16, 28, 28], [64, 32, 14, 14], [64, 64, 7, 7]];
+
+/// "64x16x28x28": shapes in names and bench ids.
+pub fn fmt_shape(s: &[usize]) -> String {
+    s.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x")
+}
