@@ -37,6 +37,14 @@ fn store_row(at: u32, x0: u32, len: u32, v: vec4<f32>) {
     }
 }
 
+// out[row + ix0 + s*j] = v[j] for the pixels of a backward_input tile inside the row.
+fn store_strided(row: u32, ix0: u32, v: vec4<f32>) {
+    for (var j = 0u; j < 4u; j++) {
+        let ix = ix0 + p.stride * j;
+        if (ix < p.w) { out[row + ix] = v[j]; }
+    }
+}
+
 // One output per invocation: y[n, co, oy, ox].
 @compute @workgroup_size(WG)
 fn forward_simple(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
@@ -198,52 +206,72 @@ fn backward_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
         }
     }
     let plane = p.h * p.w;
-    let ci0 = g * p.cin_g + cl0;
-    let x0 = ((n * p.cin + ci0) * p.h + iy) * p.w;
-    var acc = array<vec4<f32>, 4>(a0, a1, a2, a3);
-    for (var c = 0u; c < CT; c++) {
-        if (cl0 + c >= p.cin_g) { break; }
-        for (var j = 0u; j < 4u; j++) {
-            let ix = ix0 + p.stride * j;
-            if (ix < p.w) { out[x0 + c * plane + ix] = acc[c][j]; }
-        }
-    }
+    let x0 = ((n * p.cin + g * p.cin_g + cl0) * p.h + iy) * p.w;
+    store_strided(x0, ix0, a0);
+    if (CT > 1u && cl0 + 1u < p.cin_g) { store_strided(x0 + plane, ix0, a1); }
+    if (CT > 2u && cl0 + 2u < p.cin_g) { store_strided(x0 + 2u * plane, ix0, a2); }
+    if (CT > 3u && cl0 + 3u < p.cin_g) { store_strided(x0 + 3u * plane, ix0, a3); }
 }
 
-// Gradient of the weight, stage 1: partial sum of dw[wi] over chunk c of the N*Ho*Wo axis,
-// in order, into out[c * nw + wi]. Item order: weight element fastest, so neighbours share dy.
+// Gradient of the weight, stage 1: partial sums over chunk c of the N*Ho output rows, in
+// order, into out[c * nw + wi]. Tile: CT output channels of one group at one (cl, ky, kx),
+// sharing every x load. The valid output columns of a tap are one range, found once, so the
+// inner loop has no bounds tests. Item order: tap fastest, then cl, channel tile, chunk.
 @compute @workgroup_size(WG)
 fn weight_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let t = flat_id(wid, nwg, lid);
     if (t >= p.total) { return; }
-    let wi = t % p.nw;
-    let c = t / p.nw;
-    let kx = wi % p.kw;
-    let ky = (wi / p.kw) % p.kh;
-    let cl = (wi / (p.kw * p.kh)) % p.cin_g;
-    let co = wi / (p.kw * p.kh * p.cin_g);
-    let ci = (co / p.cout_g) * p.cin_g + cl;
-    let q0 = c * p.chunk;
-    let q1 = min(q0 + p.chunk, p.len);
-    // Walk (n, oy, ox) incrementally instead of dividing at every position.
-    var ox = q0 % p.wo;
-    var oy = (q0 / p.wo) % p.ho;
-    var n = q0 / (p.wo * p.ho);
-    var sum = 0.0;
-    for (var q = q0; q < q1; q++) {
+    let ksz = p.kh * p.kw;
+    let tiles = (p.cout / p.cout_g) * p.ctiles * p.cin_g * ksz;
+    let c = t / tiles;
+    let k = t % ksz;
+    let kx = k % p.kw;
+    let ky = k / p.kw;
+    let cl = (t / ksz) % p.cin_g;
+    let ct = (t % tiles) / (ksz * p.cin_g);
+    let g = ct / p.ctiles;
+    let gend = (g + 1u) * p.cout_g;
+    let co0 = g * p.cout_g + (ct % p.ctiles) * CT;
+    let ci = g * p.cin_g + cl;
+    // Tile channels past the group's end re-read the last channel's dy; never stored.
+    let plane = p.ho * p.wo;
+    let d1 = (min(co0 + 1u, gend - 1u) - co0) * plane;
+    let d2 = (min(co0 + 2u, gend - 1u) - co0) * plane;
+    let d3 = (min(co0 + 3u, gend - 1u) - co0) * plane;
+    // Columns ox with 0 <= ox*s - o < W, where o = pad - kx*dil.
+    let s = i32(p.stride);
+    let o = i32(p.pad) - i32(kx * p.dil);
+    let lo = select(0, (o + s - 1) / s, o > 0);
+    let e = i32(p.w) - 1 + o;
+    let hi = select(0, min(i32(p.wo), e / s + 1), e >= 0);
+    let ix_lo = u32(lo * s - o);
+    var a0 = 0.0;
+    var a1 = 0.0;
+    var a2 = 0.0;
+    var a3 = 0.0;
+    let r1 = min((c + 1u) * p.chunk, p.len);
+    for (var row = c * p.chunk; row < r1; row++) {
+        let n = row / p.ho;
+        let oy = row % p.ho;
         let iy = i32(oy * p.stride + ky * p.dil) - i32(p.pad);
-        let ix = i32(ox * p.stride + kx * p.dil) - i32(p.pad);
-        if (iy >= 0 && iy < i32(p.h) && ix >= 0 && ix < i32(p.w)) {
-            sum += b[((n * p.cout + co) * p.ho + oy) * p.wo + ox] * a[((n * p.cin + ci) * p.h + u32(iy)) * p.w + u32(ix)];
-        }
-        ox += 1u;
-        if (ox == p.wo) {
-            ox = 0u;
-            oy += 1u;
-            if (oy == p.ho) { oy = 0u; n += 1u; }
+        if (iy < 0 || iy >= i32(p.h)) { continue; }
+        let dr = ((n * p.cout + co0) * p.ho + oy) * p.wo;
+        var xi = ((n * p.cin + ci) * p.h + u32(iy)) * p.w + ix_lo;
+        for (var ox = u32(lo); ox < u32(hi); ox++) {
+            let xv = a[xi];
+            a0 += b[dr + ox] * xv;
+            if (CT > 1u) { a1 += b[dr + d1 + ox] * xv; }
+            if (CT > 2u) { a2 += b[dr + d2 + ox] * xv; }
+            if (CT > 3u) { a3 += b[dr + d3 + ox] * xv; }
+            xi += p.stride;
         }
     }
-    out[t] = sum;
+    let wsz = p.cin_g * ksz;
+    let at = c * p.nw + co0 * wsz + cl * ksz + k;
+    out[at] = a0;
+    if (CT > 1u && co0 + 1u < gend) { out[at + wsz] = a1; }
+    if (CT > 2u && co0 + 2u < gend) { out[at + 2u * wsz] = a2; }
+    if (CT > 3u && co0 + 3u < gend) { out[at + 3u * wsz] = a3; }
 }
 
 // Stage 2: dw[wi] = sum of the chunks' partial sums, in chunk order.

@@ -6,8 +6,9 @@
 //! - backward_input: a gather (no atomics), tile of up to 4 input channels x 4 input pixels
 //!   one stride apart, so the tile shares every stride test.
 //! - backward_weight: the sum over N*Ho*Wo is long while the weight may be tiny (depthwise),
-//!   so it is split into fixed chunks summed in order into a scratch buffer, then a second
-//!   dispatch sums the chunks in order. Deterministic, and parallel even for 144 weights.
+//!   so it is split into fixed chunks of output rows summed in order into a scratch buffer,
+//!   then a second dispatch sums the chunks in order. Deterministic, and parallel even for 144
+//!   weights. Tile: up to 4 output channels sharing each x load.
 //!
 //! `forward_simple` / `backward_input_simple` compute one element per invocation: the readable
 //! statement of the math, tested against the reference like the tiled ones.
@@ -31,7 +32,8 @@ const TILE_X: usize = 4;
 const TILE_C: usize = 4;
 /// backward_weight aims for about this many stage-1 invocations...
 const WEIGHT_ITEMS: usize = 1 << 17;
-/// ...but never chunks shorter than this, where stage 2 would cost as much as stage 1.
+/// ...but never chunks of fewer output positions than this, where stage 2 would cost as much
+/// as stage 1.
 const MIN_CHUNK: usize = 32;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -178,29 +180,40 @@ pub fn backward_input_simple(step: &mut Step, dy: &Tensor, w: &Tensor, p: &Conv2
     launch(step, &BACKWARD_INPUT_SIMPLE, 1, &q, &[dy, w, dx])
 }
 
-/// Length of one chunk of the N*Ho*Wo axis for `nw` weights: a function of the shape only, so
-/// the summation order (and so the result, bit for bit) never changes for a given shape.
-pub fn weight_chunk(len: usize, nw: usize) -> usize {
-    let chunks = (WEIGHT_ITEMS / nw).max(1);
-    len.div_ceil(chunks).max(MIN_CHUNK)
+/// backward_weight's split of the N*Ho output rows: (channel tile, channel tiles per group,
+/// rows per chunk, chunks). A function of the shapes only, so the summation order (and so the
+/// result, bit for bit) never changes for a given shape.
+fn weight_plan(q: &Params, groups: usize) -> (usize, usize, usize, usize) {
+    let (cout_g, rows, wo) = (q.cout_g as usize, (q.n * q.ho) as usize, q.wo as usize);
+    let ct = TILE_C.min(cout_g);
+    let ctiles = cout_g.div_ceil(ct);
+    let items = groups * ctiles * (q.cin_g * q.kh * q.kw) as usize;
+    let want = (WEIGHT_ITEMS / items).max(1);
+    let chunk = rows.div_ceil(want).max(MIN_CHUNK.div_ceil(wo));
+    (ct, ctiles, chunk, rows.div_ceil(chunk))
+}
+
+/// How many chunks backward_weight splits the batch*spatial axis into (for tests).
+pub fn weight_chunks(x: &[usize], w: &[usize], p: &Conv2d) -> Result<usize> {
+    let y = out_shape(x, w, p)?;
+    Ok(weight_plan(&geometry(x, w, &y, p, "dy")?, p.groups).3)
 }
 
 /// dw = gradient of sum(dy * conv(x, w)) with respect to w; dw has w's shape.
 pub fn backward_weight(step: &mut Step, x: &Tensor, dy: &Tensor, p: &Conv2d, dw: &Tensor) -> Result<()> {
     let mut q = geometry(&x.shape, &dw.shape, &dy.shape, p, "dy")?;
-    let len = (q.n * q.ho * q.wo) as usize;
+    let (ct, ctiles, chunk, chunks) = weight_plan(&q, p.groups);
     let nw = dw.numel();
-    let chunk = weight_chunk(len, nw);
-    let chunks = len.div_ceil(chunk);
-    q.len = len as u32;
+    q.ctiles = ctiles as u32;
+    q.len = q.n * q.ho;
     q.chunk = chunk as u32;
     q.chunks = chunks as u32;
-    q.total = (chunks * nw) as u32;
+    q.total = (chunks * p.groups * ctiles) as u32 * q.cin_g * q.kh * q.kw;
     if chunks == 1 {
-        return launch(step, &WEIGHT_PARTIAL, 1, &q, &[x, dy, dw]);
+        return launch(step, &WEIGHT_PARTIAL, ct, &q, &[x, dy, dw]);
     }
     let partial = Tensor::empty(step.gpu(), &[chunks, nw]);
-    launch(step, &WEIGHT_PARTIAL, 1, &q, &[x, dy, &partial])?;
+    launch(step, &WEIGHT_PARTIAL, ct, &q, &[x, dy, &partial])?;
     q.total = nw as u32;
     launch(step, &WEIGHT_SUM, 1, &q, &[&partial, dw])
 }
