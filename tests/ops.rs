@@ -11,6 +11,10 @@ fn relu() {
 fn add_and_accumulate() {
     check_family("add");
 }
+#[test]
+fn conv2d() {
+    check_family("conv2d");
+}
 
 #[test]
 fn every_family_has_a_test_line() {

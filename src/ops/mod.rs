@@ -5,6 +5,7 @@
 //! `cellnas bench` all iterate this registry.
 
 pub mod check;
+pub mod conv2d;
 pub mod elementwise;
 
 use crate::error::Result;
@@ -83,6 +84,7 @@ pub struct Family {
 pub const FAMILIES: &[Family] = &[
     Family { name: "relu", test_cases: elementwise::relu_test_cases, bench_cases: elementwise::relu_bench_cases },
     Family { name: "add", test_cases: elementwise::add_test_cases, bench_cases: elementwise::add_bench_cases },
+    Family { name: "conv2d", test_cases: conv2d::test_cases, bench_cases: conv2d::bench_cases },
 ];
 
 pub fn family(name: &str) -> Option<&'static Family> {

@@ -1,0 +1,417 @@
+//! 2-D convolution, NCHW, f32, no bias: kernel KHxKW, stride, symmetric zero padding,
+//! dilation, groups. Weight [Cout, Cin/groups, KH, KW]. Covers dense, 1x1 pointwise,
+//! depthwise (groups = channels) and dilated convolutions. Shader: `shaders/conv2d.wgsl`.
+//!
+//! - forward: register tile of up to 4 output channels x 4 output pixels per invocation.
+//! - backward_input: a gather (no atomics), tile of up to 4 input channels x 4 input pixels
+//!   one stride apart, so the tile shares every stride test.
+//! - backward_weight: the sum over N*Ho*Wo is long while the weight may be tiny (depthwise),
+//!   so it is split into fixed chunks of output rows summed in order into a scratch buffer,
+//!   then a second dispatch sums the chunks in order. Deterministic, and parallel even for 144
+//!   weights. Tile: up to 4 output channels sharing each x load.
+//!
+//! `forward_simple` / `backward_input_simple` compute one element per invocation: the readable
+//! statement of the math, tested against the reference like the tiled ones.
+
+use super::{OpCase, Pass, BENCH_SHAPES};
+use crate::error::{Error, Result};
+use crate::gpu::{Kernel, Step};
+use crate::kernel;
+use crate::tensor::{numel, Tensor};
+
+const FORWARD: Kernel = kernel!("conv2d.wgsl", "forward", [1: Read, 2: Read, 3: ReadWrite]);
+const FORWARD_SIMPLE: Kernel = kernel!("conv2d.wgsl", "forward_simple", [1: Read, 2: Read, 3: ReadWrite]);
+const BACKWARD_INPUT: Kernel = kernel!("conv2d.wgsl", "backward_input", [1: Read, 2: Read, 3: ReadWrite]);
+const BACKWARD_INPUT_SIMPLE: Kernel = kernel!("conv2d.wgsl", "backward_input_simple", [1: Read, 2: Read, 3: ReadWrite]);
+const WEIGHT_PARTIAL: Kernel = kernel!("conv2d.wgsl", "weight_partial", [1: Read, 2: Read, 3: ReadWrite]);
+const WEIGHT_SUM: Kernel = kernel!("conv2d.wgsl", "weight_sum", [1: Read, 3: ReadWrite]);
+
+/// Pixels per register tile (fixed in the shader).
+const TILE_X: usize = 4;
+/// Most channels per register tile (the shader has four accumulators).
+const TILE_C: usize = 4;
+/// backward_weight aims for about this many stage-1 invocations...
+const WEIGHT_ITEMS: usize = 1 << 17;
+/// ...but never chunks of fewer output positions than this, where stage 2 would cost as much
+/// as stage 1.
+const MIN_CHUNK: usize = 32;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Conv2d {
+    pub stride: usize,
+    pub padding: usize,
+    pub dilation: usize,
+    pub groups: usize,
+}
+
+fn shape_err(message: String) -> Error {
+    Error::Shape { op: "conv2d", message }
+}
+
+/// Output shape [N, Cout, Ho, Wo] of input `x` [N, Cin, H, W] and weight `w`
+/// [Cout, Cin/groups, KH, KW], or an error saying what does not fit.
+pub fn out_shape(x: &[usize], w: &[usize], p: &Conv2d) -> Result<Vec<usize>> {
+    if p.stride == 0 || p.dilation == 0 || p.groups == 0 {
+        return Err(Error::Invalid(format!("conv2d: stride, dilation and groups must be >= 1, got {p:?}")));
+    }
+    let (&[n, cin, h, wd], &[cout, cin_g, kh, kw]) = (x, w) else {
+        return Err(shape_err(format!("input {x:?} and weight {w:?} must both be 4-D (NCHW, [Cout, Cin/groups, KH, KW])")));
+    };
+    if cin % p.groups != 0 || cout % p.groups != 0 {
+        return Err(shape_err(format!("Cin {cin} and Cout {cout} must both be divisible by groups {}", p.groups)));
+    }
+    if cin_g != cin / p.groups {
+        return Err(shape_err(format!("weight {w:?}: dim 1 must be Cin/groups = {cin}/{} = {}", p.groups, cin / p.groups)));
+    }
+    if [n, cin, h, wd, cout, kh, kw].contains(&0) {
+        return Err(shape_err(format!("empty input {x:?} or weight {w:?}")));
+    }
+    let out = |size: usize, k: usize| {
+        let span = p.dilation * (k - 1) + 1;
+        (size + 2 * p.padding >= span).then(|| (size + 2 * p.padding - span) / p.stride + 1)
+    };
+    match (out(h, kh), out(wd, kw)) {
+        (Some(ho), Some(wo)) => Ok(vec![n, cout, ho, wo]),
+        _ => Err(shape_err(format!(
+            "kernel {kh}x{kw} dilation {} spans more than input {h}x{wd} padded by {}",
+            p.dilation, p.padding
+        ))),
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    n: u32,
+    cin: u32,
+    h: u32,
+    w: u32,
+    cout: u32,
+    ho: u32,
+    wo: u32,
+    kh: u32,
+    kw: u32,
+    stride: u32,
+    pad: u32,
+    dil: u32,
+    cin_g: u32,
+    cout_g: u32,
+    ctiles: u32,
+    xtiles: u32,
+    total: u32,
+    chunk: u32,
+    chunks: u32,
+    len: u32,
+    nw: u32,
+    _pad: [u32; 3],
+}
+
+/// Checks the three shapes against each other and fills the geometry part of the params.
+fn geometry(x: &[usize], w: &[usize], y: &[usize], p: &Conv2d, what: &str) -> Result<Params> {
+    let want = out_shape(x, w, p)?;
+    if y != want.as_slice() {
+        return Err(shape_err(format!("{what} is {y:?}, but input {x:?} and weight {w:?} with {p:?} give {want:?}")));
+    }
+    let big = [numel(x), numel(w), numel(y), p.padding, p.stride * want[3] + p.dilation * w[3]];
+    if big.iter().any(|&v| v > i32::MAX as usize) {
+        return Err(Error::Invalid(format!("conv2d: sizes {x:?} {w:?} {y:?} exceed the 32-bit indexing of the shader")));
+    }
+    let u = |v: usize| v as u32;
+    Ok(Params {
+        n: u(x[0]),
+        cin: u(x[1]),
+        h: u(x[2]),
+        w: u(x[3]),
+        cout: u(y[1]),
+        ho: u(y[2]),
+        wo: u(y[3]),
+        kh: u(w[2]),
+        kw: u(w[3]),
+        stride: u(p.stride),
+        pad: u(p.padding),
+        dil: u(p.dilation),
+        cin_g: u(w[1]),
+        cout_g: u(y[1] / p.groups),
+        nw: u(numel(w)),
+        ..Params::default()
+    })
+}
+
+fn launch(step: &mut Step, k: &Kernel, ct: usize, params: &Params, bufs: &[&Tensor]) -> Result<()> {
+    let wg = step.gpu().wg1d();
+    let groups = step.gpu().grid(params.total, wg);
+    let bufs: Vec<_> = bufs.iter().map(|t| &t.buf).collect();
+    step.dispatch(k, &[("WG", wg as f64), ("CT", ct as f64)], params, &bufs, groups)
+}
+
+/// y = conv(x, w): x [N, Cin, H, W], w [Cout, Cin/groups, KH, KW], y [N, Cout, Ho, Wo].
+pub fn forward(step: &mut Step, x: &Tensor, w: &Tensor, p: &Conv2d, y: &Tensor) -> Result<()> {
+    let mut q = geometry(&x.shape, &w.shape, &y.shape, p, "output")?;
+    let ct = TILE_C.min(q.cout_g as usize);
+    q.ctiles = (q.cout_g as usize).div_ceil(ct) as u32;
+    q.xtiles = (q.wo as usize).div_ceil(TILE_X) as u32;
+    q.total = q.n * p.groups as u32 * q.ctiles * q.ho * q.xtiles;
+    launch(step, &FORWARD, ct, &q, &[x, w, y])
+}
+
+/// Same result as [`forward`], one output per invocation.
+pub fn forward_simple(step: &mut Step, x: &Tensor, w: &Tensor, p: &Conv2d, y: &Tensor) -> Result<()> {
+    let mut q = geometry(&x.shape, &w.shape, &y.shape, p, "output")?;
+    q.total = y.numel() as u32;
+    launch(step, &FORWARD_SIMPLE, 1, &q, &[x, w, y])
+}
+
+/// dx = gradient of sum(dy * conv(x, w)) with respect to x; dx has x's shape.
+pub fn backward_input(step: &mut Step, dy: &Tensor, w: &Tensor, p: &Conv2d, dx: &Tensor) -> Result<()> {
+    let mut q = geometry(&dx.shape, &w.shape, &dy.shape, p, "dy")?;
+    let ct = TILE_C.min(q.cin_g as usize);
+    q.ctiles = (q.cin_g as usize).div_ceil(ct) as u32;
+    // Per row: for each residue r < stride, tiles of 4 pixels r, r+s, r+2s, r+3s, ...
+    let s = p.stride;
+    q.xtiles = (s * (dx.shape[3].div_ceil(s)).div_ceil(TILE_X)) as u32;
+    q.total = q.n * p.groups as u32 * q.ctiles * q.h * q.xtiles;
+    launch(step, &BACKWARD_INPUT, ct, &q, &[dy, w, dx])
+}
+
+/// Same result as [`backward_input`], one element per invocation.
+pub fn backward_input_simple(step: &mut Step, dy: &Tensor, w: &Tensor, p: &Conv2d, dx: &Tensor) -> Result<()> {
+    let mut q = geometry(&dx.shape, &w.shape, &dy.shape, p, "dy")?;
+    q.total = dx.numel() as u32;
+    launch(step, &BACKWARD_INPUT_SIMPLE, 1, &q, &[dy, w, dx])
+}
+
+/// backward_weight's split of the N*Ho output rows: (channel tile, channel tiles per group,
+/// rows per chunk, chunks). A function of the shapes only, so the summation order (and so the
+/// result, bit for bit) never changes for a given shape.
+fn weight_plan(q: &Params, groups: usize) -> (usize, usize, usize, usize) {
+    let (cout_g, rows, wo) = (q.cout_g as usize, (q.n * q.ho) as usize, q.wo as usize);
+    let ct = TILE_C.min(cout_g);
+    let ctiles = cout_g.div_ceil(ct);
+    let items = groups * ctiles * (q.cin_g * q.kh * q.kw) as usize;
+    let want = (WEIGHT_ITEMS / items).max(1);
+    let chunk = rows.div_ceil(want).max(MIN_CHUNK.div_ceil(wo));
+    (ct, ctiles, chunk, rows.div_ceil(chunk))
+}
+
+/// How many chunks backward_weight splits the batch*spatial axis into (for tests).
+pub fn weight_chunks(x: &[usize], w: &[usize], p: &Conv2d) -> Result<usize> {
+    let y = out_shape(x, w, p)?;
+    Ok(weight_plan(&geometry(x, w, &y, p, "dy")?, p.groups).3)
+}
+
+/// dw = gradient of sum(dy * conv(x, w)) with respect to w; dw has w's shape.
+pub fn backward_weight(step: &mut Step, x: &Tensor, dy: &Tensor, p: &Conv2d, dw: &Tensor) -> Result<()> {
+    let mut q = geometry(&x.shape, &dw.shape, &dy.shape, p, "dy")?;
+    let (ct, ctiles, chunk, chunks) = weight_plan(&q, p.groups);
+    let nw = dw.numel();
+    q.ctiles = ctiles as u32;
+    q.len = q.n * q.ho;
+    q.chunk = chunk as u32;
+    q.chunks = chunks as u32;
+    q.total = (chunks * p.groups * ctiles) as u32 * q.cin_g * q.kh * q.kw;
+    if chunks == 1 {
+        return launch(step, &WEIGHT_PARTIAL, ct, &q, &[x, dy, dw]);
+    }
+    let partial = Tensor::empty(step.gpu(), &[chunks, nw]);
+    launch(step, &WEIGHT_PARTIAL, ct, &q, &[x, dy, &partial])?;
+    q.total = nw as u32;
+    launch(step, &WEIGHT_SUM, 1, &q, &[&partial, dw])
+}
+
+/// Plain f64 loops, written as the definition (backward passes scatter, unlike the kernels).
+pub mod reference {
+    use super::Conv2d;
+
+    fn out_hw(xs: [usize; 4], ws: [usize; 4], p: &Conv2d) -> (usize, usize) {
+        let o = super::out_shape(&xs, &ws, p).expect("reference: invalid conv2d shapes");
+        (o[2], o[3])
+    }
+
+    /// Calls f(x index, w index, y index) for every multiply-add of the convolution.
+    fn each_tap(xs: [usize; 4], ws: [usize; 4], p: &Conv2d, mut f: impl FnMut(usize, usize, usize)) {
+        let [n, cin, h, w] = xs;
+        let [cout, cin_g, kh, kw] = ws;
+        let (ho, wo) = out_hw(xs, ws, p);
+        let cout_g = cout / p.groups;
+        for b in 0..n {
+            for co in 0..cout {
+                let g = co / cout_g;
+                for oy in 0..ho {
+                    for ox in 0..wo {
+                        let yi = ((b * cout + co) * ho + oy) * wo + ox;
+                        for cl in 0..cin_g {
+                            let ci = g * cin_g + cl;
+                            for ky in 0..kh {
+                                for kx in 0..kw {
+                                    let iy = (oy * p.stride + ky * p.dilation) as isize - p.padding as isize;
+                                    let ix = (ox * p.stride + kx * p.dilation) as isize - p.padding as isize;
+                                    if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                                        continue;
+                                    }
+                                    let xi = ((b * cin + ci) * h + iy as usize) * w + ix as usize;
+                                    let wi = ((co * cin_g + cl) * kh + ky) * kw + kx;
+                                    f(xi, wi, yi);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn forward(x: &[f64], xs: [usize; 4], w: &[f64], ws: [usize; 4], p: &Conv2d) -> Vec<f64> {
+        let (ho, wo) = out_hw(xs, ws, p);
+        let mut y = vec![0.0; xs[0] * ws[0] * ho * wo];
+        each_tap(xs, ws, p, |xi, wi, yi| y[yi] += x[xi] * w[wi]);
+        y
+    }
+
+    /// Gradient of sum(dy * forward(x, w)) with respect to x (shape xs).
+    pub fn backward_input(dy: &[f64], xs: [usize; 4], w: &[f64], ws: [usize; 4], p: &Conv2d) -> Vec<f64> {
+        let mut dx = vec![0.0; xs.iter().product()];
+        each_tap(xs, ws, p, |xi, wi, yi| dx[xi] += dy[yi] * w[wi]);
+        dx
+    }
+
+    /// Gradient of sum(dy * forward(x, w)) with respect to w (shape ws).
+    pub fn backward_weight(x: &[f64], xs: [usize; 4], dy: &[f64], ws: [usize; 4], p: &Conv2d) -> Vec<f64> {
+        let mut dw = vec![0.0; ws.iter().product()];
+        each_tap(xs, ws, p, |xi, wi, yi| dw[wi] += dy[yi] * x[xi]);
+        dw
+    }
+}
+
+/// One convolution at one shape. `simple` runs the one-element-per-invocation kernels.
+pub struct ConvCase {
+    pub x: [usize; 4],
+    pub w: [usize; 4],
+    pub p: Conv2d,
+    pub simple: bool,
+}
+
+impl ConvCase {
+    fn new(x: [usize; 4], cout: usize, k: [usize; 2], stride: usize, padding: usize, dilation: usize, groups: usize) -> ConvCase {
+        ConvCase { x, w: [cout, x[1] / groups, k[0], k[1]], p: Conv2d { stride, padding, dilation, groups }, simple: false }
+    }
+    fn y(&self) -> Vec<usize> {
+        out_shape(&self.x, &self.w, &self.p).expect("conv2d case has valid shapes")
+    }
+    /// Multiply-adds of one pass (the same count for all three).
+    fn macs(&self) -> f64 {
+        let [cout, cin_g, kh, kw] = self.w;
+        let y = self.y();
+        (y[0] * cout * y[2] * y[3] * cin_g * kh * kw) as f64
+    }
+}
+
+impl OpCase for ConvCase {
+    fn name(&self) -> &'static str {
+        if self.simple { "conv2d_simple" } else { "conv2d" }
+    }
+    fn shape(&self) -> String {
+        let [n, c, h, w] = self.x;
+        let [co, _, kh, kw] = self.w;
+        let p = &self.p;
+        format!("n{n} c{c} {h}x{w} -> c{co} k{kh}x{kw} s{} p{} d{} g{}", p.stride, p.padding, p.dilation, p.groups)
+    }
+    fn inputs(&self) -> Vec<Vec<usize>> {
+        vec![self.x.to_vec(), self.w.to_vec()]
+    }
+    fn output(&self) -> Vec<usize> {
+        self.y()
+    }
+    /// f32 accumulation error grows with the longest sum any pass does.
+    fn tolerance(&self) -> (f64, f64) {
+        let [cout, cin_g, kh, kw] = self.w;
+        let y = self.y();
+        let longest = (cin_g * kh * kw).max(cout / self.p.groups * kh * kw).max(y[0] * y[2] * y[3]);
+        let t = 1e-4 * (longest as f64 / 256.0).max(1.0);
+        (t, t)
+    }
+    fn forward_ref(&self, x: &[Vec<f64>]) -> Vec<f64> {
+        reference::forward(&x[0], self.x, &x[1], self.w, &self.p)
+    }
+    fn backward_ref(&self, x: &[Vec<f64>], dy: &[f64]) -> Vec<Vec<f64>> {
+        vec![
+            reference::backward_input(dy, self.x, &x[1], self.w, &self.p),
+            reference::backward_weight(&x[0], self.x, dy, self.w, &self.p),
+        ]
+    }
+    fn forward(&self, step: &mut Step, x: &[Tensor], y: &Tensor) -> Result<Vec<Tensor>> {
+        if self.simple {
+            forward_simple(step, &x[0], &x[1], &self.p, y)?;
+        } else {
+            forward(step, &x[0], &x[1], &self.p, y)?;
+        }
+        Ok(vec![])
+    }
+    fn backward(&self, step: &mut Step, x: &[Tensor], _y: &Tensor, _s: &[Tensor], dy: &Tensor, wrt: usize, dx: &Tensor) -> Result<()> {
+        match (wrt, self.simple) {
+            (0, false) => backward_input(step, dy, &x[1], &self.p, dx),
+            (0, true) => backward_input_simple(step, dy, &x[1], &self.p, dx),
+            _ => backward_weight(step, &x[0], dy, &self.p, dx),
+        }
+    }
+    fn flops(&self, _pass: Pass) -> f64 {
+        2.0 * self.macs()
+    }
+    fn bytes(&self, pass: Pass) -> f64 {
+        let (x, w, y) = (numel(&self.x), numel(&self.w), numel(&self.y()));
+        4.0 * match pass {
+            Pass::Forward => x + w + y,
+            Pass::BackwardInput => y + w + x,
+            Pass::BackwardWeight => x + y + w,
+        } as f64
+    }
+}
+
+pub fn test_cases() -> Vec<Box<dyn OpCase>> {
+    let c = ConvCase::new;
+    [
+        c([1, 3, 7, 7], 5, [3, 3], 1, 1, 1, 1),   // dense 3x3
+        c([2, 3, 9, 7], 4, [3, 3], 2, 1, 1, 1),   // stride 2 on odd sizes
+        c([2, 5, 6, 5], 7, [1, 1], 1, 0, 1, 1),   // 1x1 pointwise
+        c([1, 5, 6, 6], 3, [1, 1], 2, 0, 1, 1),   // 1x1 stride 2: untouched input pixels
+        c([2, 5, 7, 6], 5, [3, 3], 1, 1, 1, 5),   // depthwise 3x3
+        c([1, 5, 9, 8], 5, [5, 5], 2, 2, 1, 5),   // depthwise 5x5 stride 2
+        c([1, 5, 9, 9], 5, [3, 3], 1, 2, 2, 5),   // dilated 3x3 d2
+        c([1, 5, 11, 10], 5, [5, 5], 1, 4, 2, 5), // dilated depthwise 5x5 d2
+        c([2, 4, 5, 7], 6, [3, 3], 1, 1, 1, 2),   // grouped
+        c([2, 4, 7, 5], 8, [3, 2], 2, 1, 2, 2),   // non-square, all options at once
+        c([3, 5, 1, 1], 7, [3, 3], 1, 1, 1, 1),   // 1x1 spatial input
+        c([1, 17, 7, 7], 17, [3, 3], 1, 1, 1, 1), // 17 channels
+        c([1, 17, 5, 5], 17, [3, 3], 1, 1, 1, 17),
+    ]
+    .into_iter()
+    .map(|case| Box::new(case) as Box<dyn OpCase>)
+    .collect()
+}
+
+/// The fast cases again, on the one-element-per-invocation kernels (backward_weight has one).
+pub fn simple_test_cases() -> Vec<Box<dyn OpCase>> {
+    let c = ConvCase::new;
+    [
+        c([1, 3, 7, 7], 5, [3, 3], 1, 1, 1, 1),
+        c([2, 3, 9, 7], 4, [3, 3], 2, 1, 1, 1),
+        c([1, 5, 11, 10], 5, [5, 5], 1, 4, 2, 5),
+        c([2, 4, 7, 5], 8, [3, 2], 2, 1, 2, 2),
+        c([3, 5, 1, 1], 7, [3, 3], 1, 1, 1, 1),
+    ]
+    .into_iter()
+    .map(|case| Box::new(ConvCase { simple: true, ..case }) as Box<dyn OpCase>)
+    .collect()
+}
+
+pub fn bench_cases() -> Vec<Box<dyn OpCase>> {
+    let mut v: Vec<Box<dyn OpCase>> = Vec::new();
+    for &x in BENCH_SHAPES {
+        let ch = x[1];
+        v.push(Box::new(ConvCase::new(x, ch, [3, 3], 1, 1, 1, 1))); // dense 3x3
+        v.push(Box::new(ConvCase::new(x, ch, [1, 1], 1, 0, 1, 1))); // pointwise
+        v.push(Box::new(ConvCase::new(x, ch, [3, 3], 1, 1, 1, ch))); // depthwise 3x3
+        v.push(Box::new(ConvCase::new(x, ch, [5, 5], 1, 2, 1, ch))); // depthwise 5x5
+        v.push(Box::new(ConvCase::new(x, ch, [3, 3], 1, 2, 2, ch))); // dilated depthwise 3x3
+    }
+    v
+}

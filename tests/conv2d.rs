@@ -1,0 +1,79 @@
+//! conv2d beyond the registry check: the simple kernels, the two-stage weight gradient over
+//! many chunks (determinism), and shape validation.
+
+use cellnas::ops::check::{check_case, compare, random_vec, rng_for};
+use cellnas::ops::conv2d::{self, reference, Conv2d};
+use cellnas::{Error, Tensor};
+
+#[test]
+fn simple_kernels_match_reference() {
+    let gpu = cellnas::gpu::test_gpu();
+    let failures: Vec<String> = conv2d::simple_test_cases().iter().filter_map(|c| check_case(&gpu, c.as_ref()).err()).collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Depthwise weights are tiny next to N*Ho*Wo, so the weight gradient runs as many chunks;
+/// two runs must agree bit for bit and match the reference.
+#[test]
+fn weight_gradient_many_chunks_is_deterministic() {
+    let gpu = cellnas::gpu::test_gpu();
+    let p = Conv2d { stride: 1, padding: 1, dilation: 1, groups: 3 };
+    let (xs, ws) = ([4, 3, 16, 15], [3, 1, 3, 3]);
+    let ys = conv2d::out_shape(&xs, &ws, &p).unwrap();
+    let len = ys[0] * ys[2] * ys[3];
+    assert!(conv2d::weight_chunks(&xs, &ws, &p).unwrap() > 8, "case should need many chunks");
+
+    let mut rng = rng_for("conv2d determinism");
+    let x = random_vec(&mut rng, xs.iter().product());
+    let dy = random_vec(&mut rng, ys.iter().product());
+    let xt = Tensor::from_slice(&gpu, &xs, &x).unwrap();
+    let dyt = Tensor::from_slice(&gpu, &ys, &dy).unwrap();
+    let run = || {
+        let dw = Tensor::empty(&gpu, &ws);
+        dw.poison(&gpu).unwrap();
+        let mut step = gpu.step();
+        conv2d::backward_weight(&mut step, &xt, &dyt, &p, &dw).unwrap();
+        step.submit().unwrap();
+        dw.to_vec(&gpu).unwrap()
+    };
+    let (a, b) = (run(), run());
+    assert_eq!(a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), b.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+
+    let f64s = |v: &[f32]| v.iter().map(|&v| v as f64).collect::<Vec<_>>();
+    let want = reference::backward_weight(&f64s(&x), xs, &f64s(&dy), ws, &p);
+    let tol = 1e-4 * (len as f64 / 256.0);
+    compare("dw", &a, &want, tol, tol).unwrap();
+}
+
+#[test]
+fn out_shape_validates() {
+    let p = |stride, padding, dilation, groups| Conv2d { stride, padding, dilation, groups };
+    assert_eq!(conv2d::out_shape(&[2, 4, 9, 7], &[6, 2, 3, 3], &p(2, 1, 1, 2)).unwrap(), vec![2, 6, 5, 4]);
+    assert_eq!(conv2d::out_shape(&[1, 5, 7, 7], &[5, 1, 5, 5], &p(1, 4, 2, 5)).unwrap(), vec![1, 5, 7, 7]);
+    let bad = [
+        ([1, 4, 7, 7], vec![6, 2, 3, 3], p(1, 1, 1, 3)), // Cin % groups
+        ([1, 4, 7, 7], vec![5, 2, 3, 3], p(1, 1, 1, 2)), // Cout % groups
+        ([1, 4, 7, 7], vec![6, 4, 3, 3], p(1, 1, 1, 2)), // w[1] != Cin/groups
+        ([1, 4, 2, 2], vec![6, 4, 3, 3], p(1, 0, 1, 1)), // output would be empty
+        ([1, 4, 7, 7], vec![6, 4, 3, 3], p(0, 1, 1, 1)), // stride 0
+        ([1, 4, 7, 7], vec![6, 4, 3, 3], p(1, 1, 0, 1)), // dilation 0
+        ([1, 4, 7, 7], vec![6, 4, 3], p(1, 1, 1, 1)),    // 3-D weight
+    ];
+    for (x, w, p) in bad {
+        assert!(conv2d::out_shape(&x, &w, &p).is_err(), "{x:?} {w:?} {p:?} should be rejected");
+    }
+}
+
+#[test]
+fn launchers_reject_mismatched_tensors() {
+    let gpu = cellnas::gpu::test_gpu();
+    let p = Conv2d { stride: 1, padding: 1, dilation: 1, groups: 1 };
+    let x = Tensor::empty(&gpu, &[1, 3, 7, 7]);
+    let w = Tensor::empty(&gpu, &[5, 3, 3, 3]);
+    let wrong_y = Tensor::empty(&gpu, &[1, 5, 6, 7]);
+    let mut step = gpu.step();
+    assert!(matches!(conv2d::forward(&mut step, &x, &w, &p, &wrong_y), Err(Error::Shape { .. })));
+    assert!(matches!(conv2d::backward_input(&mut step, &wrong_y, &w, &p, &x), Err(Error::Shape { .. })));
+    assert!(matches!(conv2d::backward_weight(&mut step, &x, &wrong_y, &p, &w), Err(Error::Shape { .. })));
+    assert_eq!(step.dispatches(), 0);
+}
