@@ -11,6 +11,14 @@ fn relu() {
 fn add_and_accumulate() {
     check_family("add");
 }
+#[test]
+fn linear() {
+    check_family("linear");
+}
+#[test]
+fn softmax_cross_entropy() {
+    check_family("softmax_cross_entropy");
+}
 
 #[test]
 fn every_family_has_a_test_line() {

@@ -6,6 +6,8 @@
 
 pub mod check;
 pub mod elementwise;
+pub mod linear;
+pub mod loss;
 
 use crate::error::Result;
 use crate::gpu::Step;
@@ -83,6 +85,8 @@ pub struct Family {
 pub const FAMILIES: &[Family] = &[
     Family { name: "relu", test_cases: elementwise::relu_test_cases, bench_cases: elementwise::relu_bench_cases },
     Family { name: "add", test_cases: elementwise::add_test_cases, bench_cases: elementwise::add_bench_cases },
+    Family { name: "linear", test_cases: linear::test_cases, bench_cases: linear::bench_cases },
+    Family { name: "softmax_cross_entropy", test_cases: loss::cross_entropy_test_cases, bench_cases: loss::cross_entropy_bench_cases },
 ];
 
 pub fn family(name: &str) -> Option<&'static Family> {
