@@ -101,10 +101,12 @@ pub fn backward_weight(step: &mut Step, x: &Tensor, dy: &Tensor, dw: &Tensor, db
     let op = "linear backward_weight";
     let (n, k, m) = dims(op, x, dw)?;
     expect(op, "output gradient", dy, n, m)?;
+    if let Some(db) = db {
+        expect_bias(op, db, m)?;
+    }
     let p = Params { rows: u(m), cols: u(k), len: u(n), a_row: 1, a_step: u(m), b_col: 1, b_step: u(k), ..Default::default() };
     matmul(step, dy, x, None, dw, p)?;
     if let Some(db) = db {
-        expect_bias(op, db, m)?;
         let wg = step.gpu().wg1d();
         let groups = step.gpu().grid(u(m), wg);
         let p = Params { cols: u(m), len: u(n), a_row: 1, a_step: u(m), ..Default::default() };
