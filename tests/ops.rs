@@ -15,6 +15,14 @@ fn add_and_accumulate() {
 fn conv2d() {
     check_family("conv2d");
 }
+#[test]
+fn linear() {
+    check_family("linear");
+}
+#[test]
+fn softmax_cross_entropy() {
+    check_family("softmax_cross_entropy");
+}
 
 #[test]
 fn every_family_has_a_test_line() {

@@ -7,6 +7,8 @@
 pub mod check;
 pub mod conv2d;
 pub mod elementwise;
+pub mod linear;
+pub mod loss;
 
 use crate::error::Result;
 use crate::gpu::Step;
@@ -85,6 +87,8 @@ pub const FAMILIES: &[Family] = &[
     Family { name: "relu", test_cases: elementwise::relu_test_cases, bench_cases: elementwise::relu_bench_cases },
     Family { name: "add", test_cases: elementwise::add_test_cases, bench_cases: elementwise::add_bench_cases },
     Family { name: "conv2d", test_cases: conv2d::test_cases, bench_cases: conv2d::bench_cases },
+    Family { name: "linear", test_cases: linear::test_cases, bench_cases: linear::bench_cases },
+    Family { name: "softmax_cross_entropy", test_cases: loss::cross_entropy_test_cases, bench_cases: loss::cross_entropy_bench_cases },
 ];
 
 pub fn family(name: &str) -> Option<&'static Family> {
