@@ -11,6 +11,18 @@ fn relu() {
 fn add_and_accumulate() {
     check_family("add");
 }
+#[test]
+fn sgd() {
+    check_family("sgd");
+}
+#[test]
+fn adam() {
+    check_family("adam");
+}
+#[test]
+fn grad_norm() {
+    check_family("grad_norm");
+}
 
 #[test]
 fn every_family_has_a_test_line() {

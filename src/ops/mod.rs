@@ -6,6 +6,7 @@
 
 pub mod check;
 pub mod elementwise;
+pub mod optim;
 
 use crate::error::Result;
 use crate::gpu::Step;
@@ -83,6 +84,9 @@ pub struct Family {
 pub const FAMILIES: &[Family] = &[
     Family { name: "relu", test_cases: elementwise::relu_test_cases, bench_cases: elementwise::relu_bench_cases },
     Family { name: "add", test_cases: elementwise::add_test_cases, bench_cases: elementwise::add_bench_cases },
+    Family { name: "sgd", test_cases: optim::sgd_test_cases, bench_cases: optim::sgd_bench_cases },
+    Family { name: "adam", test_cases: optim::adam_test_cases, bench_cases: optim::adam_bench_cases },
+    Family { name: "grad_norm", test_cases: optim::grad_norm_test_cases, bench_cases: optim::grad_norm_bench_cases },
 ];
 
 pub fn family(name: &str) -> Option<&'static Family> {
