@@ -23,6 +23,18 @@ fn linear() {
 fn softmax_cross_entropy() {
     check_family("softmax_cross_entropy");
 }
+#[test]
+fn sgd() {
+    check_family("sgd");
+}
+#[test]
+fn adam() {
+    check_family("adam");
+}
+#[test]
+fn grad_norm() {
+    check_family("grad_norm");
+}
 
 #[test]
 fn every_family_has_a_test_line() {

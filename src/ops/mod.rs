@@ -9,6 +9,7 @@ pub mod conv2d;
 pub mod elementwise;
 pub mod linear;
 pub mod loss;
+pub mod optim;
 
 use crate::error::Result;
 use crate::gpu::Step;
@@ -89,6 +90,9 @@ pub const FAMILIES: &[Family] = &[
     Family { name: "conv2d", test_cases: conv2d::test_cases, bench_cases: conv2d::bench_cases },
     Family { name: "linear", test_cases: linear::test_cases, bench_cases: linear::bench_cases },
     Family { name: "softmax_cross_entropy", test_cases: loss::cross_entropy_test_cases, bench_cases: loss::cross_entropy_bench_cases },
+    Family { name: "sgd", test_cases: optim::sgd_test_cases, bench_cases: optim::sgd_bench_cases },
+    Family { name: "adam", test_cases: optim::adam_test_cases, bench_cases: optim::adam_bench_cases },
+    Family { name: "grad_norm", test_cases: optim::grad_norm_test_cases, bench_cases: optim::grad_norm_bench_cases },
 ];
 
 pub fn family(name: &str) -> Option<&'static Family> {
