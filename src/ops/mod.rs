@@ -5,7 +5,9 @@
 //! `cellnas bench` all iterate this registry.
 
 pub mod check;
+pub mod concat;
 pub mod elementwise;
+pub mod pool;
 
 use crate::error::Result;
 use crate::gpu::Step;
@@ -83,6 +85,10 @@ pub struct Family {
 pub const FAMILIES: &[Family] = &[
     Family { name: "relu", test_cases: elementwise::relu_test_cases, bench_cases: elementwise::relu_bench_cases },
     Family { name: "add", test_cases: elementwise::add_test_cases, bench_cases: elementwise::add_bench_cases },
+    Family { name: "max_pool", test_cases: pool::max_pool_test_cases, bench_cases: pool::max_pool_bench_cases },
+    Family { name: "avg_pool", test_cases: pool::avg_pool_test_cases, bench_cases: pool::avg_pool_bench_cases },
+    Family { name: "global_avg_pool", test_cases: pool::global_avg_pool_test_cases, bench_cases: pool::global_avg_pool_bench_cases },
+    Family { name: "concat", test_cases: concat::concat_test_cases, bench_cases: concat::concat_bench_cases },
 ];
 
 pub fn family(name: &str) -> Option<&'static Family> {
