@@ -35,6 +35,22 @@ fn adam() {
 fn grad_norm() {
     check_family("grad_norm");
 }
+#[test]
+fn max_pool() {
+    check_family("max_pool");
+}
+#[test]
+fn avg_pool() {
+    check_family("avg_pool");
+}
+#[test]
+fn global_avg_pool() {
+    check_family("global_avg_pool");
+}
+#[test]
+fn concat() {
+    check_family("concat");
+}
 
 #[test]
 fn every_family_has_a_test_line() {

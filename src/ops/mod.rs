@@ -10,6 +10,9 @@ pub mod elementwise;
 pub mod linear;
 pub mod loss;
 pub mod optim;
+pub mod concat;
+pub mod elementwise;
+pub mod pool;
 
 use crate::error::Result;
 use crate::gpu::Step;
@@ -93,6 +96,10 @@ pub const FAMILIES: &[Family] = &[
     Family { name: "sgd", test_cases: optim::sgd_test_cases, bench_cases: optim::sgd_bench_cases },
     Family { name: "adam", test_cases: optim::adam_test_cases, bench_cases: optim::adam_bench_cases },
     Family { name: "grad_norm", test_cases: optim::grad_norm_test_cases, bench_cases: optim::grad_norm_bench_cases },
+    Family { name: "max_pool", test_cases: pool::max_pool_test_cases, bench_cases: pool::max_pool_bench_cases },
+    Family { name: "avg_pool", test_cases: pool::avg_pool_test_cases, bench_cases: pool::avg_pool_bench_cases },
+    Family { name: "global_avg_pool", test_cases: pool::global_avg_pool_test_cases, bench_cases: pool::global_avg_pool_bench_cases },
+    Family { name: "concat", test_cases: concat::concat_test_cases, bench_cases: concat::concat_bench_cases },
 ];
 
 pub fn family(name: &str) -> Option<&'static Family> {

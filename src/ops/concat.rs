@@ -1,0 +1,156 @@
+//! Channel concatenation of NCHW tensors and its backward (splitting a gradient into the
+//! parts' channel slices). Shader: `shaders/concat.wgsl`.
+
+use super::{OpCase, Pass, BENCH_SHAPES};
+use crate::error::{Error, Result};
+use crate::gpu::{Kernel, Step};
+use crate::kernel;
+use crate::tensor::{nchw, numel, Tensor};
+
+const CONCAT_PART: Kernel = kernel!("concat.wgsl", "concat_part", [1: Read, 2: ReadWrite]);
+const SPLIT_PART: Kernel = kernel!("concat.wgsl", "split_part", [1: Read, 2: ReadWrite]);
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    total: u32,
+    blk: u32,
+    stride: u32,
+    offset: u32,
+}
+
+/// Params of one dispatch per part: the parts must share N, H, W with `whole` and their
+/// channels must add up to its channels. [N, C] tensors count as [N, C, 1, 1].
+fn part_params(op: &'static str, whole: &Tensor, parts: &[&Tensor]) -> Result<Vec<Params>> {
+    let err = |message: String| Error::Shape { op, message };
+    if parts.is_empty() {
+        return Err(Error::Invalid(format!("{op}: no parts")));
+    }
+    let rank = whole.shape.len();
+    if rank != 2 && rank != 4 {
+        return Err(err(format!("expected [N, C, H, W] or [N, C], got {:?}", whole.shape)));
+    }
+    u32::try_from(whole.numel()).map_err(|_| err(format!("{:?} has more than 2^32 elements", whole.shape)))?;
+    let [n, c, h, w] = whole.nchw();
+    let hw = h * w;
+    let mut at = 0;
+    let mut out = Vec::with_capacity(parts.len());
+    for t in parts {
+        let [pn, pc, ph, pw] = nchw(&t.shape);
+        if t.shape.len() != rank || (pn, ph, pw) != (n, h, w) {
+            return Err(err(format!("part {:?} does not match {:?} outside the channel axis", t.shape, whole.shape)));
+        }
+        out.push(Params { total: (n * pc * hw) as u32, blk: (pc * hw) as u32, stride: (c * hw) as u32, offset: (at * hw) as u32 });
+        at += pc;
+    }
+    if at != c {
+        let shapes: Vec<_> = parts.iter().map(|t| &t.shape).collect();
+        return Err(err(format!("parts {shapes:?} have {at} channels in all, the whole {:?} has {c}", whole.shape)));
+    }
+    Ok(out)
+}
+
+fn launch(step: &mut Step, k: &Kernel, params: &Params, src: &Tensor, dst: &Tensor) -> Result<()> {
+    let wg = step.gpu().wg1d();
+    let groups = step.gpu().grid(params.total, wg);
+    step.dispatch(k, &[("WG", wg as f64)], params, &[&src.buf, &dst.buf], groups)
+}
+
+/// y = the inputs stacked along channels, in order: all [N, Ci, H, W] -> [N, sum Ci, H, W].
+pub fn concat_channels(step: &mut Step, xs: &[&Tensor], y: &Tensor) -> Result<()> {
+    for (params, x) in part_params("concat_channels", y, xs)?.iter().zip(xs) {
+        launch(step, &CONCAT_PART, params, x, y)?;
+    }
+    Ok(())
+}
+
+/// The backward of [`concat_channels`]: each dxs[i] gets its channel slice of dy.
+pub fn split_channels(step: &mut Step, dy: &Tensor, dxs: &[&Tensor]) -> Result<()> {
+    for (params, dx) in part_params("split_channels", dy, dxs)?.iter().zip(dxs) {
+        launch(step, &SPLIT_PART, params, dy, dx)?;
+    }
+    Ok(())
+}
+
+pub mod reference {
+    /// Parts of shape [n, chans[i], hw] stacked along the channel axis.
+    pub fn concat(xs: &[Vec<f64>], n: usize, chans: &[usize], hw: usize) -> Vec<f64> {
+        let mut y = Vec::new();
+        for b in 0..n {
+            for (x, &c) in xs.iter().zip(chans) {
+                y.extend_from_slice(&x[b * c * hw..(b + 1) * c * hw]);
+            }
+        }
+        y
+    }
+
+    pub fn split(dy: &[f64], n: usize, chans: &[usize], hw: usize) -> Vec<Vec<f64>> {
+        let total: usize = chans.iter().sum();
+        let mut at = 0;
+        let mut out = Vec::new();
+        for &c in chans {
+            let mut dx = Vec::new();
+            for b in 0..n {
+                let start = (b * total + at) * hw;
+                dx.extend_from_slice(&dy[start..start + c * hw]);
+            }
+            out.push(dx);
+            at += c;
+        }
+        out
+    }
+}
+
+struct ConcatCase {
+    n: usize,
+    chans: Vec<usize>,
+    h: usize,
+    w: usize,
+}
+
+impl OpCase for ConcatCase {
+    fn name(&self) -> &'static str {
+        "concat"
+    }
+    fn shape(&self) -> String {
+        format!("n{} c{:?} {}x{}", self.n, self.chans, self.h, self.w)
+    }
+    fn inputs(&self) -> Vec<Vec<usize>> {
+        self.chans.iter().map(|&c| vec![self.n, c, self.h, self.w]).collect()
+    }
+    fn output(&self) -> Vec<usize> {
+        vec![self.n, self.chans.iter().sum(), self.h, self.w]
+    }
+    fn forward_ref(&self, x: &[Vec<f64>]) -> Vec<f64> {
+        reference::concat(x, self.n, &self.chans, self.h * self.w)
+    }
+    fn backward_ref(&self, _x: &[Vec<f64>], dy: &[f64]) -> Vec<Vec<f64>> {
+        reference::split(dy, self.n, &self.chans, self.h * self.w)
+    }
+    fn forward(&self, step: &mut Step, x: &[Tensor], y: &Tensor) -> Result<Vec<Tensor>> {
+        concat_channels(step, &x.iter().collect::<Vec<_>>(), y)?;
+        Ok(vec![])
+    }
+    /// The checker asks for one input's gradient at a time; the other slices land in scratch.
+    fn backward(&self, step: &mut Step, x: &[Tensor], _y: &Tensor, _s: &[Tensor], dy: &Tensor, wrt: usize, dx: &Tensor) -> Result<()> {
+        let scratch: Vec<Tensor> = x.iter().map(|t| Tensor::empty(step.gpu(), &t.shape)).collect();
+        let dxs: Vec<&Tensor> = scratch.iter().enumerate().map(|(i, t)| if i == wrt { dx } else { t }).collect();
+        split_channels(step, dy, &dxs)
+    }
+    fn flops(&self, _pass: Pass) -> f64 {
+        0.0
+    }
+    fn bytes(&self, _pass: Pass) -> f64 {
+        8.0 * numel(&self.output()) as f64
+    }
+}
+
+pub fn concat_test_cases() -> Vec<Box<dyn OpCase>> {
+    let case = |n, chans: &[usize], h, w| Box::new(ConcatCase { n, chans: chans.to_vec(), h, w }) as Box<dyn OpCase>;
+    vec![case(1, &[3, 5, 1], 7, 7), case(2, &[5, 17], 1, 1), case(3, &[1, 3], 9, 7), case(1, &[17, 3, 5], 2, 3)]
+}
+
+/// A cell's output: four node outputs of C channels each.
+pub fn concat_bench_cases() -> Vec<Box<dyn OpCase>> {
+    BENCH_SHAPES.iter().map(|&[n, c, h, w]| Box::new(ConcatCase { n, chans: vec![c; 4], h, w }) as Box<dyn OpCase>).collect()
+}

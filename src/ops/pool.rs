@@ -1,0 +1,368 @@
+//! 2-D max and average pooling (NCHW) and global average pooling, forward and backward.
+//! Shader: `shaders/pool.wgsl`.
+//!
+//! Semantics follow PyTorch: output size floor((H + 2p - k) / s) + 1; max pooling pads with
+//! -infinity (padding never wins) and on ties the first maximum in row-major window order takes
+//! the gradient; average pooling divides by the number of real elements in the window
+//! (count_include_pad = false). The backward passes gather, for each input element, over the
+//! outputs whose window covers it (max recomputes each window's argmax from x), so no atomics
+//! are needed and results are bitwise reproducible.
+
+use super::{OpCase, Pass, BENCH_SHAPES};
+use crate::error::{Error, Result};
+use crate::gpu::{Kernel, Step};
+use crate::kernel;
+use crate::tensor::{numel, Tensor};
+
+const MAX_FORWARD: Kernel = kernel!("pool.wgsl", "max_forward", [1: Read, 2: ReadWrite]);
+const AVG_FORWARD: Kernel = kernel!("pool.wgsl", "avg_forward", [1: Read, 2: ReadWrite]);
+const MAX_BACKWARD: Kernel = kernel!("pool.wgsl", "max_backward", [1: Read, 3: Read, 2: ReadWrite]);
+const AVG_BACKWARD: Kernel = kernel!("pool.wgsl", "avg_backward", [3: Read, 2: ReadWrite]);
+const GLOBAL_AVG_FORWARD: Kernel = kernel!("pool.wgsl", "global_avg_forward", [1: Read, 2: ReadWrite]);
+const GLOBAL_AVG_BACKWARD: Kernel = kernel!("pool.wgsl", "global_avg_backward", [3: Read, 2: ReadWrite]);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PoolKind {
+    Max,
+    Avg,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Pool2d {
+    pub kind: PoolKind,
+    pub kernel: usize,
+    pub stride: usize,
+    pub padding: usize,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    total: u32,
+    c: u32,
+    h: u32,
+    w: u32,
+    oh: u32,
+    ow: u32,
+    k: u32,
+    s: u32,
+    pad: u32,
+    _pad: [u32; 3],
+}
+
+/// Output shape of pooling `x` ([N, C, H, W]) with `p`.
+pub fn out_shape(x: &[usize], p: &Pool2d) -> Result<Vec<usize>> {
+    let &[n, c, h, w] = x else {
+        return Err(Error::Shape { op: "pool2d", message: format!("input must be [N, C, H, W], got {x:?}") });
+    };
+    if p.kernel == 0 || p.stride == 0 {
+        return Err(Error::Invalid(format!("pool2d: kernel and stride must be at least 1, got {p:?}")));
+    }
+    // A window made only of padding would have no maximum and no average.
+    if p.padding >= p.kernel {
+        return Err(Error::Invalid(format!("pool2d: padding {} must be smaller than kernel {}", p.padding, p.kernel)));
+    }
+    if h + 2 * p.padding < p.kernel || w + 2 * p.padding < p.kernel {
+        return Err(Error::Shape {
+            op: "pool2d",
+            message: format!("kernel {} does not fit input {h}x{w} with padding {}", p.kernel, p.padding),
+        });
+    }
+    let o = |d: usize| (d + 2 * p.padding - p.kernel) / p.stride + 1;
+    Ok(vec![n, c, o(h), o(w)])
+}
+
+fn fits_u32(op: &'static str, shape: &[usize]) -> Result<u32> {
+    u32::try_from(numel(shape)).map_err(|_| Error::Shape { op, message: format!("{shape:?} has more than 2^32 elements") })
+}
+
+fn launch(step: &mut Step, k: &Kernel, params: Params, bufs: &[&Tensor]) -> Result<()> {
+    let wg = step.gpu().wg1d();
+    let groups = step.gpu().grid(params.total, wg);
+    let bufs: Vec<_> = bufs.iter().map(|t| &t.buf).collect();
+    step.dispatch(k, &[("WG", wg as f64)], &params, &bufs, groups)
+}
+
+/// Checks x, the output-shaped tensor and the input-shaped tensor; params for a dispatch over
+/// `total` elements.
+fn pool_params(op: &'static str, x: &Tensor, p: &Pool2d, y_like: &Tensor, x_like: &Tensor) -> Result<Params> {
+    let ys = out_shape(&x.shape, p)?;
+    if y_like.shape != ys {
+        return Err(Error::Shape { op, message: format!("output is {:?}, input {:?} with {p:?} gives {ys:?}", y_like.shape, x.shape) });
+    }
+    if x_like.shape != x.shape {
+        return Err(Error::Shape { op, message: format!("gradient {:?} does not match input {:?}", x_like.shape, x.shape) });
+    }
+    fits_u32(op, &x.shape)?;
+    fits_u32(op, &ys)?;
+    let u = |v: usize| v as u32;
+    Ok(Params {
+        c: u(x.shape[1]),
+        h: u(x.shape[2]),
+        w: u(x.shape[3]),
+        oh: u(ys[2]),
+        ow: u(ys[3]),
+        k: u(p.kernel),
+        s: u(p.stride),
+        pad: u(p.padding),
+        ..Default::default()
+    })
+}
+
+/// y = pool(x); x is [N, C, H, W], y is `out_shape(x, p)`.
+pub fn forward(step: &mut Step, x: &Tensor, p: &Pool2d, y: &Tensor) -> Result<()> {
+    let params = Params { total: y.numel() as u32, ..pool_params("pool2d", x, p, y, x)? };
+    let k = match p.kind {
+        PoolKind::Max => &MAX_FORWARD,
+        PoolKind::Avg => &AVG_FORWARD,
+    };
+    launch(step, k, params, &[x, y])
+}
+
+/// dx = gradient of sum(dy * pool(x)) with respect to x. Max pooling recomputes each window's
+/// argmax from x (same tie rule as the forward pass), so nothing needs saving.
+pub fn backward(step: &mut Step, x: &Tensor, dy: &Tensor, p: &Pool2d, dx: &Tensor) -> Result<()> {
+    let params = Params { total: x.numel() as u32, ..pool_params("pool2d_backward", x, p, dy, dx)? };
+    match p.kind {
+        PoolKind::Max => launch(step, &MAX_BACKWARD, params, &[x, dy, dx]),
+        PoolKind::Avg => launch(step, &AVG_BACKWARD, params, &[dy, dx]),
+    }
+}
+
+/// [N, C, H, W] and a matching [N, C] (or [N, C, 1, 1]) tensor.
+fn global_params(op: &'static str, x: &Tensor, y: &Tensor) -> Result<Params> {
+    let &[n, c, h, w] = &x.shape[..] else {
+        return Err(Error::Shape { op, message: format!("input must be [N, C, H, W], got {:?}", x.shape) });
+    };
+    if y.shape != [n, c] && y.shape != [n, c, 1, 1] {
+        return Err(Error::Shape { op, message: format!("pooled tensor must be [{n}, {c}] for input {:?}, got {:?}", x.shape, y.shape) });
+    }
+    if h * w == 0 {
+        return Err(Error::Shape { op, message: format!("no spatial elements to average in {:?}", x.shape) });
+    }
+    fits_u32(op, &x.shape)?;
+    Ok(Params { c: c as u32, h: h as u32, w: w as u32, ..Default::default() })
+}
+
+/// y[n, c] = mean over h, w of x[n, c, h, w].
+pub fn global_avg_pool(step: &mut Step, x: &Tensor, y: &Tensor) -> Result<()> {
+    let params = Params { total: y.numel() as u32, ..global_params("global_avg_pool", x, y)? };
+    launch(step, &GLOBAL_AVG_FORWARD, params, &[x, y])
+}
+
+/// dx[n, c, h, w] = dy[n, c] / (H * W).
+pub fn global_avg_pool_backward(step: &mut Step, dy: &Tensor, dx: &Tensor) -> Result<()> {
+    let params = Params { total: dx.numel() as u32, ..global_params("global_avg_pool_backward", dx, dy)? };
+    launch(step, &GLOBAL_AVG_BACKWARD, params, &[dy, dx])
+}
+
+pub mod reference {
+    use super::{out_shape, Pool2d, PoolKind};
+
+    /// Real input positions of output (oy, ox)'s window: rows y0..y1, columns x0..x1.
+    fn window(s: [usize; 4], p: &Pool2d, oy: usize, ox: usize) -> (usize, usize, usize, usize) {
+        let start = |o: usize| (o * p.stride) as isize - p.padding as isize;
+        let (ys, xs) = (start(oy), start(ox));
+        let y1 = (ys + p.kernel as isize).min(s[2] as isize) as usize;
+        let x1 = (xs + p.kernel as isize).min(s[3] as isize) as usize;
+        (ys.max(0) as usize, y1, xs.max(0) as usize, x1)
+    }
+
+    /// Index into x of the value output (n, c, oy, ox) takes (max) or the window's cells (avg).
+    fn cells(s: [usize; 4], p: &Pool2d, plane: usize, oy: usize, ox: usize) -> Vec<usize> {
+        let (y0, y1, x0, x1) = window(s, p, oy, ox);
+        (y0..y1).flat_map(|y| (x0..x1).map(move |x| plane + y * s[3] + x)).collect()
+    }
+
+    /// First maximum in row-major order.
+    fn argmax(x: &[f64], cells: &[usize]) -> usize {
+        let mut best = cells[0];
+        for &j in cells {
+            if x[j] > x[best] {
+                best = j;
+            }
+        }
+        best
+    }
+
+    pub fn pool_forward(x: &[f64], s: [usize; 4], p: &Pool2d) -> Vec<f64> {
+        let o = out_shape(&s, p).unwrap();
+        let mut y = Vec::new();
+        for nc in 0..s[0] * s[1] {
+            for oy in 0..o[2] {
+                for ox in 0..o[3] {
+                    let cells = cells(s, p, nc * s[2] * s[3], oy, ox);
+                    y.push(match p.kind {
+                        PoolKind::Max => x[argmax(x, &cells)],
+                        PoolKind::Avg => cells.iter().map(|&j| x[j]).sum::<f64>() / cells.len() as f64,
+                    });
+                }
+            }
+        }
+        y
+    }
+
+    /// Scatters each output's gradient to the inputs it came from.
+    pub fn pool_backward(x: &[f64], s: [usize; 4], dy: &[f64], p: &Pool2d) -> Vec<f64> {
+        let o = out_shape(&s, p).unwrap();
+        let mut dx = vec![0.0; x.len()];
+        let mut i = 0;
+        for nc in 0..s[0] * s[1] {
+            for oy in 0..o[2] {
+                for ox in 0..o[3] {
+                    let cells = cells(s, p, nc * s[2] * s[3], oy, ox);
+                    match p.kind {
+                        PoolKind::Max => dx[argmax(x, &cells)] += dy[i],
+                        PoolKind::Avg => {
+                            for &j in &cells {
+                                dx[j] += dy[i] / cells.len() as f64;
+                            }
+                        }
+                    }
+                    i += 1;
+                }
+            }
+        }
+        dx
+    }
+
+    pub fn global_avg_pool(x: &[f64], s: [usize; 4]) -> Vec<f64> {
+        let hw = s[2] * s[3];
+        x.chunks(hw).map(|plane| plane.iter().sum::<f64>() / hw as f64).collect()
+    }
+
+    pub fn global_avg_pool_backward(dy: &[f64], s: [usize; 4]) -> Vec<f64> {
+        let hw = s[2] * s[3];
+        dy.iter().flat_map(|&g| std::iter::repeat_n(g / hw as f64, hw)).collect()
+    }
+}
+
+struct PoolCase {
+    shape: [usize; 4],
+    p: Pool2d,
+}
+
+impl PoolCase {
+    fn boxed(shape: [usize; 4], kind: PoolKind, kernel: usize, stride: usize, padding: usize) -> Box<dyn OpCase> {
+        Box::new(PoolCase { shape, p: Pool2d { kind, kernel, stride, padding } })
+    }
+}
+
+impl OpCase for PoolCase {
+    fn name(&self) -> &'static str {
+        match self.p.kind {
+            PoolKind::Max => "max_pool",
+            PoolKind::Avg => "avg_pool",
+        }
+    }
+    fn shape(&self) -> String {
+        let [n, c, h, w] = self.shape;
+        format!("n{n} c{c} {h}x{w} k{} s{} p{}", self.p.kernel, self.p.stride, self.p.padding)
+    }
+    fn inputs(&self) -> Vec<Vec<usize>> {
+        vec![self.shape.to_vec()]
+    }
+    fn output(&self) -> Vec<usize> {
+        out_shape(&self.shape, &self.p).expect("pool case shape")
+    }
+    fn forward_ref(&self, x: &[Vec<f64>]) -> Vec<f64> {
+        reference::pool_forward(&x[0], self.shape, &self.p)
+    }
+    fn backward_ref(&self, x: &[Vec<f64>], dy: &[f64]) -> Vec<Vec<f64>> {
+        vec![reference::pool_backward(&x[0], self.shape, dy, &self.p)]
+    }
+    fn forward(&self, step: &mut Step, x: &[Tensor], y: &Tensor) -> Result<Vec<Tensor>> {
+        forward(step, &x[0], &self.p, y)?;
+        Ok(vec![])
+    }
+    fn backward(&self, step: &mut Step, x: &[Tensor], _y: &Tensor, _s: &[Tensor], dy: &Tensor, _wrt: usize, dx: &Tensor) -> Result<()> {
+        backward(step, &x[0], dy, &self.p, dx)
+    }
+    /// One comparison or add per window cell of every output, in either direction.
+    fn flops(&self, _pass: Pass) -> f64 {
+        (numel(&self.output()) * self.p.kernel * self.p.kernel) as f64
+    }
+    fn bytes(&self, pass: Pass) -> f64 {
+        let (nx, ny) = (numel(&self.shape) as f64, numel(&self.output()) as f64);
+        match (pass, self.p.kind) {
+            (Pass::Forward, _) => 4.0 * (nx + ny),
+            // Reads x again to find each window's maximum.
+            (_, PoolKind::Max) => 4.0 * (2.0 * nx + ny),
+            (_, PoolKind::Avg) => 4.0 * (nx + ny),
+        }
+    }
+}
+
+struct GlobalAvgCase([usize; 4]);
+
+impl OpCase for GlobalAvgCase {
+    fn name(&self) -> &'static str {
+        "global_avg_pool"
+    }
+    fn shape(&self) -> String {
+        let [n, c, h, w] = self.0;
+        format!("n{n} c{c} {h}x{w}")
+    }
+    fn inputs(&self) -> Vec<Vec<usize>> {
+        vec![self.0.to_vec()]
+    }
+    fn output(&self) -> Vec<usize> {
+        self.0[..2].to_vec()
+    }
+    fn forward_ref(&self, x: &[Vec<f64>]) -> Vec<f64> {
+        reference::global_avg_pool(&x[0], self.0)
+    }
+    fn backward_ref(&self, _x: &[Vec<f64>], dy: &[f64]) -> Vec<Vec<f64>> {
+        vec![reference::global_avg_pool_backward(dy, self.0)]
+    }
+    fn forward(&self, step: &mut Step, x: &[Tensor], y: &Tensor) -> Result<Vec<Tensor>> {
+        global_avg_pool(step, &x[0], y)?;
+        Ok(vec![])
+    }
+    fn backward(&self, step: &mut Step, _x: &[Tensor], _y: &Tensor, _s: &[Tensor], dy: &Tensor, _wrt: usize, dx: &Tensor) -> Result<()> {
+        global_avg_pool_backward(step, dy, dx)
+    }
+    fn flops(&self, _pass: Pass) -> f64 {
+        numel(&self.0) as f64
+    }
+    fn bytes(&self, _pass: Pass) -> f64 {
+        4.0 * (numel(&self.0) + self.0[0] * self.0[1]) as f64
+    }
+}
+
+fn pool_test_cases(kind: PoolKind) -> Vec<Box<dyn OpCase>> {
+    vec![
+        PoolCase::boxed([1, 3, 7, 7], kind, 3, 1, 1),
+        PoolCase::boxed([1, 5, 7, 7], kind, 3, 2, 1),
+        PoolCase::boxed([1, 17, 9, 7], kind, 3, 2, 1),
+        // 3x3 window on a 1x1 plane: everything but the centre is padding.
+        PoolCase::boxed([2, 5, 1, 1], kind, 3, 1, 1),
+        PoolCase::boxed([1, 3, 1, 1], kind, 3, 2, 1),
+        // No padding, and a stride larger than the window (some inputs get no gradient).
+        PoolCase::boxed([1, 3, 8, 6], kind, 2, 2, 0),
+        PoolCase::boxed([1, 3, 7, 7], kind, 2, 3, 1),
+    ]
+}
+
+fn pool_bench_cases(kind: PoolKind) -> Vec<Box<dyn OpCase>> {
+    BENCH_SHAPES.iter().flat_map(|&s| [1, 2].map(|stride| PoolCase::boxed(s, kind, 3, stride, 1))).collect()
+}
+
+pub fn max_pool_test_cases() -> Vec<Box<dyn OpCase>> {
+    pool_test_cases(PoolKind::Max)
+}
+pub fn max_pool_bench_cases() -> Vec<Box<dyn OpCase>> {
+    pool_bench_cases(PoolKind::Max)
+}
+pub fn avg_pool_test_cases() -> Vec<Box<dyn OpCase>> {
+    pool_test_cases(PoolKind::Avg)
+}
+pub fn avg_pool_bench_cases() -> Vec<Box<dyn OpCase>> {
+    pool_bench_cases(PoolKind::Avg)
+}
+pub fn global_avg_pool_test_cases() -> Vec<Box<dyn OpCase>> {
+    [[1, 3, 7, 7], [2, 5, 1, 1], [1, 17, 9, 7]].iter().map(|&s| Box::new(GlobalAvgCase(s)) as Box<dyn OpCase>).collect()
+}
+pub fn global_avg_pool_bench_cases() -> Vec<Box<dyn OpCase>> {
+    BENCH_SHAPES.iter().map(|&s| Box::new(GlobalAvgCase(s)) as Box<dyn OpCase>).collect()
+}

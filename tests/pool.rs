@@ -1,0 +1,107 @@
+//! Pooling and concat behaviour the random-input checker cannot reach: ties in max pooling,
+//! padding semantics, reproducibility, and shape errors.
+
+use cellnas::error::Error;
+use cellnas::gpu::test_gpu;
+use cellnas::ops::concat::{concat_channels, split_channels};
+use cellnas::ops::pool::{self, reference, Pool2d, PoolKind};
+use cellnas::Tensor;
+
+const MAX3: Pool2d = Pool2d { kind: PoolKind::Max, kernel: 3, stride: 1, padding: 1 };
+const AVG3: Pool2d = Pool2d { kind: PoolKind::Avg, kernel: 3, stride: 1, padding: 1 };
+
+fn pool_forward(x: &[f32], shape: [usize; 4], p: &Pool2d) -> Vec<f32> {
+    let gpu = test_gpu();
+    let xt = Tensor::from_slice(&gpu, &shape, x).unwrap();
+    let y = Tensor::empty(&gpu, &pool::out_shape(&shape, p).unwrap());
+    let mut step = gpu.step();
+    pool::forward(&mut step, &xt, p, &y).unwrap();
+    step.submit().unwrap();
+    y.to_vec(&gpu).unwrap()
+}
+
+fn pool_backward(x: &[f32], shape: [usize; 4], dy: &[f32], p: &Pool2d) -> Vec<f32> {
+    let gpu = test_gpu();
+    let xt = Tensor::from_slice(&gpu, &shape, x).unwrap();
+    let dyt = Tensor::from_slice(&gpu, &pool::out_shape(&shape, p).unwrap(), dy).unwrap();
+    let dx = Tensor::empty(&gpu, &shape);
+    dx.poison(&gpu).unwrap();
+    let mut step = gpu.step();
+    pool::backward(&mut step, &xt, &dyt, p, &dx).unwrap();
+    step.submit().unwrap();
+    dx.to_vec(&gpu).unwrap()
+}
+
+#[test]
+fn max_pool_ties_go_to_the_first_maximum() {
+    // All equal: output (oy, ox) takes cell (max(oy-1, 0), max(ox-1, 0)), its window's first.
+    let dx = pool_backward(&[1.0; 9], [1, 1, 3, 3], &[1.0; 9], &MAX3);
+    assert_eq!(dx, [4.0, 2.0, 0.0, 2.0, 1.0, 0.0, 0.0, 0.0, 0.0]);
+
+    // Values from a few levels tie everywhere; GPU must agree with the reference exactly.
+    for (shape, stride) in [([1, 3, 7, 7], 1), ([2, 5, 9, 7], 2), ([1, 2, 1, 1], 2)] {
+        let p = Pool2d { stride, ..MAX3 };
+        let n: usize = shape.iter().product();
+        let x: Vec<f32> = (0..n).map(|i| ((i * 7) % 3) as f32 - 1.0).collect();
+        let ny: usize = pool::out_shape(&shape, &p).unwrap().iter().product();
+        let dy: Vec<f32> = (0..ny).map(|i| 1.0 + (i % 5) as f32).collect();
+        let x64: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+        let dy64: Vec<f64> = dy.iter().map(|&v| v as f64).collect();
+        let want: Vec<f32> = reference::pool_backward(&x64, shape, &dy64, &p).iter().map(|&v| v as f32).collect();
+        assert_eq!(pool_backward(&x, shape, &dy, &p), want, "{shape:?} s{stride}");
+        let want: Vec<f32> = reference::pool_forward(&x64, shape, &p).iter().map(|&v| v as f32).collect();
+        assert_eq!(pool_forward(&x, shape, &p), want, "{shape:?} s{stride}");
+    }
+}
+
+#[test]
+fn padding_never_counts() {
+    // Max: padding is -inf, so an all-negative input keeps its values (not 0).
+    assert_eq!(pool_forward(&[-2.0; 4], [1, 1, 2, 2], &MAX3), [-2.0; 4]);
+    // Avg: count_include_pad = false, so a constant stays constant at the border.
+    assert_eq!(pool_forward(&[3.0; 6], [1, 1, 2, 3], &AVG3), [3.0; 6]);
+    // Its gradient: each output spreads dy over its real cells only.
+    let dx = pool_backward(&[0.0; 1], [1, 1, 1, 1], &[5.0], &AVG3);
+    assert_eq!(dx, [5.0]);
+}
+
+#[test]
+fn backward_is_bitwise_reproducible() {
+    let shape = [2, 16, 14, 14];
+    let n: usize = shape.iter().product();
+    let x: Vec<f32> = (0..n).map(|i| ((i * 2654435761usize) % 1000) as f32 / 997.0 - 0.5).collect();
+    for kind in [PoolKind::Max, PoolKind::Avg] {
+        let p = Pool2d { kind, kernel: 3, stride: 2, padding: 1 };
+        let ny: usize = pool::out_shape(&shape, &p).unwrap().iter().product();
+        let dy: Vec<f32> = (0..ny).map(|i| (i % 13) as f32 * 0.37 - 2.0).collect();
+        let a = pool_backward(&x, shape, &dy, &p);
+        let b = pool_backward(&x, shape, &dy, &p);
+        assert!(a.iter().zip(&b).all(|(u, v)| u.to_bits() == v.to_bits()), "{kind:?}");
+    }
+}
+
+#[test]
+fn shape_errors_are_reported() {
+    let gpu = test_gpu();
+    let bad = Pool2d { padding: 3, ..MAX3 };
+    assert!(matches!(pool::out_shape(&[1, 3, 7, 7], &bad), Err(Error::Invalid(_))));
+    assert!(matches!(pool::out_shape(&[3, 7, 7], &MAX3), Err(Error::Shape { .. })));
+    assert!(matches!(pool::out_shape(&[1, 1, 1, 1], &Pool2d { padding: 0, ..MAX3 }), Err(Error::Shape { .. })));
+    assert_eq!(pool::out_shape(&[1, 3, 9, 7], &Pool2d { stride: 2, ..MAX3 }).unwrap(), [1, 3, 5, 4]);
+
+    let x = Tensor::empty(&gpu, &[1, 3, 7, 7]);
+    let wrong = Tensor::empty(&gpu, &[1, 3, 7, 6]);
+    let mut step = gpu.step();
+    assert!(matches!(pool::forward(&mut step, &x, &MAX3, &wrong), Err(Error::Shape { .. })));
+    assert!(matches!(pool::backward(&mut step, &x, &x, &MAX3, &wrong), Err(Error::Shape { .. })));
+    assert!(matches!(pool::global_avg_pool(&mut step, &x, &Tensor::empty(&gpu, &[1, 4])), Err(Error::Shape { .. })));
+    assert!(matches!(pool::global_avg_pool_backward(&mut step, &Tensor::empty(&gpu, &[3, 1]), &x), Err(Error::Shape { .. })));
+
+    let a = Tensor::empty(&gpu, &[1, 3, 7, 7]);
+    let b = Tensor::empty(&gpu, &[1, 5, 7, 7]);
+    let y = Tensor::empty(&gpu, &[1, 9, 7, 7]);
+    assert!(matches!(concat_channels(&mut step, &[&a, &b], &y), Err(Error::Shape { .. })));
+    assert!(matches!(split_channels(&mut step, &y, &[&a, &wrong]), Err(Error::Shape { .. })));
+    assert!(matches!(concat_channels(&mut step, &[], &y), Err(Error::Invalid(_))));
+    assert_eq!(step.dispatches(), 0);
+}
