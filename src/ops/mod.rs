@@ -5,13 +5,12 @@
 //! `cellnas bench` all iterate this registry.
 
 pub mod check;
+pub mod concat;
 pub mod conv2d;
 pub mod elementwise;
 pub mod linear;
 pub mod loss;
 pub mod optim;
-pub mod concat;
-pub mod elementwise;
 pub mod pool;
 
 use crate::error::Result;
