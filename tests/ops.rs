@@ -11,6 +11,14 @@ fn relu() {
 fn add_and_accumulate() {
     check_family("add");
 }
+#[test]
+fn batch_norm() {
+    check_family("batch_norm");
+}
+#[test]
+fn batch_norm_eval() {
+    check_family("batch_norm_eval");
+}
 
 #[test]
 fn every_family_has_a_test_line() {

@@ -4,6 +4,7 @@
 //! its module and one line to [`FAMILIES`]; tests (`tests/ops.rs`), criterion benches and
 //! `cellnas bench` all iterate this registry.
 
+pub mod batchnorm;
 pub mod check;
 pub mod elementwise;
 
@@ -83,6 +84,8 @@ pub struct Family {
 pub const FAMILIES: &[Family] = &[
     Family { name: "relu", test_cases: elementwise::relu_test_cases, bench_cases: elementwise::relu_bench_cases },
     Family { name: "add", test_cases: elementwise::add_test_cases, bench_cases: elementwise::add_bench_cases },
+    Family { name: "batch_norm", test_cases: batchnorm::train_test_cases, bench_cases: batchnorm::train_bench_cases },
+    Family { name: "batch_norm_eval", test_cases: batchnorm::eval_test_cases, bench_cases: batchnorm::eval_bench_cases },
 ];
 
 pub fn family(name: &str) -> Option<&'static Family> {
