@@ -51,6 +51,14 @@ fn global_avg_pool() {
 fn concat() {
     check_family("concat");
 }
+#[test]
+fn batch_norm() {
+    check_family("batch_norm");
+}
+#[test]
+fn batch_norm_eval() {
+    check_family("batch_norm_eval");
+}
 
 #[test]
 fn every_family_has_a_test_line() {

@@ -4,6 +4,7 @@
 //! its module and one line to [`FAMILIES`]; tests (`tests/ops.rs`), criterion benches and
 //! `cellnas bench` all iterate this registry.
 
+pub mod batchnorm;
 pub mod check;
 pub mod concat;
 pub mod conv2d;
@@ -99,6 +100,8 @@ pub const FAMILIES: &[Family] = &[
     Family { name: "avg_pool", test_cases: pool::avg_pool_test_cases, bench_cases: pool::avg_pool_bench_cases },
     Family { name: "global_avg_pool", test_cases: pool::global_avg_pool_test_cases, bench_cases: pool::global_avg_pool_bench_cases },
     Family { name: "concat", test_cases: concat::concat_test_cases, bench_cases: concat::concat_bench_cases },
+    Family { name: "batch_norm", test_cases: batchnorm::train_test_cases, bench_cases: batchnorm::train_bench_cases },
+    Family { name: "batch_norm_eval", test_cases: batchnorm::eval_test_cases, bench_cases: batchnorm::eval_bench_cases },
 ];
 
 pub fn family(name: &str) -> Option<&'static Family> {

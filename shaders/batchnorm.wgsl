@@ -1,0 +1,232 @@
+// Batch normalisation over NCHW, per channel over the m = N*H*W values of that channel.
+//
+// Reductions are two-stage and deterministic (no atomics): in stage 1 each of `parts`
+// invocations per channel sums a fixed interleaved subset of the channel's values
+// (k = j, j + parts, j + 2*parts, ... in the flattened (n, h*w) order) in order; neighbouring
+// invocations read neighbouring addresses. In stage 2 one invocation per channel sums its
+// partials in order. `parts` depends only on the shape, so results are bitwise reproducible.
+//
+// Per-channel coefficient buffer of the normalisation (`coef`, 3*C): [scale | shift | mean], with
+// y = (x - mean) * scale + shift. Subtracting the mean first keeps precision when |mean| >> std.
+// When affine, the host copies gamma and beta into the scale and shift slots before the kernel
+// that finalises them.
+
+struct Params {
+    n: u32,
+    c: u32,
+    hw: u32,
+    // values per channel: n * hw
+    m: u32,
+    // partial sums per channel in stage 1
+    parts: u32,
+    // parts split into whole images and a remainder, to step (n, s) without a division
+    dn: u32,
+    ds: u32,
+    affine: u32,
+    eps: f32,
+    momentum: f32,
+    // n * c * hw
+    total: u32,
+    pad: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+
+// Each buffer has one access mode in WGSL, so buffers that are written by one kernel and read by
+// another get two bindings.
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> dy: array<f32>;
+@group(0) @binding(3) var<storage, read_write> part: array<f32>;
+@group(0) @binding(4) var<storage, read> part_in: array<f32>;
+@group(0) @binding(5) var<storage, read_write> mean_out: array<f32>;
+@group(0) @binding(6) var<storage, read> mean: array<f32>;
+@group(0) @binding(7) var<storage, read_write> inv_std_out: array<f32>;
+@group(0) @binding(8) var<storage, read> inv_std: array<f32>;
+@group(0) @binding(9) var<storage, read_write> run_mean: array<f32>;
+@group(0) @binding(10) var<storage, read_write> run_var: array<f32>;
+@group(0) @binding(11) var<storage, read_write> coef: array<f32>;
+@group(0) @binding(12) var<storage, read> coef_in: array<f32>;
+@group(0) @binding(13) var<storage, read_write> out: array<f32>;
+@group(0) @binding(14) var<storage, read> run_var_in: array<f32>;
+
+// Stage 1 position: partial j of channel c visits k = j, j + parts, ... < m. The flat index of
+// value k is (n * C + c) * hw + s with k = n * hw + s; (n, s) advance by (dn, ds) with a carry.
+struct Cursor {
+    n: u32,
+    s: u32,
+}
+
+fn cursor_start(j: u32) -> Cursor {
+    return Cursor(j / p.hw, j % p.hw);
+}
+
+fn cursor_index(cur: Cursor, c: u32) -> u32 {
+    return (cur.n * p.c + c) * p.hw + cur.s;
+}
+
+fn cursor_next(cur: Cursor) -> Cursor {
+    var r = Cursor(cur.n + p.dn, cur.s + p.ds);
+    if (r.s >= p.hw) {
+        r.s -= p.hw;
+        r.n += 1u;
+    }
+    return r;
+}
+
+// part[c * parts + j] = sum of (x - shift) over partial j of channel c. The shift, a value of
+// the channel itself, keeps the summands small when the channel has a large common offset, so
+// the mean is accurate to f32 rounding rather than to the rounding of a large running sum.
+@compute @workgroup_size(WG)
+fn sum_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let g = flat_id(wid, nwg, lid);
+    if (g >= p.c * p.parts) { return; }
+    let c = g / p.parts;
+    let j = g % p.parts;
+    let shift = x[c * p.hw];
+    var cur = cursor_start(j);
+    var acc = 0.0;
+    for (var k = j; k < p.m; k += p.parts) {
+        acc += x[cursor_index(cur, c)] - shift;
+        cur = cursor_next(cur);
+    }
+    part[g] = acc;
+}
+
+// Second pass of the two-pass variance: sum of squared deviations from the finished mean.
+@compute @workgroup_size(WG)
+fn sq_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let g = flat_id(wid, nwg, lid);
+    if (g >= p.c * p.parts) { return; }
+    let c = g / p.parts;
+    let j = g % p.parts;
+    let mu = mean[c];
+    var cur = cursor_start(j);
+    var acc = 0.0;
+    for (var k = j; k < p.m; k += p.parts) {
+        let d = x[cursor_index(cur, c)] - mu;
+        acc += d * d;
+        cur = cursor_next(cur);
+    }
+    part[g] = acc;
+}
+
+fn channel_sum(c: u32, base: u32) -> f32 {
+    var acc = 0.0;
+    for (var j = 0u; j < p.parts; j++) {
+        acc += part_in[base + c * p.parts + j];
+    }
+    return acc;
+}
+
+@compute @workgroup_size(WG)
+fn mean_final(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let c = flat_id(wid, nwg, lid);
+    if (c >= p.c) { return; }
+    mean_out[c] = x[c * p.hw] + channel_sum(c, 0u) / f32(p.m);
+}
+
+// Normalisation uses the biased variance; the running estimate takes the unbiased one (m > 1 is
+// checked by the host), following PyTorch.
+@compute @workgroup_size(WG)
+fn var_final(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let c = flat_id(wid, nwg, lid);
+    if (c >= p.c) { return; }
+    let ss = channel_sum(c, 0u);
+    let mu = mean[c];
+    let is = 1.0 / sqrt(ss / f32(p.m) + p.eps);
+    inv_std_out[c] = is;
+    run_mean[c] = (1.0 - p.momentum) * run_mean[c] + p.momentum * mu;
+    run_var[c] = (1.0 - p.momentum) * run_var[c] + p.momentum * (ss / f32(p.m - 1u));
+    var g = 1.0;
+    var b = 0.0;
+    if (p.affine != 0u) {
+        g = coef[c];
+        b = coef[p.c + c];
+    }
+    coef[c] = g * is;
+    coef[p.c + c] = b;
+    coef[2u * p.c + c] = mu;
+}
+
+// Evaluation coefficients from the running variance; the host copied running_mean into the
+// mean slot.
+@compute @workgroup_size(WG)
+fn eval_coef(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let c = flat_id(wid, nwg, lid);
+    if (c >= p.c) { return; }
+    let is = 1.0 / sqrt(run_var_in[c] + p.eps);
+    var g = 1.0;
+    var b = 0.0;
+    if (p.affine != 0u) {
+        g = coef[c];
+        b = coef[p.c + c];
+    }
+    coef[c] = g * is;
+    coef[p.c + c] = b;
+}
+
+@compute @workgroup_size(WG)
+fn normalize(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = flat_id(wid, nwg, lid);
+    if (i >= p.total) { return; }
+    let c = (i / p.hw) % p.c;
+    out[i] = (x[i] - coef_in[2u * p.c + c]) * coef_in[c] + coef_in[p.c + c];
+}
+
+// Backward stage 1: part[g] = sum dy and part[C * parts + g] = sum dy * (x - mean) over
+// partial g. The inverse std is applied per channel afterwards.
+@compute @workgroup_size(WG)
+fn backward_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let g = flat_id(wid, nwg, lid);
+    if (g >= p.c * p.parts) { return; }
+    let c = g / p.parts;
+    let j = g % p.parts;
+    let mu = mean[c];
+    var cur = cursor_start(j);
+    var sdy = 0.0;
+    var sdx = 0.0;
+    for (var k = j; k < p.m; k += p.parts) {
+        let i = cursor_index(cur, c);
+        let d = dy[i];
+        sdy += d;
+        sdx += d * (x[i] - mu);
+        cur = cursor_next(cur);
+    }
+    part[g] = sdy;
+    part[p.c * p.parts + g] = sdx;
+}
+
+// Per channel, into coef (6*C): [dbeta | dgamma | k | a | b | mean] so that
+// dx = k * (dy - a - (x - mean) * b), the training-mode gradient
+// gamma * inv_std / m * (m * dy - sum dy - xhat * sum(dy * xhat)).
+// When affine, the host copied gamma into the k slot.
+@compute @workgroup_size(WG)
+fn backward_final(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let c = flat_id(wid, nwg, lid);
+    if (c >= p.c) { return; }
+    let C = p.c;
+    let sdy = channel_sum(c, 0u);
+    let sdx = channel_sum(c, C * p.parts);
+    let is = inv_std[c];
+    var g = 1.0;
+    if (p.affine != 0u) {
+        g = coef[2u * C + c];
+    }
+    let mf = f32(p.m);
+    coef[c] = sdy;
+    coef[C + c] = sdx * is;
+    coef[2u * C + c] = g * is;
+    coef[3u * C + c] = sdy / mf;
+    coef[4u * C + c] = sdx * is * is / mf;
+    coef[5u * C + c] = mean[c];
+}
+
+@compute @workgroup_size(WG)
+fn backward_dx(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = flat_id(wid, nwg, lid);
+    if (i >= p.total) { return; }
+    let C = p.c;
+    let c = (i / p.hw) % C;
+    let d = dy[i] - coef_in[3u * C + c] - (x[i] - coef_in[5u * C + c]) * coef_in[4u * C + c];
+    out[i] = coef_in[2u * C + c] * d;
+}
