@@ -8,6 +8,10 @@ fn relu() {
     check_family("relu");
 }
 #[test]
+fn zero() {
+    check_family("zero");
+}
+#[test]
 fn add_and_accumulate() {
     check_family("add");
 }

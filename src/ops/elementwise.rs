@@ -168,6 +168,50 @@ impl OpCase for AddCase {
     }
 }
 
+/// The `none` op: zeros of the input's shape; its gradient is zero too.
+struct ZeroCase(Vec<usize>);
+
+impl OpCase for ZeroCase {
+    fn name(&self) -> &'static str {
+        "zero"
+    }
+    fn shape(&self) -> String {
+        super::fmt_shape(&self.0)
+    }
+    fn inputs(&self) -> Vec<Vec<usize>> {
+        vec![self.0.clone()]
+    }
+    fn output(&self) -> Vec<usize> {
+        self.0.clone()
+    }
+    fn forward_ref(&self, x: &[Vec<f64>]) -> Vec<f64> {
+        vec![0.0; x[0].len()]
+    }
+    fn backward_ref(&self, x: &[Vec<f64>], _dy: &[f64]) -> Vec<Vec<f64>> {
+        vec![vec![0.0; x[0].len()]]
+    }
+    fn forward(&self, step: &mut Step, _x: &[Tensor], y: &Tensor) -> Result<Vec<Tensor>> {
+        fill(step, y, 0.0)?;
+        Ok(vec![])
+    }
+    fn backward(&self, step: &mut Step, _x: &[Tensor], _y: &Tensor, _s: &[Tensor], _dy: &Tensor, _wrt: usize, dx: &Tensor) -> Result<()> {
+        fill(step, dx, 0.0)
+    }
+    fn flops(&self, _pass: Pass) -> f64 {
+        0.0
+    }
+    fn bytes(&self, _pass: Pass) -> f64 {
+        4.0 * crate::tensor::numel(&self.0) as f64
+    }
+}
+
+pub fn zero_test_cases() -> Vec<Box<dyn OpCase>> {
+    ODD_SHAPES.iter().map(|s| Box::new(ZeroCase(s.to_vec())) as Box<dyn OpCase>).collect()
+}
+pub fn zero_bench_cases() -> Vec<Box<dyn OpCase>> {
+    BENCH_SHAPES.iter().map(|s| Box::new(ZeroCase(s.to_vec())) as Box<dyn OpCase>).collect()
+}
+
 pub fn relu_test_cases() -> Vec<Box<dyn OpCase>> {
     ODD_SHAPES.iter().map(|s| Box::new(ReluCase(s.to_vec())) as Box<dyn OpCase>).collect()
 }

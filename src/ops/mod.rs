@@ -89,6 +89,7 @@ pub struct Family {
 /// The registry.
 pub const FAMILIES: &[Family] = &[
     Family { name: "relu", test_cases: elementwise::relu_test_cases, bench_cases: elementwise::relu_bench_cases },
+    Family { name: "zero", test_cases: elementwise::zero_test_cases, bench_cases: elementwise::zero_bench_cases },
     Family { name: "add", test_cases: elementwise::add_test_cases, bench_cases: elementwise::add_bench_cases },
     Family { name: "conv2d", test_cases: conv2d::test_cases, bench_cases: conv2d::bench_cases },
     Family { name: "linear", test_cases: linear::test_cases, bench_cases: linear::bench_cases },
