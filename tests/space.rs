@@ -343,3 +343,17 @@ fn key_ignores_edge_order_within_a_node() {
     assert_ne!(other.key(), v1.key());
     let _: &Cell = &v1.normal;
 }
+
+/// The example and the text form in docs/spec.md are DARTS V2 and stay parseable.
+#[test]
+fn docs_spec_example_is_darts_v2() {
+    let doc = include_str!("../docs/spec.md");
+    let block = |fence: &str| {
+        let start = doc.find(fence).unwrap_or_else(|| panic!("no {fence} block")) + fence.len();
+        doc[start..start + doc[start..].find("```").unwrap()].to_string()
+    };
+    let spec = Spec::from_json(&block("```json\n")).unwrap();
+    assert_eq!(spec.name.as_deref(), Some("DARTS_V2"));
+    assert_eq!(spec.genotype.to_darts(), DARTS_V2);
+    assert_eq!(block("```text\n").trim(), DARTS_V2);
+}
