@@ -23,8 +23,9 @@ impl Edge {
     }
 }
 
-/// One cell: `nodes[i]` are the two edges summed into node `i + 2`, in the order given (DARTS
-/// text order is kept so text round-trips exactly; the sum does not depend on it).
+/// One cell: `nodes[i]` are the two edges summed into node `i + 2`, in the order given. DARTS
+/// derivation lists a node's edges strongest first, not by input, so published genotypes have
+/// pairs like (1, 0); the order is kept so text round-trips exactly (the sum ignores it).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Cell {
