@@ -32,6 +32,11 @@ pub enum Error {
     #[error("invalid argument: {0}")]
     Invalid(String),
 
+    /// An architecture (op name, genotype, DARTS text, JSON spec, search space) that cellnas
+    /// cannot accept; the message names the place and what was expected.
+    #[error("architecture spec: {0}")]
+    Spec(String),
+
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
 }

@@ -1,0 +1,14 @@
+//! The DARTS search space, without any GPU: ops, genotypes (discrete architectures), their
+//! DARTS text and versioned JSON forms, and the sampler/mutator used by random search and
+//! regularized evolution. docs/spec.md describes the file format, docs/ops.md the ops.
+
+mod darts;
+mod genotype;
+mod op;
+mod search;
+mod spec;
+
+pub use genotype::{Cell, Edge, Genotype};
+pub use op::Op;
+pub use search::SearchSpace;
+pub use spec::Spec;
