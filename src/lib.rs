@@ -2,6 +2,7 @@
 //! shaders through wgpu, on any adapter.
 
 pub mod bench;
+pub mod data;
 pub mod error;
 pub mod gpu;
 pub mod ops;

@@ -1,0 +1,95 @@
+//! IDX files (MNIST, Fashion-MNIST, KMNIST): a big-endian header (magic 0x0000_08_NN for
+//! unsigned bytes in NN dimensions, then NN u32 sizes) followed by the bytes.
+
+use super::{find, gunzip_if_needed, read_maybe_gz, Dataset, Splits};
+use crate::error::{Error, Result};
+use std::path::{Path, PathBuf};
+
+const TRAIN: (&str, &str) = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte");
+const TEST: (&str, &str) = ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte");
+/// Every dataset of the MNIST family has ten classes.
+const CLASSES: usize = 10;
+
+pub(super) fn present(dir: &Path) -> bool {
+    find(dir, TRAIN.0).is_ok()
+}
+
+/// Loads `train-*` and `t10k-*` IDX files from `dir`, each raw or gzip-compressed (`.gz`).
+pub fn load_idx_dir(dir: &Path) -> Result<Splits> {
+    let load = |(images, labels): (&str, &str)| -> Result<Dataset> {
+        let ip = find(dir, images)?;
+        let lp = find(dir, labels)?;
+        let ib = read_maybe_gz(&ip)?;
+        let lb = read_maybe_gz(&lp)?;
+        parse(&ip, &ib, &lp, &lb)
+    };
+    let train = load(TRAIN)?;
+    let test = load(TEST)?;
+    if (train.h, train.w) != (test.h, test.w) {
+        return Err(Error::data(
+            dir,
+            format!("training images are {}x{} but test images are {}x{}", train.h, train.w, test.h, test.w),
+        ));
+    }
+    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "idx".into());
+    Ok(Splits { train, test, name })
+}
+
+/// Parses an (images, labels) pair of in-memory files, gzip or raw; the names are for errors.
+pub(super) fn parse_pair(images: (&str, &[u8]), labels: (&str, &[u8])) -> Result<Dataset> {
+    let (ip, lp) = (PathBuf::from(images.0), PathBuf::from(labels.0));
+    let ib = gunzip_if_needed(&ip, images.1.to_vec())?;
+    let lb = gunzip_if_needed(&lp, labels.1.to_vec())?;
+    parse(&ip, &ib, &lp, &lb)
+}
+
+fn parse(ip: &Path, ib: &[u8], lp: &Path, lb: &[u8]) -> Result<Dataset> {
+    let (dims, images) = header(ip, ib, 3, "images")?;
+    let (n, h, w) = (dims[0], dims[1], dims[2]);
+    if h == 0 || w == 0 {
+        return Err(Error::data(ip, format!("images are {h}x{w}; expected both sizes above zero")));
+    }
+    let (ldims, labels) = header(lp, lb, 1, "labels")?;
+    if ldims[0] != n {
+        return Err(Error::data(lp, format!("{} labels but {} has {n} images; the counts must match", ldims[0], ip.display())));
+    }
+    let ds = Dataset { images: images.to_vec(), labels: labels.to_vec(), n, c: 1, h, w, classes: CLASSES };
+    ds.validate(lp)?;
+    Ok(ds)
+}
+
+/// Checks the magic and size of an IDX file holding unsigned bytes in `ndims` dimensions and
+/// returns the sizes and the data.
+fn header<'a>(path: &Path, b: &'a [u8], ndims: usize, what: &str) -> Result<(Vec<usize>, &'a [u8])> {
+    let expected_magic = 0x0800 + ndims as u32;
+    if b.len() < 4 {
+        return Err(Error::data(path, format!("truncated: {} bytes, an IDX header needs at least 4", b.len())));
+    }
+    let magic = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+    if magic != expected_magic {
+        let found = if magic >> 8 == 0x08 {
+            format!("{}-D unsigned-byte IDX data", magic & 0xff)
+        } else {
+            "not an unsigned-byte IDX file".to_string()
+        };
+        return Err(Error::data(
+            path,
+            format!("wrong IDX magic 0x{magic:08x} ({found}); expected 0x{expected_magic:08x} ({ndims}-D {what})"),
+        ));
+    }
+    let head = 4 + 4 * ndims;
+    if b.len() < head {
+        return Err(Error::data(path, format!("truncated: expected a {head}-byte header, found {} bytes", b.len())));
+    }
+    let dims: Vec<usize> = (0..ndims).map(|i| u32::from_be_bytes(b[4 + 4 * i..8 + 4 * i].try_into().unwrap()) as usize).collect();
+    let body: u64 = dims.iter().map(|&d| d as u64).product();
+    let expected = head as u64 + body;
+    let shape = dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x");
+    if (b.len() as u64) < expected {
+        return Err(Error::data(path, format!("truncated: expected {expected} bytes ({shape} {what}), found {}", b.len())));
+    }
+    if (b.len() as u64) > expected {
+        return Err(Error::data(path, format!("expected {expected} bytes ({shape} {what}), found {} (trailing data)", b.len())));
+    }
+    Ok((dims, &b[head..]))
+}
