@@ -8,6 +8,10 @@ fn relu() {
     check_family("relu");
 }
 #[test]
+fn crop() {
+    check_family("crop");
+}
+#[test]
 fn zero() {
     check_family("zero");
 }

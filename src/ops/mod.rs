@@ -8,6 +8,7 @@ pub mod batchnorm;
 pub mod check;
 pub mod concat;
 pub mod conv2d;
+pub mod crop;
 pub mod elementwise;
 pub mod linear;
 pub mod loss;
@@ -101,6 +102,7 @@ pub const FAMILIES: &[Family] = &[
     Family { name: "avg_pool", test_cases: pool::avg_pool_test_cases, bench_cases: pool::avg_pool_bench_cases },
     Family { name: "global_avg_pool", test_cases: pool::global_avg_pool_test_cases, bench_cases: pool::global_avg_pool_bench_cases },
     Family { name: "concat", test_cases: concat::concat_test_cases, bench_cases: concat::concat_bench_cases },
+    Family { name: "crop", test_cases: crop::test_cases, bench_cases: crop::bench_cases },
     Family { name: "batch_norm", test_cases: batchnorm::train_test_cases, bench_cases: batchnorm::train_bench_cases },
     Family { name: "batch_norm_eval", test_cases: batchnorm::eval_test_cases, bench_cases: batchnorm::eval_bench_cases },
 ];

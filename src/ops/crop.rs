@@ -1,0 +1,156 @@
+//! Spatial crop (a window of every channel plane) and its backward. FactorizedReduce uses it
+//! for the path that reads `x[:, :, 1:, 1:]`. Shader: `shaders/crop.wgsl`.
+
+use super::{fmt_shape, OpCase, Pass, BENCH_SHAPES};
+use crate::error::{Error, Result};
+use crate::gpu::{Kernel, Step};
+use crate::kernel;
+use crate::tensor::Tensor;
+
+const FORWARD: Kernel = kernel!("crop.wgsl", "crop_forward", [1: Read, 2: ReadWrite]);
+const BACKWARD: Kernel = kernel!("crop.wgsl", "crop_backward", [1: Read, 2: ReadWrite]);
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    total: u32,
+    h: u32,
+    w: u32,
+    oh: u32,
+    ow: u32,
+    top: u32,
+    left: u32,
+    _pad: u32,
+}
+
+/// A window of `oh x ow` at (`top`, `left`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Crop {
+    pub top: usize,
+    pub left: usize,
+    pub oh: usize,
+    pub ow: usize,
+}
+
+fn params(x: &[usize], y: &[usize], c: &Crop, total: usize) -> Result<Params> {
+    let err = |m: String| Error::Shape { op: "crop", message: m };
+    let (&[n, ch, h, w], &[yn, ych, yh, yw]) = (x, y) else {
+        return Err(err(format!("expected 4-D tensors, got {x:?} and {y:?}")));
+    };
+    if c.top + c.oh > h || c.left + c.ow > w || c.oh == 0 || c.ow == 0 {
+        return Err(err(format!("window {c:?} does not fit in {h}x{w}")));
+    }
+    if (yn, ych, yh, yw) != (n, ch, c.oh, c.ow) {
+        return Err(err(format!("cropped tensor is {y:?}, expected [{n}, {ch}, {}, {}]", c.oh, c.ow)));
+    }
+    let u = |v: usize| v as u32;
+    Ok(Params { total: u(total), h: u(h), w: u(w), oh: u(c.oh), ow: u(c.ow), top: u(c.top), left: u(c.left), _pad: 0 })
+}
+
+fn launch(step: &mut Step, k: &Kernel, p: &Params, src: &Tensor, dst: &Tensor) -> Result<()> {
+    let wg = step.gpu().wg1d();
+    let groups = step.gpu().grid(p.total, wg);
+    step.dispatch(k, &[("WG", wg as f64)], p, &[&src.buf, &dst.buf], groups)
+}
+
+/// y = x[:, :, top..top+oh, left..left+ow]
+pub fn forward(step: &mut Step, x: &Tensor, c: &Crop, y: &Tensor) -> Result<()> {
+    let p = params(&x.shape, &y.shape, c, y.numel())?;
+    launch(step, &FORWARD, &p, x, y)
+}
+
+/// dx = dy placed in the window, zeros elsewhere.
+pub fn backward(step: &mut Step, dy: &Tensor, c: &Crop, dx: &Tensor) -> Result<()> {
+    let p = params(&dx.shape, &dy.shape, c, dx.numel())?;
+    launch(step, &BACKWARD, &p, dy, dx)
+}
+
+pub mod reference {
+    use super::Crop;
+
+    pub fn forward(x: &[f64], s: [usize; 4], c: &Crop) -> Vec<f64> {
+        let [n, ch, h, w] = s;
+        let mut y = Vec::with_capacity(n * ch * c.oh * c.ow);
+        for plane in 0..n * ch {
+            for r in 0..c.oh {
+                for col in 0..c.ow {
+                    y.push(x[(plane * h + r + c.top) * w + col + c.left]);
+                }
+            }
+        }
+        y
+    }
+
+    pub fn backward(dy: &[f64], s: [usize; 4], c: &Crop) -> Vec<f64> {
+        let [n, ch, h, w] = s;
+        let mut dx = vec![0.0; n * ch * h * w];
+        for plane in 0..n * ch {
+            for r in 0..c.oh {
+                for col in 0..c.ow {
+                    dx[(plane * h + r + c.top) * w + col + c.left] = dy[(plane * c.oh + r) * c.ow + col];
+                }
+            }
+        }
+        dx
+    }
+}
+
+struct CropCase {
+    x: [usize; 4],
+    c: Crop,
+}
+
+impl OpCase for CropCase {
+    fn name(&self) -> &'static str {
+        "crop"
+    }
+    fn shape(&self) -> String {
+        format!("{} window {}x{} at {},{}", fmt_shape(&self.x), self.c.oh, self.c.ow, self.c.top, self.c.left)
+    }
+    fn inputs(&self) -> Vec<Vec<usize>> {
+        vec![self.x.to_vec()]
+    }
+    fn output(&self) -> Vec<usize> {
+        vec![self.x[0], self.x[1], self.c.oh, self.c.ow]
+    }
+    fn forward_ref(&self, x: &[Vec<f64>]) -> Vec<f64> {
+        reference::forward(&x[0], self.x, &self.c)
+    }
+    fn backward_ref(&self, _x: &[Vec<f64>], dy: &[f64]) -> Vec<Vec<f64>> {
+        vec![reference::backward(dy, self.x, &self.c)]
+    }
+    fn forward(&self, step: &mut Step, x: &[Tensor], y: &Tensor) -> Result<Vec<Tensor>> {
+        forward(step, &x[0], &self.c, y)?;
+        Ok(vec![])
+    }
+    fn backward(&self, step: &mut Step, _x: &[Tensor], _y: &Tensor, _s: &[Tensor], dy: &Tensor, _wrt: usize, dx: &Tensor) -> Result<()> {
+        backward(step, dy, &self.c, dx)
+    }
+    fn flops(&self, _pass: Pass) -> f64 {
+        0.0
+    }
+    fn bytes(&self, pass: Pass) -> f64 {
+        let out = (self.x[0] * self.x[1] * self.c.oh * self.c.ow) as f64;
+        let whole = crate::tensor::numel(&self.x) as f64;
+        if pass == Pass::Forward { 8.0 * out } else { 4.0 * (out + whole) }
+    }
+}
+
+/// The shift FactorizedReduce needs: drop the first row and column.
+pub fn shift_window(h: usize, w: usize) -> Crop {
+    Crop { top: 1, left: 1, oh: h - 1, ow: w - 1 }
+}
+
+pub fn test_cases() -> Vec<Box<dyn OpCase>> {
+    let cases = [
+        ([1, 3, 7, 7], shift_window(7, 7)),
+        ([2, 5, 2, 2], shift_window(2, 2)),
+        ([1, 17, 9, 11], Crop { top: 2, left: 0, oh: 5, ow: 11 }),
+        ([3, 1, 4, 6], Crop { top: 0, left: 3, oh: 4, ow: 3 }),
+    ];
+    cases.into_iter().map(|(x, c)| Box::new(CropCase { x, c }) as Box<dyn OpCase>).collect()
+}
+
+pub fn bench_cases() -> Vec<Box<dyn OpCase>> {
+    BENCH_SHAPES.iter().map(|&x| Box::new(CropCase { x, c: shift_window(x[2], x[3]) }) as Box<dyn OpCase>).collect()
+}
