@@ -127,6 +127,32 @@ impl Step {
         }
     }
 
+    /// Write `data` into `buf` at `offset` at this point of the step. Unlike
+    /// `queue.write_buffer` (which lands before the whole submission) this is ordered with the
+    /// step's dispatches, so it is safe for pooled buffers that earlier commands of the same
+    /// step used before they were freed and handed out again.
+    pub fn upload(&mut self, buf: &Buffer, offset: u64, data: &[u8]) -> Result<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        let len = (data.len() as u64).next_multiple_of(4);
+        let staging = self.gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("upload"),
+            size: len,
+            usage: wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: true,
+        });
+        let mut padded = data.to_vec();
+        padded.resize(len as usize, 0);
+        match staging.slice(..).get_mapped_range_mut() {
+            Ok(mut view) => view.copy_from_slice(&padded),
+            Err(e) => return Err(Error::Gpu { context: "upload".into(), message: e.to_string() }),
+        }
+        staging.unmap();
+        self.commands.push(Command::Copy { src: staging, src_offset: 0, dst: buf.raw().clone(), dst_offset: offset, bytes: len });
+        Ok(())
+    }
+
     /// Bring `bytes` of `buf` from `offset` back to the host after the step has run.
     pub fn read(&mut self, buf: &Buffer, offset: u64, bytes: u64) -> ReadHandle {
         self.reads.push((buf.raw().clone(), offset, bytes));
