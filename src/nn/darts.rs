@@ -1,0 +1,165 @@
+//! The DARTS network (docs/ops.md) on the tape: stem, normal and reduction cells built from a
+//! genotype, head. The same code builds a supernet path (BN without affine, BN after pools;
+//! weights shared by every candidate that picks the same op on the same edge) and a stand-alone
+//! network (affine BN, plain pools). Parameter names depend only on (cell, node, input, op),
+//! so a candidate's weights are the supernet's own tensors.
+
+use super::graph::{Graph, Var};
+use crate::error::{Error, Result};
+use crate::ops::conv2d::Conv2d;
+use crate::ops::crop::shift_window;
+use crate::ops::pool::{Pool2d, PoolKind};
+use crate::space::{Cell, Genotype, Op};
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct NetConfig {
+    /// Image channels (1 for Fashion-MNIST, 3 for CIFAR-10).
+    pub in_channels: usize,
+    pub classes: usize,
+    /// Channels of the first cells (C); doubled at each reduction.
+    pub channels: usize,
+    pub layers: usize,
+    /// Intermediate nodes per cell.
+    pub nodes: usize,
+    /// True: supernet conventions (BN without affine, BN after pools).
+    pub supernet: bool,
+}
+
+impl NetConfig {
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Invalid(m));
+        if self.channels == 0 || self.channels % 2 != 0 {
+            return bad(format!("channels must be a positive even number (FactorizedReduce halves them), got {}", self.channels));
+        }
+        if self.layers < 3 {
+            return bad(format!("layers must be at least 3 to place two reduction cells (at layers/3 and 2*layers/3), got {}", self.layers));
+        }
+        if self.nodes == 0 {
+            return bad("nodes must be at least 1".into());
+        }
+        if self.in_channels == 0 || self.classes < 2 {
+            return bad(format!("need at least 1 input channel and 2 classes, got {} and {}", self.in_channels, self.classes));
+        }
+        Ok(())
+    }
+
+    pub fn is_reduction(&self, layer: usize) -> bool {
+        layer == self.layers / 3 || layer == 2 * self.layers / 3
+    }
+}
+
+const fn conv(stride: usize, padding: usize, dilation: usize, groups: usize) -> Conv2d {
+    Conv2d { stride, padding, dilation, groups }
+}
+
+/// ReLU - conv - BN, the building block of every conv op and of the preprocessing.
+fn relu_conv_bn(g: &mut Graph, x: Var, name: &str, cout: usize, k: usize, p: Conv2d, affine: bool) -> Result<Var> {
+    let r = g.relu(x)?;
+    let c = g.conv(r, &format!("{name}.conv"), cout, k, p)?;
+    g.bn(c, &format!("{name}.bn"), affine)
+}
+
+/// ReLU - depthwise kxk - pointwise 1x1 - BN.
+fn dw_pw_bn(g: &mut Graph, x: Var, name: &str, k: usize, stride: usize, dilation: usize, affine: bool) -> Result<Var> {
+    let c = g.shape(x)[1];
+    let r = g.relu(x)?;
+    let pad = dilation * (k - 1) / 2;
+    let d = g.conv(r, &format!("{name}.dw"), c, k, conv(stride, pad, dilation, c))?;
+    let p = g.conv(d, &format!("{name}.pw"), c, 1, conv(1, 0, 1, 1))?;
+    g.bn(p, &format!("{name}.bn"), affine)
+}
+
+/// ReLU; two 1x1 stride-2 convs (the second on the input shifted by one pixel); concat; BN.
+pub fn factorized_reduce(g: &mut Graph, x: Var, name: &str, cout: usize, affine: bool) -> Result<Var> {
+    let s = g.shape(x).to_vec();
+    if s[2] % 2 != 0 || s[3] % 2 != 0 {
+        return Err(Error::Shape { op: "factorized_reduce", message: format!("{name}: needs even height and width, got {}x{}", s[2], s[3]) });
+    }
+    let r = g.relu(x)?;
+    let a = g.conv(r, &format!("{name}.conv1"), cout / 2, 1, conv(2, 0, 1, 1))?;
+    let shifted = g.crop(r, shift_window(s[2], s[3]))?;
+    let b = g.conv(shifted, &format!("{name}.conv2"), cout - cout / 2, 1, conv(2, 0, 1, 1))?;
+    let cat = g.concat(&[a, b])?;
+    g.bn(cat, &format!("{name}.bn"), affine)
+}
+
+/// One op on one edge. `name` is the edge's parameter prefix.
+pub fn op(g: &mut Graph, x: Var, op: Op, stride: usize, name: &str, cfg: &NetConfig) -> Result<Var> {
+    let affine = !cfg.supernet;
+    let c = g.shape(x)[1];
+    let pool = |g: &mut Graph, kind| -> Result<Var> {
+        let y = g.pool(x, Pool2d { kind, kernel: 3, stride, padding: 1 })?;
+        if cfg.supernet { g.bn(y, &format!("{name}.bn"), false) } else { Ok(y) }
+    };
+    match op {
+        Op::None => Err(Error::Invalid(format!("{name}: the none op is never part of a path"))),
+        Op::SkipConnect if stride == 1 => Ok(x),
+        Op::SkipConnect => factorized_reduce(g, x, name, c, affine),
+        Op::MaxPool3x3 => pool(g, PoolKind::Max),
+        Op::AvgPool3x3 => pool(g, PoolKind::Avg),
+        Op::SepConv3x3 | Op::SepConv5x5 => {
+            let k = if op == Op::SepConv3x3 { 3 } else { 5 };
+            let a = dw_pw_bn(g, x, &format!("{name}.0"), k, stride, 1, affine)?;
+            dw_pw_bn(g, a, &format!("{name}.1"), k, 1, 1, affine)
+        }
+        Op::DilConv3x3 => dw_pw_bn(g, x, name, 3, stride, 2, affine),
+        Op::DilConv5x5 => dw_pw_bn(g, x, name, 5, stride, 2, affine),
+    }
+}
+
+fn cell(g: &mut Graph, s0: Var, s1: Var, cell: &Cell, idx: usize, c: usize, reduction: bool, reduction_prev: bool, cfg: &NetConfig) -> Result<Var> {
+    let affine = !cfg.supernet;
+    let pre = format!("cells.{idx}");
+    let p0 = if reduction_prev {
+        factorized_reduce(g, s0, &format!("{pre}.pre0"), c, affine)?
+    } else {
+        relu_conv_bn(g, s0, &format!("{pre}.pre0"), c, 1, conv(1, 0, 1, 1), affine)?
+    };
+    let p1 = relu_conv_bn(g, s1, &format!("{pre}.pre1"), c, 1, conv(1, 0, 1, 1), affine)?;
+    let mut states = vec![p0, p1];
+    for (i, edges) in cell.nodes.iter().enumerate() {
+        let node = i + 2;
+        let mut outs = Vec::with_capacity(2);
+        for e in edges {
+            let stride = if reduction && e.input < 2 { 2 } else { 1 };
+            let name = format!("{pre}.node{node}.from{}.{}", e.input, e.op.name());
+            let input = *states.get(e.input).ok_or_else(|| Error::Invalid(format!("{name}: input {} not computed yet", e.input)))?;
+            outs.push(op(g, input, e.op, stride, &name, cfg)?);
+        }
+        states.push(g.add(outs[0], outs[1])?);
+    }
+    let parts: Vec<Var> = cell.concat.iter().map(|&i| states[i]).collect();
+    g.concat(&parts)
+}
+
+/// Logits of `x` ([N, in_channels, H, W]) through the network `genotype` defines.
+pub fn forward(g: &mut Graph, cfg: &NetConfig, genotype: &Genotype, x: Var) -> Result<Var> {
+    let c = cfg.channels;
+    let stem = g.conv(x, "stem.conv", 3 * c, 3, conv(1, 1, 1, 1))?;
+    // The stem BN is affine in both networks (DARTS model_search.py and model.py).
+    let stem = g.bn(stem, "stem.bn", true)?;
+    let (mut s0, mut s1) = (stem, stem);
+    let mut c_curr = c;
+    let mut reduction_prev = false;
+    for layer in 0..cfg.layers {
+        let reduction = cfg.is_reduction(layer);
+        if reduction {
+            c_curr *= 2;
+        }
+        let spec = if reduction { &genotype.reduce } else { &genotype.normal };
+        let out = cell(g, s0, s1, spec, layer, c_curr, reduction, reduction_prev, cfg)?;
+        s0 = s1;
+        s1 = out;
+        reduction_prev = reduction;
+    }
+    let pooled = g.global_avg_pool(s1)?;
+    g.linear(pooled, "classifier", cfg.classes)
+}
+
+/// Parameters and forward FLOPs per image of the network `genotype` defines.
+pub fn size(cfg: &NetConfig, genotype: &Genotype, h: usize, w: usize) -> Result<(u64, u64)> {
+    let mut g = Graph::count();
+    let x = g.input_shape(&[1, cfg.in_channels, h, w]);
+    forward(&mut g, cfg, genotype, x)?;
+    Ok((g.params_used(), g.flops as u64))
+}

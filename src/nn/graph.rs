@@ -1,0 +1,428 @@
+//! A tape over the kernels. Network code calls `g.conv(..)`, `g.bn(..)`, ... once; in training
+//! mode each call records a node, and `backward()` walks the nodes in reverse, launching the
+//! backward kernels and summing the gradients of values used more than once. Everything goes
+//! into one `Step`, so a whole training step is one submit.
+//!
+//! A graph without a step (`Graph::count`) runs the same network code on shapes alone and
+//! counts parameters and FLOPs: that is how a candidate's stand-alone size is reported.
+
+use super::params::{BnStats, Init, ParamStore};
+use crate::error::{Error, Result};
+use crate::gpu::{Buffer, Step};
+use crate::ops::batchnorm::{self, BatchNorm};
+use crate::ops::conv2d::{self, Conv2d};
+use crate::ops::crop::{self, Crop};
+use crate::ops::pool::{self, Pool2d};
+use crate::ops::{concat, elementwise, linear, loss};
+use crate::tensor::{numel, Tensor};
+use std::collections::BTreeSet;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Var(usize);
+
+/// What batch norm does and whether a tape is kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Batch statistics, running statistics updated, tape recorded for backward.
+    Train,
+    /// Batch statistics and running-statistic updates, no tape (BN recalibration).
+    Recalibrate,
+    /// Running statistics, no tape.
+    Eval,
+}
+
+enum Node {
+    Conv { x: Var, y: Var, w: String, p: Conv2d },
+    Bn { x: Var, y: Var, affine: Option<(String, String)>, mean: Tensor, inv_std: Tensor },
+    Relu { x: Var, y: Var },
+    Pool { x: Var, y: Var, p: Pool2d },
+    Gap { x: Var, y: Var },
+    Linear { x: Var, y: Var, w: String, b: String },
+    Add { a: Var, b: Var, y: Var },
+    Concat { xs: Vec<Var>, y: Var },
+    Crop { x: Var, y: Var, c: Crop },
+}
+
+struct Val {
+    shape: Vec<usize>,
+    t: Option<Tensor>,
+}
+
+pub struct Graph<'a> {
+    step: Option<Step>,
+    store: Option<&'a mut ParamStore>,
+    bn_stats: Option<&'a mut BnStats>,
+    mode: Mode,
+    vals: Vec<Val>,
+    tape: Vec<Node>,
+    grads: Vec<Option<Tensor>>,
+    /// Forward FLOPs (2 per multiply-add) of everything recorded.
+    pub flops: f64,
+    /// Parameter names used, with their sizes (for counting).
+    used: BTreeSet<(String, usize)>,
+    /// Values that came from outside (data): no gradient is computed for them.
+    inputs: BTreeSet<usize>,
+}
+
+impl<'a> Graph<'a> {
+    pub fn new(step: Step, store: &'a mut ParamStore, bn_stats: &'a mut BnStats, mode: Mode) -> Graph<'a> {
+        Graph { step: Some(step), store: Some(store), bn_stats: Some(bn_stats), mode, vals: vec![], tape: vec![], grads: vec![], flops: 0.0, used: BTreeSet::new(), inputs: BTreeSet::new() }
+    }
+
+    /// Shapes only: nothing is allocated or launched; parameters and FLOPs are counted.
+    pub fn count() -> Graph<'static> {
+        Graph { step: None, store: None, bn_stats: None, mode: Mode::Eval, vals: vec![], tape: vec![], grads: vec![], flops: 0.0, used: BTreeSet::new(), inputs: BTreeSet::new() }
+    }
+
+    pub fn step(&mut self) -> Option<&mut Step> {
+        self.step.as_mut()
+    }
+
+    /// Hand back the step (to submit it).
+    pub fn finish(self) -> Option<Step> {
+        self.step
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    pub fn shape(&self, v: Var) -> &[usize] {
+        &self.vals[v.0].shape
+    }
+
+    pub fn tensor(&self, v: Var) -> Option<&Tensor> {
+        self.vals[v.0].t.as_ref()
+    }
+
+    /// Number of parameters (scalars) the recorded network uses.
+    pub fn params_used(&self) -> u64 {
+        self.used.iter().map(|(_, n)| *n as u64).sum()
+    }
+
+    pub fn input(&mut self, t: Tensor) -> Var {
+        let v = self.push(t.shape.clone(), Some(t));
+        self.inputs.insert(v.0);
+        v
+    }
+
+    /// An input described by shape only (for counting graphs).
+    pub fn input_shape(&mut self, shape: &[usize]) -> Var {
+        let t = self.step.as_ref().map(|s| Tensor::empty(s.gpu(), shape));
+        let v = self.push(shape.to_vec(), t);
+        self.inputs.insert(v.0);
+        v
+    }
+
+    fn push(&mut self, shape: Vec<usize>, t: Option<Tensor>) -> Var {
+        self.vals.push(Val { shape, t });
+        self.grads.push(None);
+        Var(self.vals.len() - 1)
+    }
+
+    fn out(&mut self, shape: Vec<usize>) -> Var {
+        let t = self.step.as_ref().map(|s| Tensor::empty(s.gpu(), &shape));
+        self.push(shape, t)
+    }
+
+    fn t(&self, v: Var) -> Tensor {
+        self.vals[v.0].t.clone().expect("executing graphs hold tensors")
+    }
+
+    fn training(&self) -> bool {
+        self.mode == Mode::Train && self.step.is_some()
+    }
+
+    /// Look up (or create) a parameter; counts it.
+    fn param(&mut self, name: &str, shape: &[usize], init: Init) -> Result<Option<Tensor>> {
+        self.used.insert((name.to_string(), numel(shape)));
+        match (&mut self.store, &mut self.step) {
+            (Some(store), Some(step)) => Ok(Some(store.value(step, name, shape, init)?)),
+            _ => Ok(None),
+        }
+    }
+
+    pub fn conv(&mut self, x: Var, name: &str, cout: usize, k: usize, p: Conv2d) -> Result<Var> {
+        let cin = self.shape(x)[1];
+        if cin % p.groups != 0 {
+            return Err(Error::Shape { op: "conv", message: format!("{name}: {cin} channels, {} groups", p.groups) });
+        }
+        let ws = [cout, cin / p.groups, k, k];
+        let ys = conv2d::out_shape(self.shape(x), &ws, &p)?;
+        self.flops += 2.0 * (numel(&ys) / ys[0]) as f64 * (ws[1] * k * k) as f64;
+        let w = self.param(name, &ws, Init::FanIn(ws[1] * k * k))?;
+        let y = self.out(ys);
+        if let (Some(w), Some(step)) = (w, self.step.as_mut()) {
+            let (xt, yt) = (self.vals[x.0].t.clone().unwrap(), self.vals[y.0].t.clone().unwrap());
+            conv2d::forward(step, &xt, &w, &p, &yt)?;
+            if self.mode == Mode::Train {
+                self.tape.push(Node::Conv { x, y, w: name.to_string(), p });
+            }
+        }
+        Ok(y)
+    }
+
+    /// Batch norm over channels; `affine` adds a learned scale and shift (stand-alone nets).
+    pub fn bn(&mut self, x: Var, name: &str, affine: bool) -> Result<Var> {
+        let c = self.shape(x)[1];
+        let names = affine.then(|| (format!("{name}.weight"), format!("{name}.bias")));
+        let (gamma, beta) = match &names {
+            Some((gw, gb)) => (self.param(gw, &[c], Init::Const(1.0))?, self.param(gb, &[c], Init::Const(0.0))?),
+            None => (None, None),
+        };
+        let y = self.out(self.shape(x).to_vec());
+        let Some(step) = self.step.as_mut() else { return Ok(y) };
+        let stats = self.bn_stats.as_mut().expect("executing graphs have BN statistics");
+        let gpu = step.gpu().clone();
+        let (rm, rv) = stats.get(step, &gpu, name, c)?;
+        let bn = BatchNorm { momentum: stats.momentum, ..BatchNorm::default() };
+        let (xt, yt) = (self.vals[x.0].t.clone().unwrap(), self.vals[y.0].t.clone().unwrap());
+        if self.mode == Mode::Eval {
+            batchnorm::forward_eval(step, &xt, gamma.as_ref(), beta.as_ref(), &rm, &rv, &bn, &yt)?;
+        } else {
+            let (mean, inv_std) = (Tensor::empty(step.gpu(), &[c]), Tensor::empty(step.gpu(), &[c]));
+            batchnorm::forward_train(step, &xt, gamma.as_ref(), beta.as_ref(), &rm, &rv, &bn, &yt, &mean, &inv_std)?;
+            if self.mode == Mode::Train {
+                self.tape.push(Node::Bn { x, y, affine: names, mean, inv_std });
+            }
+        }
+        Ok(y)
+    }
+
+    pub fn relu(&mut self, x: Var) -> Result<Var> {
+        let y = self.out(self.shape(x).to_vec());
+        if let Some(step) = self.step.as_mut() {
+            elementwise::relu(step, self.vals[x.0].t.as_ref().unwrap(), self.vals[y.0].t.as_ref().unwrap())?;
+            if self.mode == Mode::Train {
+                self.tape.push(Node::Relu { x, y });
+            }
+        }
+        Ok(y)
+    }
+
+    pub fn pool(&mut self, x: Var, p: Pool2d) -> Result<Var> {
+        let ys = pool::out_shape(self.shape(x), &p)?;
+        let y = self.out(ys);
+        if let Some(step) = self.step.as_mut() {
+            pool::forward(step, self.vals[x.0].t.as_ref().unwrap(), &p, self.vals[y.0].t.as_ref().unwrap())?;
+            if self.mode == Mode::Train {
+                self.tape.push(Node::Pool { x, y, p });
+            }
+        }
+        Ok(y)
+    }
+
+    pub fn global_avg_pool(&mut self, x: Var) -> Result<Var> {
+        let s = self.shape(x);
+        let y = self.out(vec![s[0], s[1]]);
+        if let Some(step) = self.step.as_mut() {
+            pool::global_avg_pool(step, self.vals[x.0].t.as_ref().unwrap(), self.vals[y.0].t.as_ref().unwrap())?;
+            if self.mode == Mode::Train {
+                self.tape.push(Node::Gap { x, y });
+            }
+        }
+        Ok(y)
+    }
+
+    pub fn linear(&mut self, x: Var, name: &str, out: usize) -> Result<Var> {
+        let s = self.shape(x).to_vec();
+        let k = numel(&s) / s[0];
+        self.flops += 2.0 * (k * out) as f64;
+        let (wn, bn) = (format!("{name}.weight"), format!("{name}.bias"));
+        let w = self.param(&wn, &[out, k], Init::FanIn(k))?;
+        let b = self.param(&bn, &[out], Init::FanIn(k))?;
+        let y = self.out(vec![s[0], out]);
+        if let (Some(w), Some(b), Some(step)) = (w, b, self.step.as_mut()) {
+            linear::forward(step, self.vals[x.0].t.as_ref().unwrap(), &w, Some(&b), self.vals[y.0].t.as_ref().unwrap())?;
+            if self.mode == Mode::Train {
+                self.tape.push(Node::Linear { x, y, w: wn, b: bn });
+            }
+        }
+        Ok(y)
+    }
+
+    pub fn add(&mut self, a: Var, b: Var) -> Result<Var> {
+        if self.shape(a) != self.shape(b) {
+            return Err(Error::Shape { op: "add", message: format!("{:?} + {:?}", self.shape(a), self.shape(b)) });
+        }
+        let y = self.out(self.shape(a).to_vec());
+        if let Some(step) = self.step.as_mut() {
+            let v = |i: Var| self.vals[i.0].t.as_ref().unwrap();
+            elementwise::add(step, v(a), v(b), v(y))?;
+            if self.mode == Mode::Train {
+                self.tape.push(Node::Add { a, b, y });
+            }
+        }
+        Ok(y)
+    }
+
+    pub fn concat(&mut self, xs: &[Var]) -> Result<Var> {
+        let mut s = self.shape(xs[0]).to_vec();
+        s[1] = xs.iter().map(|&v| self.shape(v)[1]).sum();
+        let y = self.out(s);
+        if let Some(step) = self.step.as_mut() {
+            let parts: Vec<&Tensor> = xs.iter().map(|v| self.vals[v.0].t.as_ref().unwrap()).collect();
+            concat::concat_channels(step, &parts, self.vals[y.0].t.as_ref().unwrap())?;
+            if self.mode == Mode::Train {
+                self.tape.push(Node::Concat { xs: xs.to_vec(), y });
+            }
+        }
+        Ok(y)
+    }
+
+    pub fn crop(&mut self, x: Var, c: Crop) -> Result<Var> {
+        let s = self.shape(x);
+        let y = self.out(vec![s[0], s[1], c.oh, c.ow]);
+        if let Some(step) = self.step.as_mut() {
+            crop::forward(step, self.vals[x.0].t.as_ref().unwrap(), &c, self.vals[y.0].t.as_ref().unwrap())?;
+            if self.mode == Mode::Train {
+                self.tape.push(Node::Crop { x, y, c });
+            }
+        }
+        Ok(y)
+    }
+
+    /// Mean softmax cross-entropy; returns (loss [1], correct count [1] u32). In training mode
+    /// the logits' gradient seeds `backward`.
+    pub fn cross_entropy(&mut self, logits: Var, labels: &Buffer) -> Result<(Tensor, Buffer)> {
+        let step = self.step.as_mut().ok_or_else(|| Error::Invalid("cross_entropy on a counting graph".into()))?;
+        let lt = self.vals[logits.0].t.clone().unwrap();
+        let loss_t = Tensor::empty(step.gpu(), &[1]);
+        let dlogits = Tensor::empty(step.gpu(), &lt.shape);
+        let correct = step.gpu().alloc(4);
+        loss::softmax_cross_entropy(step, &lt, labels, &loss_t, &dlogits)?;
+        loss::count_correct(step, &lt, labels, &correct)?;
+        if self.mode == Mode::Train {
+            self.grads[logits.0] = Some(dlogits);
+        }
+        Ok((loss_t, correct))
+    }
+
+    fn add_grad(&mut self, v: Var, g: Tensor) -> Result<()> {
+        match &self.grads[v.0] {
+            None => self.grads[v.0] = Some(g),
+            Some(acc) => elementwise::accumulate(self.step.as_mut().unwrap(), &g, acc)?,
+        }
+        Ok(())
+    }
+
+    /// Gradient of parameter `name` via `launch`, summed into the store's grad if this
+    /// accumulation round already wrote one.
+    fn param_grad(&mut self, name: &str, launch: impl FnOnce(&mut Step, &Tensor) -> Result<()>) -> Result<()> {
+        let store = self.store.as_mut().unwrap();
+        let (target, fresh) = store.grad_target(name);
+        let step = self.step.as_mut().unwrap();
+        launch(step, &target)?;
+        if !fresh {
+            let acc = store.get(name).unwrap().grad.clone();
+            elementwise::accumulate(step, &target, &acc)?;
+        }
+        Ok(())
+    }
+
+    fn new_like(&self, v: Var) -> Tensor {
+        Tensor::empty(self.step.as_ref().unwrap().gpu(), &self.vals[v.0].shape)
+    }
+
+    /// Walk the tape in reverse: gradients of every parameter the forward used end up in the
+    /// store (see `ParamStore::grad_target`).
+    pub fn backward(&mut self) -> Result<()> {
+        if !self.training() {
+            return Err(Error::Invalid("backward needs a graph in training mode".into()));
+        }
+        let tape = std::mem::take(&mut self.tape);
+        for node in tape.iter().rev() {
+            let y = match node {
+                Node::Conv { y, .. } | Node::Bn { y, .. } | Node::Relu { y, .. } | Node::Pool { y, .. } => *y,
+                Node::Gap { y, .. } | Node::Linear { y, .. } | Node::Add { y, .. } | Node::Concat { y, .. } | Node::Crop { y, .. } => *y,
+            };
+            let Some(dy) = self.grads[y.0].take() else { continue };
+            match node {
+                Node::Conv { x, w, p, .. } => {
+                    let (xt, wt) = (self.t(*x), self.store.as_ref().unwrap().get(w).unwrap().value.clone());
+                    self.param_grad(w, |s, dw| conv2d::backward_weight(s, &xt, &dy, p, dw))?;
+                    if self.needs_grad(*x) {
+                        let dx = self.new_like(*x);
+                        conv2d::backward_input(self.step.as_mut().unwrap(), &dy, &wt, p, &dx)?;
+                        self.add_grad(*x, dx)?;
+                    }
+                }
+                Node::Bn { x, affine, mean, inv_std, .. } => {
+                    let xt = self.t(*x);
+                    let dx = self.new_like(*x);
+                    let c = xt.shape[1];
+                    let gpu = self.step.as_ref().unwrap().gpu().clone();
+                    match affine {
+                        Some((gn, bn)) => {
+                            let gamma = self.store.as_ref().unwrap().get(gn).unwrap().value.clone();
+                            let (dg, db) = (Tensor::empty(&gpu, &[c]), Tensor::empty(&gpu, &[c]));
+                            batchnorm::backward(self.step.as_mut().unwrap(), &xt, &dy, Some(&gamma), mean, inv_std, &dx, Some(&dg), Some(&db))?;
+                            let copy = |s: &mut Step, src: &Tensor, dst: &Tensor| {
+                                s.copy(&src.buf, 0, &dst.buf, 0, 4 * c as u64);
+                                Ok(())
+                            };
+                            self.param_grad(gn, |s, t| copy(s, &dg, t))?;
+                            self.param_grad(bn, |s, t| copy(s, &db, t))?;
+                        }
+                        None => batchnorm::backward(self.step.as_mut().unwrap(), &xt, &dy, None, mean, inv_std, &dx, None, None)?,
+                    }
+                    self.add_grad(*x, dx)?;
+                }
+                Node::Relu { x, .. } => {
+                    let (dx, xt) = (self.new_like(*x), self.t(*x));
+                    elementwise::relu_backward(self.step.as_mut().unwrap(), &xt, &dy, &dx)?;
+                    self.add_grad(*x, dx)?;
+                }
+                Node::Pool { x, p, .. } => {
+                    let (dx, xt) = (self.new_like(*x), self.t(*x));
+                    pool::backward(self.step.as_mut().unwrap(), &xt, &dy, p, &dx)?;
+                    self.add_grad(*x, dx)?;
+                }
+                Node::Gap { x, .. } => {
+                    let dx = self.new_like(*x);
+                    pool::global_avg_pool_backward(self.step.as_mut().unwrap(), &dy, &dx)?;
+                    self.add_grad(*x, dx)?;
+                }
+                Node::Linear { x, w, b, .. } => {
+                    let (xt, wt) = (self.t(*x), self.store.as_ref().unwrap().get(w).unwrap().value.clone());
+                    let db_t = Tensor::empty(self.step.as_ref().unwrap().gpu(), &[wt.shape[0]]);
+                    self.param_grad(w, |s, dw| linear::backward_weight(s, &xt, &dy, dw, Some(&db_t)))?;
+                    let n = 4 * db_t.numel() as u64;
+                    self.param_grad(b, |s, db| {
+                        s.copy(&db_t.buf, 0, &db.buf, 0, n);
+                        Ok(())
+                    })?;
+                    let dx = self.new_like(*x);
+                    linear::backward_input(self.step.as_mut().unwrap(), &dy, &wt, &dx)?;
+                    self.add_grad(*x, dx)?;
+                }
+                Node::Add { a, b, .. } => {
+                    // The sum passes its gradient to both sides unchanged.
+                    self.add_grad(*a, dy.clone())?;
+                    let db = self.new_like(*b);
+                    self.step.as_mut().unwrap().copy(&dy.buf, 0, &db.buf, 0, 4 * dy.numel() as u64);
+                    self.add_grad(*b, db)?;
+                }
+                Node::Concat { xs, .. } => {
+                    let parts: Vec<Tensor> = xs.iter().map(|&v| self.new_like(v)).collect();
+                    let refs: Vec<&Tensor> = parts.iter().collect();
+                    concat::split_channels(self.step.as_mut().unwrap(), &dy, &refs)?;
+                    for (v, g) in xs.iter().zip(parts) {
+                        self.add_grad(*v, g)?;
+                    }
+                }
+                Node::Crop { x, c, .. } => {
+                    let dx = self.new_like(*x);
+                    crop::backward(self.step.as_mut().unwrap(), &dy, c, &dx)?;
+                    self.add_grad(*x, dx)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Inputs (data) need no gradient: only values produced by a node do.
+    fn needs_grad(&self, v: Var) -> bool {
+        !self.inputs.contains(&v.0)
+    }
+}

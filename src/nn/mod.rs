@@ -1,0 +1,9 @@
+//! Networks built from the kernels: a tape (`graph`), named parameters (`params`), and the
+//! DARTS cells, supernet and stand-alone networks (`darts`).
+
+pub mod darts;
+pub mod graph;
+pub mod params;
+
+pub use graph::{Graph, Mode, Var};
+pub use params::{BnStats, Init, ParamStore};
