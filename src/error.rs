@@ -39,6 +39,15 @@ pub enum Error {
 
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+
+    /// A line of a search history (history.jsonl) that cannot be read; `line` counts from 1.
+    #[error("{path}, line {line}: {message}")]
+    History { path: PathBuf, line: usize, message: String },
+
+    /// A search that cannot go on as asked, e.g. resuming from a history that this
+    /// strategy, seed and space would not have produced.
+    #[error("search: {0}")]
+    Search(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
