@@ -43,6 +43,15 @@ pub enum Error {
     /// A dataset file (or directory) that is missing, truncated or not in the expected format.
     #[error("{path}: {message}")]
     Data { path: PathBuf, message: String },
+
+    /// A line of a search history (history.jsonl) that cannot be read; `line` counts from 1.
+    #[error("{path}, line {line}: {message}")]
+    History { path: PathBuf, line: usize, message: String },
+
+    /// A search that cannot go on as asked, e.g. resuming from a history that this
+    /// strategy, seed and space would not have produced.
+    #[error("search: {0}")]
+    Search(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
