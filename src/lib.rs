@@ -5,6 +5,7 @@ pub mod bench;
 pub mod error;
 pub mod gpu;
 pub mod ops;
+pub mod run;
 pub mod space;
 pub mod tensor;
 
