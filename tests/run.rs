@@ -1,9 +1,14 @@
 //! The run folder: atomic writes, safetensors weights, config checks on resume, JSON Lines logs
 //! and checkpoints that survive a kill at any point.
 
-use cellnas::run::{append_jsonl, read_jsonl, write_atomic, write_json_atomic, PendingWrite};
-use cellnas::Error;
+use cellnas::gpu::test_gpu;
+use cellnas::run::{
+    append_jsonl, download_named, load_tensors, read_jsonl, save_tensors, write_atomic, write_json_atomic,
+    NamedTensor, PendingWrite,
+};
+use cellnas::{Error, Tensor};
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -71,6 +76,97 @@ fn a_failed_rename_keeps_the_original_and_cleans_up() {
     assert!(err.to_string().contains("no-such-dir"), "{err}");
 }
 
+fn odd_tensors() -> Vec<NamedTensor> {
+    let special = vec![0.0, -0.0, f32::NAN, f32::INFINITY, f32::NEG_INFINITY, f32::MIN_POSITIVE / 3.0, 1.0e-45, -3.25];
+    let ramp = |n: usize| (0..n).map(|i| (i as f32 * 0.37).sin() * 1e3).collect::<Vec<f32>>();
+    vec![
+        ("scalar".into(), vec![], vec![42.5]),
+        ("empty".into(), vec![0], vec![]),
+        ("empty_3d".into(), vec![3, 0, 2], vec![]),
+        ("special".into(), vec![2, 4], special),
+        ("one".into(), vec![1], vec![-1.0]),
+        ("cells.0.edge_3.sep_conv_5x5.w".into(), vec![1, 1, 1, 7], ramp(7)),
+        ("b_odd".into(), vec![3, 5, 7], ramp(105)),
+    ]
+}
+
+fn sorted(mut t: Vec<NamedTensor>) -> Vec<NamedTensor> {
+    t.sort_by(|a, b| a.0.cmp(&b.0));
+    t
+}
+
+fn assert_bit_exact(got: &[NamedTensor], want: &[NamedTensor]) {
+    assert_eq!(got.len(), want.len());
+    for ((gn, gs, gd), (wn, ws, wd)) in got.iter().zip(want) {
+        assert_eq!((gn, gs), (wn, ws));
+        let bits = |d: &[f32]| d.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(gd), bits(wd), "tensor {gn}");
+    }
+}
+
+#[test]
+fn safetensors_round_trip_is_bit_exact() {
+    let dir = scratch("st-roundtrip");
+    let path = dir.join("w.safetensors");
+    let tensors = odd_tensors();
+
+    save_tensors(&path, &tensors, &BTreeMap::new()).unwrap();
+    let (back, meta) = load_tensors(&path).unwrap();
+    assert_bit_exact(&back, &sorted(tensors.clone()));
+    assert!(meta.is_empty());
+
+    let meta = BTreeMap::from([("epoch".to_string(), "3".to_string()), ("note".to_string(), "ü, \"quoted\"".to_string())]);
+    save_tensors(&path, &tensors, &meta).unwrap();
+    let (back, meta_back) = load_tensors(&path).unwrap();
+    assert_bit_exact(&back, &sorted(tensors));
+    assert_eq!(meta_back, meta);
+
+    // It is a standard file: u64 header length, JSON header, F32 little-endian data.
+    let bytes = fs::read(&path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    assert_eq!(header["one"]["dtype"], "F32");
+    assert_eq!(header["b_odd"]["shape"], json!([3, 5, 7]));
+    assert_eq!(names_in(&dir), ["w.safetensors"]);
+}
+
+#[test]
+fn bad_tensor_files_are_errors_naming_the_file() {
+    let dir = scratch("st-bad");
+    let path = dir.join("w.safetensors");
+
+    let err = load_tensors(&path).unwrap_err();
+    assert!(err.to_string().contains("w.safetensors"), "{err}");
+
+    save_tensors(&path, &odd_tensors(), &BTreeMap::new()).unwrap();
+    let bytes = fs::read(&path).unwrap();
+    for cut in [bytes.len() - 3, 20, 4, 0] {
+        fs::write(&path, &bytes[..cut]).unwrap();
+        let err = load_tensors(&path).unwrap_err();
+        assert!(matches!(err, Error::Checkpoint { .. }), "{err}");
+        assert!(err.to_string().contains("w.safetensors") && err.to_string().contains("truncated"), "{err}");
+    }
+    let mut garbage = bytes.clone();
+    garbage[8..20].copy_from_slice(b"not json!!!!");
+    fs::write(&path, &garbage).unwrap();
+    let err = load_tensors(&path).unwrap_err();
+    assert!(err.to_string().contains("w.safetensors"), "{err}");
+
+    // A tensor of another dtype is named.
+    let ints = [1i32, 2, 3];
+    let view = safetensors::tensor::TensorView::new(safetensors::Dtype::I32, vec![3], bytemuck::cast_slice(&ints)).unwrap();
+    fs::write(&path, safetensors::serialize([("labels", view)], None).unwrap()).unwrap();
+    let err = load_tensors(&path).unwrap_err().to_string();
+    assert!(err.contains("w.safetensors") && err.contains("labels") && err.contains("F32"), "{err}");
+
+    // Saving checks lengths and names before writing anything.
+    let bad: Vec<NamedTensor> = vec![("x".into(), vec![2, 2], vec![1.0; 3])];
+    let err = save_tensors(&path, &bad, &BTreeMap::new()).unwrap_err().to_string();
+    assert!(err.contains("'x'") && err.contains("[2, 2]"), "{err}");
+    let twice: Vec<NamedTensor> = vec![("x".into(), vec![1], vec![1.0]), ("x".into(), vec![1], vec![2.0])];
+    assert!(save_tensors(&path, &twice, &BTreeMap::new()).is_err());
+}
+
 #[test]
 fn jsonl_tolerates_a_cut_last_line_and_rejects_a_corrupt_middle_line() {
     let dir = scratch("jsonl");
@@ -113,4 +209,22 @@ fn jsonl_tolerates_a_cut_last_line_and_rejects_a_corrupt_middle_line() {
     // So is a complete last line (it has its newline) that is not valid.
     fs::write(&path, "{\"epoch\": 0}\nnot json\n").unwrap();
     assert!(matches!(read_jsonl::<Value>(&path).unwrap_err(), Error::Jsonl { line: 2, .. }));
+}
+
+#[test]
+fn download_named_round_trips_through_the_gpu_and_disk() {
+    let gpu = test_gpu();
+    let host = odd_tensors();
+    let on_gpu: Vec<(String, Tensor)> =
+        host.iter().map(|(n, s, d)| (n.clone(), Tensor::from_slice(&gpu, s, d).unwrap())).collect();
+    let named: Vec<(String, &Tensor)> = on_gpu.iter().map(|(n, t)| (n.clone(), t)).collect();
+    let back = download_named(&gpu, &named).unwrap();
+    assert_bit_exact(&back, &host);
+
+    let dir = scratch("gpu");
+    let path = dir.join("w.safetensors");
+    save_tensors(&path, &back, &BTreeMap::new()).unwrap();
+    let (loaded, _) = load_tensors(&path).unwrap();
+    assert_bit_exact(&loaded, &sorted(host));
+    assert!(download_named(&gpu, &[]).unwrap().is_empty());
 }

@@ -3,6 +3,8 @@
 
 mod atomic;
 mod jsonl;
+mod tensors;
 
 pub use atomic::{write_atomic, write_json_atomic, PendingWrite};
 pub use jsonl::{append_jsonl, read_jsonl};
+pub use tensors::{download_named, load_tensors, save_tensors, NamedTensor};
