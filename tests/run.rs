@@ -3,8 +3,8 @@
 
 use cellnas::gpu::test_gpu;
 use cellnas::run::{
-    append_jsonl, download_named, load_tensors, read_jsonl, save_tensors, write_atomic, write_json_atomic,
-    NamedTensor, PendingWrite,
+    append_jsonl, config_diff, download_named, load_checkpoint, load_tensors, read_jsonl, save_checkpoint,
+    save_tensors, write_atomic, write_json_atomic, NamedTensor, PendingWrite, RunDir,
 };
 use cellnas::{Error, Tensor};
 use serde_json::{json, Value};
@@ -167,6 +167,95 @@ fn bad_tensor_files_are_errors_naming_the_file() {
     assert!(save_tensors(&path, &twice, &BTreeMap::new()).is_err());
 }
 
+fn config() -> Value {
+    json!({
+        "train": {"epochs": 10, "lr": 0.025, "batch": 64},
+        "space": {"ops": ["skip_connect", "sep_conv_3x3"], "nodes": 4},
+        "resume_ignore": {"out": "/runs/a", "adapter": "llvmpipe"}
+    })
+}
+
+#[test]
+fn run_dir_create_refuses_folders_it_should_not_write_into() {
+    let root = scratch("rundir-create");
+    let run = RunDir::create(&root.join("new").join("nested"), &config()).unwrap();
+    assert_eq!(serde_json::from_slice::<Value>(&fs::read(run.config_path()).unwrap()).unwrap(), config());
+    assert_eq!(run.checkpoint_path(), run.dir().join("supernet.safetensors"));
+    assert_eq!(run.state_path(), run.dir().join("state.json"));
+    assert_eq!(run.metrics_path(), run.dir().join("metrics.jsonl"));
+    assert_eq!(run.history_path(), run.dir().join("history.jsonl"));
+    assert_eq!(names_in(run.dir()), ["config.json"]);
+
+    let empty = root.join("empty");
+    fs::create_dir(&empty).unwrap();
+    RunDir::create(&empty, &config()).unwrap();
+
+    let other = root.join("other");
+    fs::create_dir(&other).unwrap();
+    fs::write(other.join("thesis.tex"), b"precious").unwrap();
+    let err = RunDir::create(&other, &config()).unwrap_err().to_string();
+    assert!(err.contains("other") && err.contains("not a cellnas run"), "{err}");
+    assert_eq!(names_in(&other), ["thesis.tex"]);
+
+    let err = RunDir::create(run.dir(), &config()).unwrap_err().to_string();
+    assert!(err.contains("already holds a cellnas run"), "{err}");
+}
+
+#[test]
+fn resume_lists_every_differing_field_and_respects_resume_ignore() {
+    let root = scratch("rundir-resume");
+    let dir = root.join("run");
+    RunDir::create(&dir, &config()).unwrap();
+    RunDir::resume(&dir, &config()).unwrap();
+
+    // What is under resume_ignore may change, at any depth.
+    let mut moved = config();
+    moved["resume_ignore"] = json!({"out": "/elsewhere", "adapter": "NVIDIA H200"});
+    moved["train"]["resume_ignore"] = json!({"log_every": 5});
+    RunDir::resume(&dir, &moved).unwrap();
+
+    let mut changed = config();
+    changed["train"]["epochs"] = json!(12);
+    changed["train"]["lr"] = json!(0.1);
+    changed["space"]["ops"][1] = json!("dil_conv_3x3");
+    changed["space"].as_object_mut().unwrap().remove("nodes");
+    changed["seed"] = json!(7);
+    let err = RunDir::resume(&dir, &changed).unwrap_err();
+    assert!(matches!(err, Error::Config { .. }));
+    let msg = err.to_string();
+    for line in [
+        "train.epochs: stored 10, given 12",
+        "train.lr: stored 0.025, given 0.1",
+        "space.ops[1]: stored \"sep_conv_3x3\", given \"dil_conv_3x3\"",
+        "space.nodes: stored 4, given (absent)",
+        "seed: stored (absent), given 7",
+    ] {
+        assert!(msg.contains(line), "missing '{line}' in:\n{msg}");
+    }
+    assert!(msg.contains("config.json") && !msg.contains("resume_ignore"), "{msg}");
+
+    assert!(config_diff(&json!({"a": 10}), &json!({"a": 10.0})).is_empty());
+    assert_eq!(config_diff(&json!({"a": 1}), &json!({"a": 2})), ["a: stored 1, given 2"]);
+
+    let err = RunDir::resume(&root.join("missing"), &config()).unwrap_err().to_string();
+    assert!(err.contains("missing") && err.contains("no such run folder"), "{err}");
+    let not_run = root.join("not-run");
+    fs::create_dir(&not_run).unwrap();
+    let err = RunDir::resume(&not_run, &config()).unwrap_err().to_string();
+    assert!(err.contains("not a cellnas run"), "{err}");
+}
+
+#[test]
+fn resume_sweeps_temp_files_left_by_a_killed_writer() {
+    let dir = scratch("rundir-sweep");
+    let run = RunDir::create(&dir.join("run"), &config()).unwrap();
+    // Pid 4294967295 is never alive; the sweep keeps this process's own temp files.
+    let stale = run.dir().join(".supernet.safetensors.tmp-4294967295-0");
+    fs::write(&stale, b"half a checkpoint").unwrap();
+    RunDir::resume(run.dir(), &config()).unwrap();
+    assert_eq!(names_in(run.dir()), ["config.json"]);
+}
+
 #[test]
 fn jsonl_tolerates_a_cut_last_line_and_rejects_a_corrupt_middle_line() {
     let dir = scratch("jsonl");
@@ -209,6 +298,92 @@ fn jsonl_tolerates_a_cut_last_line_and_rejects_a_corrupt_middle_line() {
     // So is a complete last line (it has its newline) that is not valid.
     fs::write(&path, "{\"epoch\": 0}\nnot json\n").unwrap();
     assert!(matches!(read_jsonl::<Value>(&path).unwrap_err(), Error::Jsonl { line: 2, .. }));
+}
+
+fn weights(scale: f32) -> Vec<NamedTensor> {
+    vec![
+        ("alpha.normal".into(), vec![14, 8], (0..112).map(|i| i as f32 * scale).collect()),
+        ("stem.conv.w".into(), vec![16, 3, 3, 3], (0..432).map(|i| (i as f32).cos() * scale).collect()),
+    ]
+}
+
+#[test]
+fn checkpoint_round_trip_and_a_kill_between_weights_and_state() {
+    let dir = scratch("ckpt");
+    let run = RunDir::create(&dir.join("run"), &config()).unwrap();
+    assert!(load_checkpoint(&run).unwrap().is_none());
+
+    let err = save_checkpoint(&run, &weights(1.0), &json!({"step": 3})).unwrap_err().to_string();
+    assert!(err.contains("epoch"), "{err}");
+
+    save_checkpoint(&run, &weights(1.0), &json!({"epoch": 1, "rng": [1, 2]})).unwrap();
+    let (t, state) = load_checkpoint(&run).unwrap().unwrap();
+    assert_bit_exact(&t, &weights(1.0));
+    assert_eq!(state, json!({"epoch": 1, "rng": [1, 2]}));
+    let state_file: Value = serde_json::from_slice(&fs::read(run.state_path()).unwrap()).unwrap();
+    assert_eq!(state_file["epoch"], 1);
+    assert_eq!(state_file["weights"], "supernet.safetensors");
+    assert!(state_file["weights_fnv1a64"].as_str().is_some_and(|h| h.len() == 16));
+
+    // The weights file alone is a standard safetensors file with its epoch in the metadata.
+    let (_, meta) = load_tensors(&run.checkpoint_path()).unwrap();
+    assert_eq!(meta["cellnas.epoch"], "1");
+
+    // Killed after writing epoch 2's weights, before its state: state.json still says epoch 1.
+    let epoch1_state = fs::read(run.state_path()).unwrap();
+    save_checkpoint(&run, &weights(2.0), &json!({"epoch": 2})).unwrap();
+    fs::write(run.state_path(), &epoch1_state).unwrap();
+    let (t, state) = load_checkpoint(&run).unwrap().unwrap();
+    assert_bit_exact(&t, &weights(2.0));
+    assert_eq!(state, json!({"epoch": 2}));
+
+    // Killed before the very first state.json.
+    let run2 = RunDir::create(&dir.join("run2"), &config()).unwrap();
+    save_checkpoint(&run2, &weights(3.0), &json!({"epoch": 0})).unwrap();
+    fs::remove_file(run2.state_path()).unwrap();
+    let (t, state) = load_checkpoint(&run2).unwrap().unwrap();
+    assert_bit_exact(&t, &weights(3.0));
+    assert_eq!(state["epoch"], 0);
+    assert_eq!(names_in(run2.dir()), ["config.json", "supernet.safetensors"]);
+}
+
+#[test]
+fn checkpoint_state_and_weights_mismatch_is_an_error() {
+    let dir = scratch("ckpt-mismatch");
+    let run = RunDir::create(&dir.join("run"), &config()).unwrap();
+    save_checkpoint(&run, &weights(1.0), &json!({"epoch": 1})).unwrap();
+    save_checkpoint(&run, &weights(2.0), &json!({"epoch": 2})).unwrap();
+    let epoch2_weights = fs::read(run.checkpoint_path()).unwrap();
+
+    // Weights written by something else.
+    save_tensors(&run.checkpoint_path(), &weights(2.0), &BTreeMap::new()).unwrap();
+    let err = load_checkpoint(&run).unwrap_err();
+    assert!(matches!(err, Error::Checkpoint { .. }));
+    let msg = err.to_string();
+    assert!(msg.contains("supernet.safetensors") && msg.contains("epoch 2") && msg.contains("refusing to mix"), "{msg}");
+
+    // Weights of another run's checkpoint: a cellnas checkpoint, but not this state's successor.
+    let other = RunDir::create(&dir.join("other"), &config()).unwrap();
+    save_checkpoint(&other, &weights(5.0), &json!({"epoch": 5})).unwrap();
+    fs::copy(other.checkpoint_path(), run.checkpoint_path()).unwrap();
+    let msg = load_checkpoint(&run).unwrap_err().to_string();
+    assert!(msg.contains("holds epoch 5") && msg.contains("epoch 2"), "{msg}");
+
+    // An older weights file of this run (epoch 1 under epoch 2's state) is not accepted either.
+    let run3 = RunDir::create(&dir.join("run3"), &config()).unwrap();
+    save_checkpoint(&run3, &weights(1.0), &json!({"epoch": 1})).unwrap();
+    let epoch1_weights = fs::read(run3.checkpoint_path()).unwrap();
+    save_checkpoint(&run3, &weights(2.0), &json!({"epoch": 2})).unwrap();
+    fs::write(run3.checkpoint_path(), &epoch1_weights).unwrap();
+    assert!(load_checkpoint(&run3).unwrap_err().to_string().contains("holds epoch 1"));
+
+    // State without weights, and a truncated weights file.
+    fs::remove_file(run.checkpoint_path()).unwrap();
+    let msg = load_checkpoint(&run).unwrap_err().to_string();
+    assert!(msg.contains("supernet.safetensors") && msg.contains("missing"), "{msg}");
+    fs::write(run.checkpoint_path(), &epoch2_weights[..epoch2_weights.len() / 2]).unwrap();
+    let msg = load_checkpoint(&run).unwrap_err().to_string();
+    assert!(msg.contains("supernet.safetensors") && msg.contains("truncated"), "{msg}");
 }
 
 #[test]
