@@ -52,6 +52,20 @@ pub enum Error {
     /// strategy, seed and space would not have produced.
     #[error("search: {0}")]
     Search(String),
+
+    /// A weights or checkpoint file that is missing, truncated, corrupt, holds a tensor cellnas
+    /// cannot read, or does not match the state that names it.
+    #[error("{path}: {message}")]
+    Checkpoint { path: PathBuf, message: String },
+
+    /// A run folder cellnas will not write into, or a resume whose config differs from the
+    /// stored one (the message lists each differing field).
+    #[error("{path}: {message}")]
+    Config { path: PathBuf, message: String },
+
+    /// A JSON Lines file with a line that is not a valid record (lines count from 1).
+    #[error("{path}, line {line}: {message}")]
+    Jsonl { path: PathBuf, line: usize, message: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -112,3 +112,12 @@ fn missing_adapter_says_how_to_get_one() {
     let err = Gpu::new(&AdapterOptions { backend: Some("cuda".into()), adapter: None }).err().unwrap();
     assert!(err.to_string().contains("unknown backend 'cuda'"), "{err}");
 }
+
+#[test]
+fn zero_byte_reads_are_empty() {
+    let gpu = test_gpu();
+    let t = Tensor::empty(&gpu, &[3]);
+    let mut step = gpu.step();
+    let h = step.read(&t.buf, 0, 0);
+    assert!(step.submit().unwrap().bytes(h).is_empty());
+}
