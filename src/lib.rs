@@ -7,10 +7,13 @@ pub mod error;
 pub mod gpu;
 pub mod nn;
 pub mod ops;
+pub mod pipeline;
 pub mod run;
 pub mod search;
 pub mod space;
+pub mod supernet;
 pub mod tensor;
+pub mod train;
 
 pub use error::{Error, Result};
 pub use gpu::Gpu;

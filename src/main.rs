@@ -1,8 +1,11 @@
 //! The `cellnas` command line.
 
+mod cli;
+
 use anyhow::Result;
 use cellnas::gpu::{self, AdapterOptions, Gpu};
 use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
 
 #[derive(Parser)]
 #[command(name = "cellnas", version, about = "Neural architecture search on any GPU (WGSL through wgpu)")]
@@ -40,6 +43,17 @@ enum Command {
     },
     /// Time every kernel (forward, backward to input, backward to weights) on the chosen adapter.
     Bench(BenchArgs),
+    /// Train a supernet once, score candidates with inherited weights, write the best cell.
+    Search(Box<cli::jobs::SearchArgs>),
+    /// Inherited-weight score of one spec on a search run's supernet.
+    Eval(cli::jobs::EvalArgs),
+    /// Train the stand-alone network of a spec from scratch and report test accuracy.
+    Train(Box<cli::jobs::TrainCmdArgs>),
+    /// Convert between DARTS genotype text and spec JSON (the other form is printed).
+    Genotype {
+        /// A spec JSON file or a file with DARTS text; `-` reads standard input.
+        file: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -71,7 +85,28 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Devices { json } => devices(&cli.adapter.options(), json),
         Command::Bench(args) => bench(&cli.adapter.options(), &args),
+        Command::Search(args) => cli::jobs::search(&Gpu::new(&cli.adapter.options())?, &args),
+        Command::Eval(args) => cli::jobs::eval(&Gpu::new(&cli.adapter.options())?, &args),
+        Command::Train(args) => cli::jobs::train(&Gpu::new(&cli.adapter.options())?, &args),
+        Command::Genotype { file } => genotype(&file),
     }
+}
+
+fn genotype(file: &std::path::Path) -> Result<()> {
+    let text = if file == std::path::Path::new("-") {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)?;
+        text
+    } else {
+        std::fs::read_to_string(file).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?
+    };
+    let spec = cli::parse_spec(&text, file)?;
+    if text.trim_start().starts_with('{') {
+        println!("{}", spec.genotype.to_darts());
+    } else {
+        println!("{}", spec.to_json_pretty());
+    }
+    Ok(())
 }
 
 fn devices(opts: &AdapterOptions, json: bool) -> Result<()> {

@@ -121,3 +121,22 @@ fn zero_byte_reads_are_empty() {
     let h = step.read(&t.buf, 0, 0);
     assert!(step.submit().unwrap().bytes(h).is_empty());
 }
+
+/// A read is taken where it is recorded: a buffer freed after `read` and handed out again by
+/// the pool later in the same step must not change the value read (this once corrupted the
+/// training loss when gradient clipping reused the loss buffer).
+#[test]
+fn reads_are_ordered_with_later_reuse_of_the_buffer() {
+    let gpu = Gpu::new(&AdapterOptions::default()).unwrap();
+    let mut step = gpu.step();
+    let a = Tensor::empty(&gpu, &[1]);
+    elementwise::fill(&mut step, &a, 7.0).unwrap();
+    let h = step.read(&a.buf, 0, 4);
+    drop(a);
+    let b = Tensor::empty(&gpu, &[1]); // the pool hands back a's buffer
+    elementwise::fill(&mut step, &b, -1.0).unwrap();
+    let h2 = step.read(&b.buf, 0, 4);
+    let out = step.submit().unwrap();
+    assert_eq!(out.f32s(h), vec![7.0]);
+    assert_eq!(out.f32s(h2), vec![-1.0]);
+}

@@ -20,7 +20,7 @@ const CHOICES: Kernel = kernel!("batch.wgsl", "augment_choices", [7: ReadWrite])
 pub const NO_LABEL: u32 = u32::MAX;
 
 /// Training-time augmentation; `Augment::default()` is none (evaluation).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Augment {
     /// Random crop of the image zero-padded by this many pixels on each side (0 = off). The
     /// padding is applied before normalisation, as torchvision's pad + crop then normalise, so

@@ -39,7 +39,8 @@ pub struct Step {
     gpu: Arc<Gpu>,
     params: Vec<u8>,
     commands: Vec<Command>,
-    reads: Vec<(wgpu::Buffer, u64, u64)>,
+    /// Per read: its staging buffer (None for zero bytes) and length.
+    reads: Vec<(Option<wgpu::Buffer>, u64)>,
     timed: bool,
     stride: u64,
 }
@@ -153,9 +154,22 @@ impl Step {
         Ok(())
     }
 
-    /// Bring `bytes` of `buf` from `offset` back to the host after the step has run.
+    /// Bring `bytes` of `buf` from `offset` back to the host. The copy is recorded here, in
+    /// order: a pooled buffer freed after this call and reused later in the step cannot
+    /// change what is read.
     pub fn read(&mut self, buf: &Buffer, offset: u64, bytes: u64) -> ReadHandle {
-        self.reads.push((buf.raw().clone(), offset, bytes));
+        let staging = (bytes > 0).then(|| {
+            let len = bytes.next_multiple_of(4);
+            let st = self.gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("readback"),
+                size: len,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            self.commands.push(Command::Copy { src: buf.raw().clone(), src_offset: offset, dst: st.clone(), dst_offset: 0, bytes: len });
+            st
+        });
+        self.reads.push((staging, bytes));
         ReadHandle(self.reads.len() - 1)
     }
 
@@ -235,52 +249,46 @@ impl Step {
                 enc.resolve_query_set(set, 0..2, resolve, 0);
             }
         }
-        let total: u64 = self.reads.iter().map(|r| r.2.next_multiple_of(4)).sum::<u64>() + if timing.is_some() { 16 } else { 0 };
-        let staging = (total > 0).then(|| {
-            dev.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("readback"),
-                size: total,
+        let timing_staging = timing.as_ref().filter(|_| n_passes > 0).map(|(_, resolve)| {
+            let st = dev.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("timestamps"),
+                size: 16,
                 usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
-            })
+            });
+            enc.copy_buffer_to_buffer(resolve, 0, &st, 0, 16);
+            st
         });
-        let mut spans = Vec::new();
-        if let Some(st) = &staging {
-            let mut at = 0;
-            for (buf, off, bytes) in &self.reads {
-                let len = bytes.next_multiple_of(4);
-                if len > 0 {
-                    enc.copy_buffer_to_buffer(buf, *off, st, at, len);
-                }
-                spans.push((at, *bytes));
-                at += len;
-            }
-            if let Some((_, resolve)) = &timing {
-                if n_passes > 0 {
-                    enc.copy_buffer_to_buffer(resolve, 0, st, at, 16);
-                }
-            }
-        }
         gpu.queue.submit([enc.finish()]);
 
-        // Zero-byte reads get an empty answer (no staging buffer exists when all are empty).
-        let mut reads = if staging.is_none() { vec![Vec::new(); self.reads.len()] } else { Vec::with_capacity(spans.len()) };
+        let staged: Vec<&wgpu::Buffer> = self.reads.iter().filter_map(|(b, _)| b.as_ref()).chain(timing_staging.as_ref()).collect();
+        let mut reads = Vec::with_capacity(self.reads.len());
         let mut gpu_ms = None;
-        if let Some(st) = &staging {
-            st.slice(..).map_async(wgpu::MapMode::Read, |_| {});
+        if !staged.is_empty() {
+            for st in &staged {
+                st.slice(..).map_async(wgpu::MapMode::Read, |_| {});
+            }
             dev.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| Error::DeviceLost(e.to_string()))?;
             gpu.check("step")?;
-            let view = st.get_mapped_range(..).map_err(|e| Error::Gpu { context: "readback".into(), message: e.to_string() })?;
-            for (at, bytes) in &spans {
-                reads.push(view[*at as usize..(*at + *bytes) as usize].to_vec());
+            let mapped = |st: &wgpu::Buffer| -> Result<Vec<u8>> {
+                let view = st.get_mapped_range(..).map_err(|e| Error::Gpu { context: "readback".into(), message: e.to_string() })?;
+                let v = view.to_vec();
+                drop(view);
+                st.unmap();
+                Ok(v)
+            };
+            for (st, bytes) in &self.reads {
+                match st {
+                    Some(st) => reads.push(mapped(st)?[..*bytes as usize].to_vec()),
+                    None => reads.push(Vec::new()),
+                }
             }
-            if timing.is_some() && n_passes > 0 {
-                let at = total as usize - 16;
-                let t: [u64; 2] = bytemuck::pod_read_unaligned(&view[at..at + 16]);
+            if let Some(st) = &timing_staging {
+                let t: [u64; 2] = bytemuck::pod_read_unaligned(&mapped(st)?[..16]);
                 gpu_ms = Some(t[1].saturating_sub(t[0]) as f64 * gpu.queue.get_timestamp_period() as f64 / 1e6);
             }
-            drop(view);
-            st.unmap();
+        } else {
+            reads.resize(self.reads.len(), Vec::new());
         }
         let oom = pollster::block_on(oom.pop());
         let val = pollster::block_on(validation.pop());

@@ -213,3 +213,30 @@ impl BnStats {
         Ok((m, v))
     }
 }
+
+impl BnStats {
+    /// "bn:<layer>.mean" / "bn:<layer>.var" for checkpoints.
+    pub fn named_tensors(&self) -> Vec<(String, &Tensor)> {
+        let mut out = Vec::new();
+        for (n, (m, v)) in &self.map {
+            out.push((format!("bn:{n}.mean"), m));
+            out.push((format!("bn:{n}.var"), v));
+        }
+        out
+    }
+
+    /// Restore what `named_tensors` wrote; other names are ignored.
+    pub fn load(&mut self, step: &mut Step, gpu: &Gpu, tensors: &[(String, Vec<usize>, Vec<f32>)]) -> Result<()> {
+        let find = |name: &str| tensors.iter().find(|(n, _, _)| n == name);
+        for (name, shape, data) in tensors {
+            let Some(layer) = name.strip_prefix("bn:").and_then(|n| n.strip_suffix(".mean")) else { continue };
+            let (_, vshape, vdata) = find(&format!("bn:{layer}.var"))
+                .ok_or_else(|| crate::Error::Invalid(format!("checkpoint has the mean but not the variance of BN layer '{layer}'")))?;
+            let (m, v) = (Tensor::empty(gpu, shape), Tensor::empty(gpu, vshape));
+            step.upload(&m.buf, 0, bytemuck::cast_slice(data))?;
+            step.upload(&v.buf, 0, bytemuck::cast_slice(vdata))?;
+            self.map.insert(layer.to_string(), (m, v));
+        }
+        Ok(())
+    }
+}

@@ -7,7 +7,7 @@
 //! | `state.json` | the latest checkpoint's state: epoch, weights hash, caller's state | atomically, last |
 //! | `metrics.jsonl` | one record per line (per step or epoch) | appended, fsynced |
 //! | `history.jsonl` | one record per evaluated architecture | appended, fsynced |
-//! | `best.json`, `best_genotype.txt` | the best architecture so far | atomically |
+//! | `best.json`, `best.genotype.txt` | the best architecture so far | atomically |
 //!
 //! Every write either lands whole or not at all, so a run killed at any point resumes from its
 //! last complete checkpoint.
@@ -134,7 +134,7 @@ impl RunDir {
     }
     /// The best genotype in DARTS text form.
     pub fn best_genotype_path(&self) -> PathBuf {
-        self.dir.join("best_genotype.txt")
+        self.dir.join("best.genotype.txt")
     }
 }
 

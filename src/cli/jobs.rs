@@ -1,0 +1,332 @@
+//! Flags -> resolved configs -> the library's jobs. Every flag is optional: a fresh run starts
+//! from the defaults, `--resume` from the run's stored config, and the flags given override
+//! it (a resume whose flags change the config is refused, listing the differences).
+
+use super::table::print_top;
+use anyhow::{bail, Context, Result};
+use cellnas::data::Augment;
+use cellnas::gpu::Gpu;
+use cellnas::nn::darts::NetConfig;
+use cellnas::pipeline::data::DataConfig;
+use cellnas::pipeline::search::{run_search, SearchConfig};
+use cellnas::pipeline::standalone::{run_train, StandaloneConfig};
+use cellnas::space::{Op, SearchSpace};
+use cellnas::supernet::{EvalConfig, Sampling};
+use cellnas::train::TrainConfig;
+use clap::Args;
+use serde_json::json;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Args, Debug, Default)]
+pub struct DataArgs {
+    /// Folder with IDX (MNIST, Fashion-MNIST, KMNIST) or CIFAR-10 binary files [default: the embedded Fashion-MNIST subset].
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Training images held out for validation.
+    #[arg(long)]
+    pub val: Option<usize>,
+    /// Train on only the first N training images (0 = all).
+    #[arg(long)]
+    pub train_limit: Option<usize>,
+}
+
+#[derive(Args, Debug, Default)]
+pub struct TrainArgs {
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Peak learning rate (cosine-annealed to --lr-min).
+    #[arg(long)]
+    pub lr: Option<f32>,
+    #[arg(long)]
+    pub lr_min: Option<f32>,
+    #[arg(long)]
+    pub momentum: Option<f32>,
+    #[arg(long)]
+    pub weight_decay: Option<f32>,
+    /// Global gradient-norm clip (0 = off).
+    #[arg(long)]
+    pub grad_clip: Option<f32>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Random-crop padding in pixels (0 = off).
+    #[arg(long)]
+    pub crop: Option<u32>,
+    /// Random horizontal flips (true/false).
+    #[arg(long)]
+    pub flip: Option<bool>,
+    /// Cutout square side (0 = off).
+    #[arg(long)]
+    pub cutout: Option<u32>,
+}
+
+#[derive(Args, Debug, Default)]
+pub struct NetArgs {
+    /// Channels of the first cells (doubled at each reduction).
+    #[arg(long)]
+    pub channels: Option<usize>,
+    /// Cells; reductions at layers/3 and 2*layers/3.
+    #[arg(long)]
+    pub layers: Option<usize>,
+}
+
+#[derive(Args, Debug)]
+pub struct SearchArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub net: NetArgs,
+    #[command(flatten)]
+    pub train: TrainArgs,
+    /// Intermediate nodes per cell.
+    #[arg(long)]
+    pub nodes: Option<usize>,
+    /// Candidate ops, comma-separated DARTS names (e.g. sep_conv_3x3,max_pool_3x3,skip_connect).
+    #[arg(long, value_delimiter = ',')]
+    pub ops: Option<Vec<String>>,
+    /// Path sampling while training the supernet: uniform (SPOS) or fair (FairNAS).
+    #[arg(long)]
+    pub sampling: Option<String>,
+    /// Search strategy: random or evolution.
+    #[arg(long)]
+    pub strategy: Option<String>,
+    /// Candidates to evaluate.
+    #[arg(long)]
+    pub budget: Option<usize>,
+    /// Training batches used to recalibrate BN before a candidate is scored.
+    #[arg(long)]
+    pub recalibration_batches: Option<usize>,
+    /// Run folder [default: runs/search-<seed>].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Continue the run in this folder from its last checkpoint and history.
+    #[arg(long, conflicts_with = "out")]
+    pub resume: Option<PathBuf>,
+    /// No progress bars or per-epoch lines.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// The defaults of a search with no arguments: sized to finish in minutes on a CPU software
+/// adapter on the embedded data (docs/RESULTS.md has the measured time).
+pub fn default_search() -> SearchConfig {
+    SearchConfig {
+        data: DataConfig { path: None, val_count: 500, train_limit: 0 },
+        net: NetConfig { in_channels: 1, classes: 10, channels: 8, layers: 5, nodes: 4, supernet: true },
+        space: SearchSpace::default(),
+        train: TrainConfig {
+            epochs: 3,
+            batch_size: 64,
+            lr: 0.05,
+            lr_min: 0.001,
+            momentum: 0.9,
+            weight_decay: 3e-4,
+            grad_clip: 5.0,
+            seed: 1,
+            augment: Augment { crop_padding: 2, flip: true, cutout: 0 },
+        },
+        sampling: Sampling::Uniform,
+        strategy: "evolution".into(),
+        budget: 60,
+        eval: EvalConfig { recalibration_batches: 4, batch_size: 100 },
+        resume_ignore: json!({}),
+    }
+}
+
+fn apply_train(t: &mut TrainConfig, a: &TrainArgs) {
+    macro_rules! set {
+        ($($f:ident => $g:expr),*) => { $(if let Some(v) = a.$f { $g = v; })* };
+    }
+    set!(epochs => t.epochs, batch_size => t.batch_size, lr => t.lr, lr_min => t.lr_min, momentum => t.momentum,
+         weight_decay => t.weight_decay, grad_clip => t.grad_clip, seed => t.seed, crop => t.augment.crop_padding,
+         flip => t.augment.flip, cutout => t.augment.cutout);
+}
+
+fn apply_data(d: &mut DataConfig, a: &DataArgs) {
+    if let Some(p) = &a.data {
+        d.path = Some(p.clone());
+    }
+    if let Some(v) = a.val {
+        d.val_count = v;
+    }
+    if let Some(v) = a.train_limit {
+        d.train_limit = v;
+    }
+}
+
+/// Image channels and class count of the data a config points at (the network's ends).
+fn data_shape(d: &DataConfig) -> Result<(usize, usize)> {
+    let splits = match &d.path {
+        Some(p) => cellnas::data::load_dir(p)?,
+        None => cellnas::data::embedded()?,
+    };
+    Ok((splits.train.c, splits.train.classes))
+}
+
+pub fn search(gpu: &Arc<Gpu>, a: &SearchArgs) -> Result<()> {
+    let (mut cfg, out, resume) = match &a.resume {
+        Some(dir) => {
+            let path = dir.join("config.json");
+            let text = std::fs::read_to_string(&path).with_context(|| format!("cannot resume: {} is not a cellnas run (no readable config.json)", dir.display()))?;
+            let cfg: SearchConfig = serde_json::from_str(&text).with_context(|| format!("{}: not a search config", path.display()))?;
+            (cfg, dir.clone(), true)
+        }
+        None => (default_search(), PathBuf::new(), false),
+    };
+    apply_data(&mut cfg.data, &a.data);
+    apply_train(&mut cfg.train, &a.train);
+    if let Some(c) = a.net.channels {
+        cfg.net.channels = c;
+    }
+    if let Some(l) = a.net.layers {
+        cfg.net.layers = l;
+    }
+    if a.nodes.is_some() || a.ops.is_some() {
+        let ops = match &a.ops {
+            Some(names) => names.iter().map(|n| Op::from_name(n.trim())).collect::<cellnas::Result<Vec<_>>>()?,
+            None => cfg.space.ops().to_vec(),
+        };
+        cfg.space = SearchSpace::new(ops, a.nodes.unwrap_or(cfg.space.nodes()))?;
+        cfg.net.nodes = cfg.space.nodes();
+    }
+    if let Some(s) = &a.sampling {
+        cfg.sampling = s.parse()?;
+    }
+    if let Some(s) = &a.strategy {
+        cfg.strategy = s.clone();
+    }
+    if let Some(b) = a.budget {
+        cfg.budget = b;
+    }
+    if let Some(r) = a.recalibration_batches {
+        cfg.eval.recalibration_batches = r;
+    }
+    if !resume {
+        let (c, classes) = data_shape(&cfg.data)?;
+        cfg.net.in_channels = c;
+        cfg.net.classes = classes;
+    }
+    let out = if resume { out } else { a.out.clone().unwrap_or_else(|| PathBuf::from(format!("runs/search-{}", cfg.train.seed))) };
+    cfg.resume_ignore = json!({ "adapter": gpu.info.name, "backend": gpu.info.backend, "out": out });
+    if !a.quiet {
+        eprintln!(
+            "cellnas search: {} cells x {} channels, {} nodes, ops {}, {} epochs, {} candidates ({}), adapter {} ({}), run folder {}",
+            cfg.net.layers,
+            cfg.net.channels,
+            cfg.net.nodes,
+            cfg.space.ops().iter().map(|o| o.name()).collect::<Vec<_>>().join(","),
+            cfg.train.epochs,
+            cfg.budget,
+            cfg.strategy,
+            gpu.info.name,
+            gpu.info.backend,
+            out.display()
+        );
+    }
+    let summary = run_search(gpu, &cfg, &out, resume, a.quiet)?;
+    println!(
+        "supernet: {} epochs in {:.1}s; search: {} candidates ({} evaluated now) in {:.1}s",
+        summary.epochs.len(),
+        summary.train_seconds,
+        summary.top.len().min(cfg.budget),
+        summary.evaluated,
+        summary.search_seconds
+    );
+    print_top(&summary.top, 5);
+    println!("best cell: {}", out.join("best.genotype.txt").display());
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct TrainCmdArgs {
+    /// The architecture: a spec JSON file (docs/spec.md) or a file with DARTS genotype text.
+    #[arg(long)]
+    pub spec: PathBuf,
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub net: NetArgs,
+    #[command(flatten)]
+    pub train: TrainArgs,
+    /// Output folder [default: runs/train-<seed>].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+pub fn train(gpu: &Arc<Gpu>, a: &TrainCmdArgs) -> Result<()> {
+    let spec = super::read_spec(&a.spec)?;
+    let mut data = DataConfig { path: None, val_count: 0, train_limit: 0 };
+    apply_data(&mut data, &a.data);
+    let (in_channels, classes) = data_shape(&data)?;
+    let nodes = spec.genotype.normal.nodes.len();
+    let net = NetConfig { in_channels, classes, channels: a.net.channels.unwrap_or(16), layers: a.net.layers.unwrap_or(8), nodes, supernet: false };
+    let mut train = TrainConfig {
+        epochs: 10,
+        batch_size: 64,
+        lr: 0.05,
+        lr_min: 0.0,
+        momentum: 0.9,
+        weight_decay: 3e-4,
+        grad_clip: 5.0,
+        seed: 1,
+        augment: Augment { crop_padding: 2, flip: true, cutout: 0 },
+    };
+    apply_train(&mut train, &a.train);
+    let out = a.out.clone().unwrap_or_else(|| PathBuf::from(format!("runs/train-{}", train.seed)));
+    let cfg = StandaloneConfig { spec, data, net, train, eval_batch_size: 200, resume_ignore: json!({ "adapter": gpu.info.name, "out": out }) };
+    if !a.quiet {
+        eprintln!("cellnas train: {} cells x {} channels, {} epochs, adapter {}, output {}", cfg.net.layers, cfg.net.channels, cfg.train.epochs, gpu.info.name, out.display());
+    }
+    let s = run_train(gpu, &cfg, &out, a.quiet)?;
+    println!(
+        "test accuracy {:.2}% (loss {:.4}); {} parameters, {:.1} MFLOPs per image; trained in {:.1}s; weights {}",
+        100.0 * s.test_accuracy,
+        s.test_loss,
+        s.params,
+        s.flops as f64 / 1e6,
+        s.train_seconds,
+        out.join("weights.safetensors").display()
+    );
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// The architecture to score: spec JSON or DARTS genotype text.
+    #[arg(long)]
+    pub spec: PathBuf,
+    /// A search run folder (its trained supernet and config are used).
+    #[arg(long)]
+    pub run: PathBuf,
+}
+
+pub fn eval(gpu: &Arc<Gpu>, a: &EvalArgs) -> Result<()> {
+    let spec = super::read_spec(&a.spec)?;
+    let path = a.run.join("config.json");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("{} is not a search run (no readable config.json)", a.run.display()))?;
+    let cfg: SearchConfig = serde_json::from_str(&text).with_context(|| format!("{}: not a search config", path.display()))?;
+    cfg.space.contains(&spec.genotype).context("the spec is outside the run's search space")?;
+    let run = cellnas::run::RunDir::resume(&a.run, &serde_json::to_value(&cfg)?)?;
+    let Some((tensors, state)) = cellnas::run::load_checkpoint(&run)? else {
+        bail!("{} has no supernet checkpoint yet (train it with `cellnas search`)", a.run.display());
+    };
+    let data = cellnas::pipeline::data::load(gpu, &cfg.data, cfg.train.seed)?;
+    let mut model = cellnas::train::Model::new(gpu, cfg.net.clone(), cfg.train.seed)?;
+    model.restore(&tensors)?;
+    let val = data.val.as_ref().context("the run has no validation split")?;
+    let s = cellnas::supernet::score(&mut model, &spec.genotype, &data.train, val, &cfg.eval, cfg.train.seed)?;
+    println!(
+        "inherited-weight val accuracy {:.2}% (loss {:.4}) after {} supernet epochs; stand-alone network: {} parameters, {:.1} MFLOPs per image; {:.0} ms",
+        100.0 * s.accuracy,
+        s.loss,
+        state["epoch"],
+        s.params,
+        s.flops as f64 / 1e6,
+        s.eval_ms
+    );
+    Ok(())
+}

@@ -1,0 +1,63 @@
+//! Where a job's images come from: the embedded Fashion-MNIST subset or a folder, split into
+//! training, validation (held out from the training split by seed) and test, and uploaded.
+
+use crate::data::{embedded, load_dir, DeviceData, Splits};
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DataConfig {
+    /// Folder with IDX or CIFAR-10 files; None = the embedded Fashion-MNIST subset.
+    pub path: Option<PathBuf>,
+    /// Images held out of the training split for validation (search scores, never trained on).
+    pub val_count: usize,
+    /// Use only the first N training images after the split (0 = all): for quick runs.
+    pub train_limit: usize,
+}
+
+pub struct Loaded {
+    pub name: String,
+    pub train: DeviceData,
+    /// None when `val_count` is 0 (stand-alone training on the whole training split).
+    pub val: Option<DeviceData>,
+    pub test: DeviceData,
+    pub classes: usize,
+    pub channels: usize,
+}
+
+pub fn load(gpu: &Arc<Gpu>, cfg: &DataConfig, seed: u64) -> Result<Loaded> {
+    let splits: Splits = match &cfg.path {
+        Some(p) => load_dir(p)?,
+        None => embedded()?,
+    };
+    if cfg.val_count >= splits.train.n {
+        return Err(Error::Invalid(format!(
+            "validation count {} must be at most {} (the training split of {} has {} images)",
+            cfg.val_count,
+            splits.train.n.saturating_sub(1),
+            splits.name,
+            splits.train.n
+        )));
+    }
+    let (mut train, val) = if cfg.val_count > 0 {
+        let (t, v) = splits.train.split(cfg.val_count, seed);
+        (t, Some(v))
+    } else {
+        (splits.train.clone(), None)
+    };
+    if cfg.train_limit > 0 && cfg.train_limit < train.n {
+        train = train.subset(&(0..cfg.train_limit).collect::<Vec<_>>());
+    }
+    // Normalisation statistics from the training part only.
+    let (mean, std) = train.channel_stats();
+    Ok(Loaded {
+        name: splits.name.clone(),
+        classes: splits.train.classes,
+        channels: train.c,
+        train: DeviceData::upload(gpu, &train, &mean, &std)?,
+        val: val.map(|v| DeviceData::upload(gpu, &v, &mean, &std)).transpose()?,
+        test: DeviceData::upload(gpu, &splits.test, &mean, &std)?,
+    })
+}

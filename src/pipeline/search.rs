@@ -1,0 +1,182 @@
+//! `cellnas search`: train the supernet (checkpoint per epoch), then score candidates with
+//! inherited weights, record each in history.jsonl, and write the best cell. A run killed at
+//! any point continues with `--resume`: training from the last checkpoint, the search by
+//! replaying its history; the result equals an uninterrupted run with the same seed.
+
+use super::data::{load, DataConfig};
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::nn::darts::NetConfig;
+use crate::nn::params::name_seed;
+use crate::run::{append_jsonl, load_checkpoint, read_jsonl, save_checkpoint, write_atomic, write_json_atomic, RunDir};
+use crate::search::{History, replay, rfc3339, strategy_from_name, top_k, HistoryEntry, Observation};
+use crate::space::{SearchSpace, Spec};
+use crate::supernet::{sample_paths, score, EvalConfig, Sampling};
+use crate::train::{train_epoch, EpochMetrics, Model, TrainConfig};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde_json::json;
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SearchConfig {
+    pub data: DataConfig,
+    pub net: NetConfig,
+    pub space: SearchSpace,
+    pub train: TrainConfig,
+    pub sampling: Sampling,
+    pub strategy: String,
+    pub budget: usize,
+    pub eval: EvalConfig,
+    /// Recorded for the record, not compared on resume (see run::RESUME_IGNORE).
+    pub resume_ignore: serde_json::Value,
+}
+
+impl SearchConfig {
+    pub fn validate(&self) -> Result<()> {
+        self.net.validate()?;
+        self.train.validate()?;
+        if self.net.nodes != self.space.nodes() {
+            return Err(Error::Invalid(format!("network has {} nodes per cell, the space {}", self.net.nodes, self.space.nodes())));
+        }
+        if !self.net.supernet {
+            return Err(Error::Invalid("a search trains a supernet (net.supernet must be true)".into()));
+        }
+        if self.budget == 0 {
+            return Err(Error::Invalid("search budget must be at least 1 candidate".into()));
+        }
+        if self.eval.batch_size == 0 || self.eval.recalibration_batches == 0 {
+            return Err(Error::Invalid("evaluation needs a batch size and recalibration batches of at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
+pub struct SearchSummary {
+    pub top: Vec<HistoryEntry>,
+    pub epochs: Vec<EpochMetrics>,
+    pub train_seconds: f64,
+    pub search_seconds: f64,
+    pub evaluated: usize,
+}
+
+pub fn run_search(gpu: &Arc<Gpu>, cfg: &SearchConfig, out: &Path, resume: bool, quiet: bool) -> Result<SearchSummary> {
+    cfg.validate()?;
+    let cfg_json = serde_json::to_value(cfg).map_err(|e| Error::Invalid(format!("config: {e}")))?;
+    let run = if resume { RunDir::resume(out, &cfg_json)? } else { RunDir::create(out, &cfg_json)? };
+    if cfg.data.val_count == 0 {
+        return Err(Error::Invalid("a search needs a validation split (val_count >= 1): candidates are scored on it".into()));
+    }
+    let data = load(gpu, &cfg.data, cfg.train.seed)?;
+    let val = data.val.as_ref().expect("val_count >= 1");
+    if data.classes != cfg.net.classes || data.channels != cfg.net.in_channels {
+        return Err(Error::Invalid(format!(
+            "data has {} classes of {}-channel images, the network expects {} and {}",
+            data.classes, data.channels, cfg.net.classes, cfg.net.in_channels
+        )));
+    }
+
+    // Supernet training, resumable per epoch.
+    let mut model = Model::new(gpu, cfg.net.clone(), cfg.train.seed)?;
+    let mut start = 0;
+    if let Some((tensors, state)) = load_checkpoint(&run)? {
+        model.restore(&tensors)?;
+        start = state["epoch"].as_u64().unwrap_or(0) as usize;
+    }
+    // Drop metrics of epochs the checkpoint does not contain (killed between the two writes).
+    let (mut epochs, _) = read_jsonl::<EpochMetrics>(&run.metrics_path())?;
+    if epochs.len() != start {
+        epochs.retain(|m| m.epoch < start);
+        let text: String = epochs.iter().map(|m| serde_json::to_string(m).unwrap() + "\n").collect();
+        write_atomic(&run.metrics_path(), text.as_bytes())?;
+    }
+    let t_train = Instant::now();
+    for epoch in start..cfg.train.epochs {
+        let mut rng = ChaCha8Rng::seed_from_u64(name_seed(cfg.train.seed, &format!("epoch{epoch}.paths")));
+        let steps = data.train.n() / cfg.train.batch_size;
+        let pb = super::bar(steps as u64, &format!("epoch {}/{}", epoch + 1, cfg.train.epochs), quiet);
+        let t0 = Instant::now();
+        let m = train_epoch(
+            &mut model,
+            &data.train,
+            &cfg.train,
+            epoch,
+            &mut |_| sample_paths(&cfg.space, cfg.sampling, &mut rng),
+            &mut |done, _, loss, acc| {
+                pb.set_position(done as u64);
+                let ips = (done * cfg.train.batch_size) as f64 / t0.elapsed().as_secs_f64();
+                pb.set_message(format!("loss {loss:.3} acc {:.1}% {ips:.0} img/s", 100.0 * acc));
+            },
+        )?;
+        pb.finish_and_clear();
+        if !quiet {
+            eprintln!("epoch {:>3}: loss {:.4}  train acc {:.2}%  {:.0} img/s  {:.1}s", epoch + 1, m.loss, 100.0 * m.accuracy, m.images_per_s, m.seconds);
+        }
+        save_checkpoint(&run, &model.download()?, &json!({ "epoch": epoch + 1, "metrics": m }))?;
+        append_jsonl(&run.metrics_path(), &m)?;
+        epochs.push(m);
+    }
+    let train_seconds = t_train.elapsed().as_secs_f64();
+
+    // Search: replay what history.jsonl already has, then evaluate the rest of the budget.
+    let mut strategy = strategy_from_name(&cfg.strategy, cfg.space.clone(), cfg.train.seed, cfg.budget)?;
+    let mut history = History::open(&run.history_path())?;
+    if let Some(w) = history.warning() {
+        eprintln!("warning: {w}");
+    }
+    replay(strategy.as_mut(), history.entries())?;
+    let mut seen: HashMap<String, HistoryEntry> = history.entries().iter().map(|e| (e.key.clone(), e.clone())).collect();
+    let t_search = Instant::now();
+    let done = history.entries().len();
+    let pb = super::bar(cfg.budget as u64, "search", quiet);
+    pb.set_position(done.min(cfg.budget) as u64);
+    let mut evaluated = 0;
+    while history.entries().len() < cfg.budget {
+        let Some(genotype) = strategy.propose() else { break };
+        let key = genotype.key();
+        // A re-proposed architecture (evolution may repeat one) keeps its score: evaluation is
+        // deterministic, so re-running it would only cost time.
+        let entry = match seen.get(&key) {
+            Some(e) => HistoryEntry { id: history.entries().len(), eval_ms: 0.0, time: rfc3339(std::time::SystemTime::now()), ..e.clone() },
+            None => {
+                let s = score(&mut model, &genotype, &data.train, val, &cfg.eval, cfg.train.seed)?;
+                evaluated += 1;
+                HistoryEntry {
+                    id: history.entries().len(),
+                    genotype: genotype.to_darts(),
+                    key: key.clone(),
+                    accuracy: s.accuracy,
+                    loss: s.loss,
+                    params: s.params,
+                    flops: s.flops,
+                    eval_ms: s.eval_ms,
+                    time: rfc3339(std::time::SystemTime::now()),
+                }
+            }
+        };
+        strategy.observe(&genotype, &Observation { accuracy: entry.accuracy, loss: entry.loss });
+        history.append(&entry)?;
+        seen.insert(key, entry.clone());
+        pb.set_position(history.entries().len() as u64);
+        let best = top_k(history.entries(), 1)[0].accuracy;
+        pb.set_message(format!("best val acc {:.2}%", 100.0 * best));
+    }
+    pb.finish_and_clear();
+    let search_seconds = t_search.elapsed().as_secs_f64();
+
+    let top: Vec<HistoryEntry> = top_k(history.entries(), 10).into_iter().cloned().collect();
+    if let Some(best) = top.first() {
+        let genotype = crate::space::Genotype::from_darts(&best.genotype)?;
+        let spec = Spec { name: Some(format!("cellnas search, candidate {}", best.id)), ..Spec::new(genotype) };
+        let best_json = json!({
+            "spec": serde_json::from_str::<serde_json::Value>(&spec.to_json_pretty()).expect("spec JSON"),
+            "metrics": { "val_accuracy": best.accuracy, "val_loss": best.loss, "params": best.params, "flops": best.flops, "candidate": best.id },
+        });
+        write_json_atomic(&run.best_json_path(), &best_json)?;
+        write_atomic(&run.best_genotype_path(), format!("{}\n", best.genotype).as_bytes())?;
+    }
+    Ok(SearchSummary { top, epochs, train_seconds, search_seconds, evaluated })
+}

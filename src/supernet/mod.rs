@@ -1,0 +1,126 @@
+//! Single-path one-shot supernet: path sampling (SPOS uniform, FairNAS strict fairness) and
+//! the cheap evaluation of a candidate with inherited weights (BN recalibration, then a
+//! forward-only pass over the validation split).
+
+use crate::data::{assemble, Augment, DeviceData};
+use crate::error::{Error, Result};
+use crate::nn::darts::{self, NetConfig};
+use crate::nn::params::name_seed;
+use crate::nn::{BnStats, Graph, Mode};
+use crate::space::{Genotype, SearchSpace};
+use crate::tensor::Tensor;
+use crate::train::{epoch_batches, evaluate, Model};
+use rand::seq::SliceRandom;
+use rand::Rng;
+use std::time::Instant;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Sampling {
+    /// SPOS: one architecture per step, uniform over the space.
+    Uniform,
+    /// FairNAS strict fairness: per step as many paths as candidate ops; on every edge slot
+    /// (node, first or second edge) each op appears in exactly one of them. Inputs stay uniform.
+    Fair,
+}
+
+impl std::str::FromStr for Sampling {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Sampling> {
+        match s {
+            "uniform" | "spos" => Ok(Sampling::Uniform),
+            "fair" | "fairnas" => Ok(Sampling::Fair),
+            other => Err(Error::Invalid(format!("unknown sampling '{other}': expected uniform or fair"))),
+        }
+    }
+}
+
+/// The paths one training step uses.
+pub fn sample_paths<R: Rng + ?Sized>(space: &SearchSpace, sampling: Sampling, rng: &mut R) -> Vec<Genotype> {
+    match sampling {
+        Sampling::Uniform => vec![space.sample(rng)],
+        Sampling::Fair => {
+            let k = space.ops().len();
+            // Inputs from ordinary samples; ops replaced by one permutation per edge slot.
+            let mut paths: Vec<Genotype> = (0..k).map(|_| space.sample(rng)).collect();
+            for cell in 0..2 {
+                for node in 0..space.nodes() {
+                    for slot in 0..2 {
+                        let mut ops = space.ops().to_vec();
+                        ops.shuffle(rng);
+                        for (p, op) in paths.iter_mut().zip(ops) {
+                            let c = if cell == 0 { &mut p.normal } else { &mut p.reduce };
+                            c.nodes[node][slot].op = op;
+                        }
+                    }
+                }
+            }
+            paths
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EvalConfig {
+    /// Training batches forwarded (training-mode BN, no backward) to re-estimate the BN
+    /// statistics of the candidate before it is scored.
+    pub recalibration_batches: usize,
+    pub batch_size: usize,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        EvalConfig { recalibration_batches: 8, batch_size: 64 }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Score {
+    pub accuracy: f64,
+    pub loss: f64,
+    /// Parameters and forward FLOPs per image of the stand-alone network the genotype defines.
+    pub params: u64,
+    pub flops: u64,
+    pub eval_ms: f64,
+}
+
+/// Fresh BN statistics for `genotype` from `batches` training batches: running statistics are
+/// the plain average of the batch statistics (momentum 1/(k+1) for the k-th batch).
+pub fn recalibrate(model: &mut Model, genotype: &Genotype, train: &DeviceData, cfg: &EvalConfig, seed: u64) -> Result<BnStats> {
+    let gpu = model.store.gpu().clone();
+    let [c, h, w] = train.image_shape();
+    let b = cfg.batch_size.min(train.n());
+    let batches = epoch_batches(train.n(), b, name_seed(seed, "recalibration"), 0);
+    if cfg.recalibration_batches == 0 || batches.is_empty() {
+        return Err(Error::Invalid("BN recalibration needs at least one training batch".into()));
+    }
+    let mut bn = BnStats::new();
+    let mut step = gpu.step();
+    for (k, idx) in batches.iter().cycle().take(cfg.recalibration_batches).enumerate() {
+        let ib = gpu.alloc(4 * b as u64);
+        step.upload(&ib, 0, bytemuck::cast_slice(idx))?;
+        let x = Tensor::empty(&gpu, &[b, c, h, w]);
+        let labels = gpu.alloc(4 * b as u64);
+        assemble(&mut step, train, &ib, b, &Augment::default(), 0, &x, &labels)?;
+        bn.momentum = 1.0 / (k as f32 + 1.0);
+        let mut g = Graph::new(step, &mut model.store, &mut bn, Mode::Recalibrate);
+        let xin = g.input(x);
+        darts::forward(&mut g, &model.net, genotype, xin)?;
+        step = g.finish().expect("executing graph");
+    }
+    step.submit()?;
+    Ok(bn)
+}
+
+/// Inherited-weight score of one candidate: its weights are the supernet's own tensors (no
+/// copy), BN statistics are recalibrated, then accuracy and loss on `val` in evaluation mode.
+pub fn score(model: &mut Model, genotype: &Genotype, train: &DeviceData, val: &DeviceData, cfg: &EvalConfig, seed: u64) -> Result<Score> {
+    let t0 = Instant::now();
+    let mut bn = recalibrate(model, genotype, train, cfg, seed)?;
+    let (accuracy, loss) = evaluate(&model.net, &mut model.store, &mut bn, genotype, val, cfg.batch_size)?;
+    let eval_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let [_, h, w] = val.image_shape();
+    let standalone = NetConfig { supernet: false, ..model.net.clone() };
+    let (params, flops) = darts::size(&standalone, genotype, h, w)?;
+    Ok(Score { accuracy, loss, params, flops, eval_ms })
+}
