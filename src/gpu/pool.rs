@@ -1,12 +1,16 @@
 //! Storage buffers recycled across steps: a training step allocates the same sizes every time,
 //! so after the first step no buffer is created. A [`Buffer`] returns to the pool when its last
-//! handle is dropped.
+//! handle is dropped — possibly while a step that used it is still being recorded. That is safe
+//! within one thread, because a step's commands run in the order they were recorded, so a later
+//! user of the buffer in the same step runs after the earlier one. Across threads it is not: a
+//! step recorded on another thread could be submitted first. Free lists are therefore kept per
+//! thread; a buffer only ever goes back to the thread that dropped it.
 
 use super::Gpu;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-type Free = Arc<Mutex<HashMap<u64, Vec<wgpu::Buffer>>>>;
+type Free = Arc<Mutex<HashMap<(std::thread::ThreadId, u64), Vec<wgpu::Buffer>>>>;
 
 #[derive(Default)]
 pub(crate) struct Pool {
@@ -23,7 +27,7 @@ struct Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         if let Ok(mut f) = self.free.lock() {
-            f.entry(self.size).or_default().push(self.raw.clone());
+            f.entry((std::thread::current().id(), self.size)).or_default().push(self.raw.clone());
         }
     }
 }
@@ -47,7 +51,7 @@ impl Gpu {
     /// Contents are unspecified: kernels overwrite, tests poison.
     pub fn alloc(&self, bytes: u64) -> Buffer {
         let size = bytes.max(4).next_multiple_of(4);
-        let reused = self.pool.free.lock().unwrap().get_mut(&size).and_then(|v| v.pop());
+        let reused = self.pool.free.lock().unwrap().get_mut(&(std::thread::current().id(), size)).and_then(|v| v.pop());
         let raw = reused.unwrap_or_else(|| {
             *self.pool.created.lock().unwrap() += 1;
             self.device.create_buffer(&wgpu::BufferDescriptor {
