@@ -28,6 +28,8 @@ override AV: u32 = 1u;
 // How gemm4 reads B: 0 = scalars at any strides, 1 = vec4 along j (sbj = 1), 2 = vec4 along k
 // (sbk = 1).
 override BV: u32 = 1u;
+// Column groups of 4 in a gemm4 tile: 1, or 2 (with BV = 1 only).
+override JV: u32 = 1u;
 
 fn store4(at: u32, j0: u32, v: vec4<f32>) {
     out[at] = v.x;
@@ -113,12 +115,15 @@ fn mad4(c: vec4<f32>, t: mat4x4<f32>, w: vec4<f32>) -> vec4<f32> {
     return c + t[0] * w.x + t[1] * w.y + t[2] * w.z + t[3] * w.w;
 }
 
+
 // gemm taking k four at a time with vector loads (AV, BV say how); the host checks that
-// every vec4 it reads starts on a multiple of 4 (k range, strides, batch offsets). Tile:
-// 8 rows x 4 columns. Rows and columns past the end re-read valid data and are never stored.
+// every vec4 it reads starts on a multiple of 4 (k range, strides, batch offsets). Tile: 8 rows
+// x 4*JV columns. Rows and columns past the end re-read valid data and are never stored.
+// lavapipe runs each load (vec4 or float, uniform or not) at a cost that dwarfs a multiply-add,
+// so the tile is sized to maximise multiply-adds per load within the registers.
 @compute @workgroup_size(WG)
 fn gemm4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let j0 = (wid.x * WG + lid.x) * 4u;
+    let j0 = (wid.x * WG + lid.x) * 4u * JV;
     if (j0 >= p.j) { return; }
     let bt = wid.y / p.mtiles;
     let m0 = (wid.y % p.mtiles) * 8u;
@@ -129,6 +134,8 @@ fn gemm4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) li
     let o1 = (min(j0 + 1u, lastj) - j0) * p.sbj;
     let o2 = (min(j0 + 2u, lastj) - j0) * p.sbj;
     let o3 = (min(j0 + 3u, lastj) - j0) * p.sbj;
+    // The second column group (JV = 2, BV = 1) re-reads the first past the end.
+    let h = select(0u, 1u, j0 + 4u < p.j);
     let lastm = p.m - 1u;
     let abase = n * p.a_batch;
     // AV = 1: the vec4 index of row r at k; AV = 2: rows m0+4.. read the second vec4 (the
@@ -153,9 +160,18 @@ fn gemm4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) li
     var c5 = vec4<f32>(0.0);
     var c6 = vec4<f32>(0.0);
     var c7 = vec4<f32>(0.0);
+    var d0 = vec4<f32>(0.0);
+    var d1 = vec4<f32>(0.0);
+    var d2 = vec4<f32>(0.0);
+    var d3 = vec4<f32>(0.0);
+    var d4 = vec4<f32>(0.0);
+    var d5 = vec4<f32>(0.0);
+    var d6 = vec4<f32>(0.0);
+    var d7 = vec4<f32>(0.0);
     for (var kk = k0; kk < k1; kk += 4u) {
-        // t[i] = B(kk + i, j0..j0+3).
+        // t[i] = B(kk + i, j0..j0+3), u[i] = B(kk + i, j0+4..j0+7).
         var t: mat4x4<f32>;
+        var u: mat4x4<f32>;
         if (BV == 0u) {
             for (var i = 0u; i < 4u; i++) {
                 let r = bi + i * p.sbk;
@@ -166,43 +182,57 @@ fn gemm4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) li
             let q = bi / 4u;
             let s = p.sbk / 4u;
             t = mat4x4<f32>(b4[q], b4[q + s], b4[q + 2u * s], b4[q + 3u * s]);
+            if (JV > 1u) { u = mat4x4<f32>(b4[q + h], b4[q + s + h], b4[q + 2u * s + h], b4[q + 3u * s + h]); }
             bi += 4u * p.sbk;
         } else {
             let q = bi / 4u;
             t = transpose(b4[q], b4[q + o1 / 4u], b4[q + o2 / 4u], b4[q + o3 / 4u]);
             bi += 4u;
         }
+        var w: mat4x4<f32>;
+        var x: mat4x4<f32>;
         if (AV == 1u) {
-            c0 = mad4(c0, t, a4[a0]);
-            c1 = mad4(c1, t, a4[a0 + r1]);
-            c2 = mad4(c2, t, a4[a0 + r2]);
-            c3 = mad4(c3, t, a4[a0 + r3]);
-            c4 = mad4(c4, t, a4[a0 + r4]);
-            c5 = mad4(c5, t, a4[a0 + r5]);
-            c6 = mad4(c6, t, a4[a0 + r6]);
-            c7 = mad4(c7, t, a4[a0 + r7]);
+            w = mat4x4<f32>(a4[a0], a4[a0 + r1], a4[a0 + r2], a4[a0 + r3]);
+            x = mat4x4<f32>(a4[a0 + r4], a4[a0 + r5], a4[a0 + r6], a4[a0 + r7]);
             a0 += 1u;
         } else {
-            let lo = transpose(a4[am], a4[am + ak], a4[am + 2u * ak], a4[am + 3u * ak]);
-            let hi = transpose(a4[am + second], a4[am + ak + second], a4[am + 2u * ak + second], a4[am + 3u * ak + second]);
-            c0 = mad4(c0, t, lo[0]);
-            c1 = mad4(c1, t, lo[1]);
-            c2 = mad4(c2, t, lo[2]);
-            c3 = mad4(c3, t, lo[3]);
-            c4 = mad4(c4, t, hi[0]);
-            c5 = mad4(c5, t, hi[1]);
-            c6 = mad4(c6, t, hi[2]);
-            c7 = mad4(c7, t, hi[3]);
+            w = transpose(a4[am], a4[am + ak], a4[am + 2u * ak], a4[am + 3u * ak]);
+            x = transpose(a4[am + second], a4[am + ak + second], a4[am + 2u * ak + second], a4[am + 3u * ak + second]);
             am += 4u * ak;
+        }
+        // w[r], x[r]: A(m0 + r, kk..kk+3), A(m0 + 4 + r, kk..kk+3).
+        c0 = mad4(c0, t, w[0]);
+        c1 = mad4(c1, t, w[1]);
+        c2 = mad4(c2, t, w[2]);
+        c3 = mad4(c3, t, w[3]);
+        c4 = mad4(c4, t, x[0]);
+        c5 = mad4(c5, t, x[1]);
+        c6 = mad4(c6, t, x[2]);
+        c7 = mad4(c7, t, x[3]);
+        if (JV > 1u) {
+            d0 = mad4(d0, u, w[0]);
+            d1 = mad4(d1, u, w[1]);
+            d2 = mad4(d2, u, w[2]);
+            d3 = mad4(d3, u, w[3]);
+            d4 = mad4(d4, u, x[0]);
+            d5 = mad4(d5, u, x[1]);
+            d6 = mad4(d6, u, x[2]);
+            d7 = mad4(d7, u, x[3]);
         }
     }
     let at = bt * p.c_batch + m0 * p.j + j0;
-    store4(at, j0, c0);
-    if (m0 + 1u < p.m) { store4(at + p.j, j0, c1); }
-    if (m0 + 2u < p.m) { store4(at + 2u * p.j, j0, c2); }
-    if (m0 + 3u < p.m) { store4(at + 3u * p.j, j0, c3); }
-    if (m0 + 4u < p.m) { store4(at + 4u * p.j, j0, c4); }
-    if (m0 + 5u < p.m) { store4(at + 5u * p.j, j0, c5); }
-    if (m0 + 6u < p.m) { store4(at + 6u * p.j, j0, c6); }
-    if (m0 + 7u < p.m) { store4(at + 7u * p.j, j0, c7); }
+    store8(at, j0, c0, d0);
+    if (m0 + 1u < p.m) { store8(at + p.j, j0, c1, d1); }
+    if (m0 + 2u < p.m) { store8(at + 2u * p.j, j0, c2, d2); }
+    if (m0 + 3u < p.m) { store8(at + 3u * p.j, j0, c3, d3); }
+    if (m0 + 4u < p.m) { store8(at + 4u * p.j, j0, c4, d4); }
+    if (m0 + 5u < p.m) { store8(at + 5u * p.j, j0, c5, d5); }
+    if (m0 + 6u < p.m) { store8(at + 6u * p.j, j0, c6, d6); }
+    if (m0 + 7u < p.m) { store8(at + 7u * p.j, j0, c7, d7); }
+}
+
+// A row of a gemm4 tile: 4 columns, and 4 more when JV = 2.
+fn store8(at: u32, j0: u32, c: vec4<f32>, d: vec4<f32>) {
+    store4(at, j0, c);
+    if (JV > 1u && j0 + 4u < p.j) { store4(at + 4u, j0 + 4u, d); }
 }

@@ -208,7 +208,17 @@ fn gemm(step: &mut Step, mut q: GemmParams, batches: usize, bufs: [&Tensor; 3]) 
     };
     let mt = if av > 0 { GEMM_ROWS } else { GEMM_ROWS.min(q.m as usize) };
     q.mtiles = (q.m as usize).div_ceil(mt) as u32;
-    let jtiles = (q.j as usize).div_ceil(4);
+    let bv = if q.sbj == 1 && q.sbk % 4 == 0 {
+        1
+    } else if q.sbk == 1 && q.sbj % 4 == 0 {
+        2
+    } else {
+        0
+    };
+    // Two column groups per tile where B rows are vec4s along j (forward, backward_input):
+    // fewer loads per multiply-add, measured 10-20% faster on lavapipe.
+    let jv = if av > 0 && bv == 1 { 2 } else { 1 };
+    let jtiles = (q.j as usize).div_ceil(4 * jv);
     // Lanes share the rows, so a workgroup only spans columns; keep it no wider than needed.
     let wg = (jtiles.next_power_of_two().min(64) as u32).min(step.gpu().wg1d());
     let groups = [jtiles.div_ceil(wg as usize), batches * q.mtiles as usize, 1];
@@ -219,15 +229,8 @@ fn gemm(step: &mut Step, mut q: GemmParams, batches: usize, bufs: [&Tensor; 3]) 
     let groups = groups.map(|g| g as u32);
     let bufs4 = [&bufs[0].buf, &bufs[1].buf, &bufs[1].buf, &bufs[2].buf];
     let bufs: Vec<_> = bufs.iter().map(|t| &t.buf).collect();
-    let bv = if q.sbj == 1 && q.sbk % 4 == 0 {
-        1
-    } else if q.sbk == 1 && q.sbj % 4 == 0 {
-        2
-    } else {
-        0
-    };
     if av > 0 {
-        let c = [("WG", wg as f64), ("AV", av as f64), ("BV", bv as f64)];
+        let c = [("WG", wg as f64), ("AV", av as f64), ("BV", bv as f64), ("JV", jv as f64)];
         step.dispatch(&GEMM4, &c, &q, &bufs4, groups)?;
     } else {
         step.dispatch(&GEMM, &[("WG", wg as f64), ("MT", mt as f64)], &q, &bufs, groups)?;
