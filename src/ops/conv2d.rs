@@ -16,6 +16,9 @@
 //!   columns per invocation. Forward is W x X[n], backward_input W^T x dY[n], backward_weight
 //!   dY[n] x X[n]^T per chunk of pixels, chunks then summed in order. Where strides and sizes
 //!   allow (multiples of 4), `gemm4` reads vec4s; `gemm` reads floats at any strides.
+//! - depthwise (groups = Cin = Cout), square kernel, stride 1 (`shaders/conv2d_depthwise.wgsl`):
+//!   8 outputs of a row per invocation, each input row segment loaded once for all taps.
+//!   backward_input is the same kernel on dy with the kernel turned by 180 degrees.
 //!
 //! `forward_simple` / `backward_input_simple` compute one element per invocation: the readable
 //! statement of the math, tested against the reference like the tiled ones.
@@ -174,6 +177,46 @@ struct GemmParams {
     _pad: [u32; 3],
 }
 
+const DEPTHWISE: Kernel = kernel!("conv2d_depthwise.wgsl", "depthwise", [1: Read, 2: Read, 3: ReadWrite]);
+
+/// Parameters of conv2d_depthwise.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct DwParams {
+    c: u32,
+    ih: u32,
+    iw: u32,
+    oh: u32,
+    ow: u32,
+    pad: u32,
+    xtiles: u32,
+    tiles: u32,
+    chunk: u32,
+    _pad: [u32; 3],
+}
+
+/// Depthwise (one input and one output channel per group), square kernel, stride 1, and an
+/// input row segment 8 + (K-1)*D that fits the shader's registers.
+fn is_depthwise(x: &[usize], w: &[usize], p: &Conv2d) -> bool {
+    let (k, d) = (w[2], p.dilation);
+    p.groups == x[1] && w[0] == x[1] && w[2] == w[3] && p.stride == 1 && (k - 1) * d <= 12 && fast_paths()
+}
+
+/// Records the depthwise kernel from `input` planes [N*C, ih, iw] to `output` planes with
+/// dilation `dil` and padding `pad`; `flip` turns the kernel by 180 degrees.
+fn depthwise(step: &mut Step, input: &Tensor, w: &Tensor, dil: usize, pad: usize, flip: bool, output: &Tensor) -> Result<()> {
+    let [n, c, ih, iw] = input.shape[..] else { unreachable!("conv2d shapes are 4-D") };
+    let (oh, ow) = (output.shape[2], output.shape[3]);
+    let xtiles = ow.div_ceil(8);
+    let u = |v: usize| v as u32;
+    let q = DwParams { c: u(c), ih: u(ih), iw: u(iw), oh: u(oh), ow: u(ow), pad: u(pad), xtiles: u(xtiles), ..Default::default() };
+    let q = DwParams { tiles: u(n * c * oh * xtiles), ..q };
+    let wg = step.gpu().wg1d();
+    let groups = step.gpu().grid(q.tiles, wg);
+    let consts = [("WG", wg as f64), ("K", w.shape[2] as f64), ("D", dil as f64), ("FLIP", flip as u32 as f64)];
+    step.dispatch(&DEPTHWISE, &consts, &q, &[&input.buf, &w.buf, &output.buf], groups)
+}
+
 /// Rows of C per gemm invocation.
 const GEMM_ROWS: usize = 8;
 
@@ -250,6 +293,9 @@ pub fn forward(step: &mut Step, x: &Tensor, w: &Tensor, p: &Conv2d, y: &Tensor) 
             return Ok(());
         }
     }
+    if is_depthwise(&x.shape, &w.shape, p) {
+        return depthwise(step, x, w, p.dilation, p.padding, false, y);
+    }
     let ct = TILE_C.min(q.cout_g as usize);
     q.ctiles = (q.cout_g as usize).div_ceil(ct) as u32;
     q.xtiles = (q.wo as usize).div_ceil(TILE_X) as u32;
@@ -275,6 +321,12 @@ pub fn backward_input(step: &mut Step, dy: &Tensor, w: &Tensor, p: &Conv2d, dx: 
         if gemm(step, g, q.n as usize, [w, dy, dx])? {
             return Ok(());
         }
+    }
+    // With stride 1 the input gradient is the same correlation of dy with the kernel turned by
+    // 180 degrees and padding (K-1)*D - pad on each side.
+    let span = (w.shape[2] - 1) * p.dilation;
+    if is_depthwise(&dx.shape, &w.shape, p) && p.padding <= span {
+        return depthwise(step, dy, w, p.dilation, span - p.padding, true, dx);
     }
     let ct = TILE_C.min(q.cin_g as usize);
     q.ctiles = (q.cin_g as usize).div_ceil(ct) as u32;
@@ -554,6 +606,12 @@ pub fn test_cases() -> Vec<Box<dyn OpCase>> {
         c([2, 12, 4, 5], 5, [1, 1], 1, 0, 1, 1),  // fewer rows than a tile
         c([1, 4, 16, 20], 9, [1, 1], 1, 0, 1, 1), // weight gradient in 2 chunks, batch 1
         c([2, 12, 2, 6], 8, [1, 1], 1, 0, 1, 1),  // W^T read as vec4 along rows, half a tile
+        // Depthwise stride-1 path: rows of 8-wide tiles with tails, 1x1 spatial, no padding
+        // (the input gradient then pads by the full span), a 7x7 kernel.
+        c([1, 3, 1, 1], 3, [3, 3], 1, 1, 1, 3),
+        c([2, 4, 6, 19], 4, [5, 5], 1, 2, 1, 4),
+        c([1, 2, 7, 9], 2, [3, 3], 1, 0, 1, 2),
+        c([1, 2, 9, 10], 2, [7, 7], 1, 3, 1, 2),
     ]
     .into_iter()
     .map(|case| Box::new(case) as Box<dyn OpCase>)

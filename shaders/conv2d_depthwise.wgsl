@@ -1,0 +1,68 @@
+// Depthwise conv2d fast path (groups = Cin = Cout, square KxK kernel, dilation D, stride 1);
+// host: src/ops/conv2d.rs. K and D are override constants so that the loops over a row's
+// taps have constant trip counts and unroll, and the input segment below lives in registers.
+// On lavapipe a load costs far more than a multiply-add, so each loaded input value is reused
+// for every output and tap of the row that reads it.
+
+struct Params {
+    c: u32, ih: u32, iw: u32, oh: u32,
+    ow: u32, pad: u32, xtiles: u32, tiles: u32,
+    chunk: u32, _p0: u32, _p1: u32, _p2: u32,
+}
+
+override K: u32 = 3u;
+override D: u32 = 1u;
+// 1: correlate with the kernel flipped (backward_input as a forward pass).
+override FLIP: u32 = 0u;
+
+// Room for an input row segment of 8 + (K-1)*D values; the host checks that it fits.
+const SEG: u32 = 20u;
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> w: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+
+// x[row + i] for 0 <= i < iw, else 0 (zero padding); the index is clamped so the load itself
+// stays inside the row whichever way select evaluates.
+fn load_x(row: u32, i: i32) -> f32 {
+    return select(0.0, x[row + u32(clamp(i, 0, i32(p.iw) - 1))], i >= 0 && i < i32(p.iw));
+}
+
+// out plane (n, c) = correlation of x plane (n, c) with the KxK kernel of c, dilation D,
+// padding pad. Tile: 8 neighbouring outputs of one row. For each kernel row, the input row
+// segment of 8 + (K-1)*D values is loaded once and feeds all 8*K multiply-adds that read it.
+// Item order (fastest first): 8-column tile, output row, plane.
+@compute @workgroup_size(WG)
+fn depthwise(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let t = flat_id(wid, nwg, lid);
+    if (t >= p.tiles) { return; }
+    let ox0 = (t % p.xtiles) * 8u;
+    let oy = (t / p.xtiles) % p.oh;
+    let plane = t / (p.xtiles * p.oh);
+    let wbase = (plane % p.c) * K * K;
+    let ix0 = i32(ox0) - i32(p.pad);
+    var a0 = vec4<f32>(0.0);
+    var a1 = vec4<f32>(0.0);
+    for (var ky = 0u; ky < K; ky++) {
+        let iy = i32(oy + ky * D) - i32(p.pad);
+        if (iy < 0 || iy >= i32(p.ih)) { continue; }
+        let row = (plane * p.ih + u32(iy)) * p.iw;
+        var seg: array<f32, SEG>;
+        for (var i = 0u; i < 8u + (K - 1u) * D; i++) {
+            seg[i] = load_x(row, ix0 + i32(i));
+        }
+        for (var kx = 0u; kx < K; kx++) {
+            let tap = ky * K + kx;
+            let wv = w[wbase + select(tap, K * K - 1u - tap, FLIP == 1u)];
+            let s = kx * D;
+            a0 += vec4<f32>(seg[s], seg[s + 1u], seg[s + 2u], seg[s + 3u]) * wv;
+            a1 += vec4<f32>(seg[s + 4u], seg[s + 5u], seg[s + 6u], seg[s + 7u]) * wv;
+        }
+    }
+    let at = (plane * p.oh + oy) * p.ow + ox0;
+    for (var j = 0u; j < 4u; j++) {
+        if (ox0 + j < p.ow) { out[at + j] = a0[j]; }
+        if (ox0 + 4u + j < p.ow) { out[at + 4u + j] = a1[j]; }
+    }
+}
