@@ -15,11 +15,14 @@ override D: u32 = 1u;
 // 1: correlate with the kernel flipped (backward_input as a forward pass).
 override FLIP: u32 = 0u;
 
-// Room for an input row segment of 8 + (K-1)*D values; the host checks that it fits.
+// Room for an input row segment of 8 + (K-1)*D values and for K accumulators; the host
+// checks that they fit.
 const SEG: u32 = 20u;
+const KMAX: u32 = 13u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
+// depthwise: the weights [C, 1, K, K]; depthwise_weight: dy.
 @group(0) @binding(2) var<storage, read> w: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 
@@ -65,4 +68,51 @@ fn depthwise(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
         if (ox0 + j < p.ow) { out[at + j] = a0[j]; }
         if (ox0 + 4u + j < p.ow) { out[at + 4u + j] = a1[j]; }
     }
+}
+
+// Weight gradient, stage 1: for plane (n, c) and kernel row ky, out[n][c, ky, kx] = sum over
+// the plane's outputs of dy * the x it multiplied, in row then column order. Each step loads 8
+// dy values and the input segment they meet (8 + (K-1)*D values) once for all K taps of the
+// row. Stage 2 (weight_sum in conv2d.wgsl) adds the N images' partial sums in order.
+// Item order: ky fastest, then plane.
+@compute @workgroup_size(WG)
+fn depthwise_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let t = flat_id(wid, nwg, lid);
+    if (t >= p.tiles) { return; }
+    let ky = t % K;
+    let plane = t / K;
+    var acc: array<f32, KMAX>;
+    for (var kx = 0u; kx < K; kx++) {
+        acc[kx] = 0.0;
+    }
+    for (var oy = 0u; oy < p.oh; oy++) {
+        let iy = i32(oy + ky * D) - i32(p.pad);
+        if (iy < 0 || iy >= i32(p.ih)) { continue; }
+        let row = (plane * p.ih + u32(iy)) * p.iw;
+        let drow = (plane * p.oh + oy) * p.ow;
+        for (var ox0 = 0u; ox0 < p.ow; ox0 += 8u) {
+            // dy past the row's end is zero: it must not add to the sums.
+            let d0 = vec4<f32>(load_dy(drow, ox0), load_dy(drow, ox0 + 1u), load_dy(drow, ox0 + 2u), load_dy(drow, ox0 + 3u));
+            let d1 = vec4<f32>(load_dy(drow, ox0 + 4u), load_dy(drow, ox0 + 5u), load_dy(drow, ox0 + 6u), load_dy(drow, ox0 + 7u));
+            let ix0 = i32(ox0) - i32(p.pad);
+            var seg: array<f32, SEG>;
+            for (var i = 0u; i < 8u + (K - 1u) * D; i++) {
+                seg[i] = load_x(row, ix0 + i32(i));
+            }
+            for (var kx = 0u; kx < K; kx++) {
+                let s = kx * D;
+                acc[kx] += dot(d0, vec4<f32>(seg[s], seg[s + 1u], seg[s + 2u], seg[s + 3u]))
+                    + dot(d1, vec4<f32>(seg[s + 4u], seg[s + 5u], seg[s + 6u], seg[s + 7u]));
+            }
+        }
+    }
+    let at = (plane * K + ky) * K;
+    for (var kx = 0u; kx < K; kx++) {
+        out[at + kx] = acc[kx];
+    }
+}
+
+// dy[row + i] for i < ow, else 0; the index is clamped so the load stays inside the row.
+fn load_dy(row: u32, i: u32) -> f32 {
+    return select(0.0, w[row + min(i, p.ow - 1u)], i < p.ow);
 }

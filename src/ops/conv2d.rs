@@ -19,6 +19,8 @@
 //! - depthwise (groups = Cin = Cout), square kernel, stride 1 (`shaders/conv2d_depthwise.wgsl`):
 //!   8 outputs of a row per invocation, each input row segment loaded once for all taps.
 //!   backward_input is the same kernel on dy with the kernel turned by 180 degrees.
+//!   backward_weight: per image, channel and kernel row a sum over the plane reusing each
+//!   loaded dy and input segment for all K taps of the row, then weight_sum over the images.
 //!
 //! `forward_simple` / `backward_input_simple` compute one element per invocation: the readable
 //! statement of the math, tested against the reference like the tiled ones.
@@ -178,6 +180,7 @@ struct GemmParams {
 }
 
 const DEPTHWISE: Kernel = kernel!("conv2d_depthwise.wgsl", "depthwise", [1: Read, 2: Read, 3: ReadWrite]);
+const DEPTHWISE_WEIGHT: Kernel = kernel!("conv2d_depthwise.wgsl", "depthwise_weight", [1: Read, 2: Read, 3: ReadWrite]);
 
 /// Parameters of conv2d_depthwise.wgsl.
 #[repr(C)]
@@ -215,6 +218,26 @@ fn depthwise(step: &mut Step, input: &Tensor, w: &Tensor, dil: usize, pad: usize
     let groups = step.gpu().grid(q.tiles, wg);
     let consts = [("WG", wg as f64), ("K", w.shape[2] as f64), ("D", dil as f64), ("FLIP", flip as u32 as f64)];
     step.dispatch(&DEPTHWISE, &consts, &q, &[&input.buf, &w.buf, &output.buf], groups)
+}
+
+/// dw of a depthwise convolution: per image, channel and kernel row, the sum over the plane
+/// (depthwise_weight), then weight_sum adds the images in order.
+fn depthwise_weight(step: &mut Step, x: &Tensor, dy: &Tensor, p: &Conv2d, dw: &Tensor) -> Result<()> {
+    let [n, c, ih, iw] = x.shape[..] else { unreachable!("conv2d shapes are 4-D") };
+    let (oh, ow, k) = (dy.shape[2], dy.shape[3], dw.shape[2]);
+    let u = |v: usize| v as u32;
+    let q = DwParams { c: u(c), ih: u(ih), iw: u(iw), oh: u(oh), ow: u(ow), pad: u(p.padding), tiles: u(n * c * k), ..Default::default() };
+    let wg = step.gpu().wg1d();
+    let consts = [("WG", wg as f64), ("K", k as f64), ("D", p.dilation as f64)];
+    let groups = step.gpu().grid(q.tiles, wg);
+    if n == 1 {
+        return step.dispatch(&DEPTHWISE_WEIGHT, &consts, &q, &[&x.buf, &dy.buf, &dw.buf], groups);
+    }
+    let nw = dw.numel();
+    let partial = Tensor::empty(step.gpu(), &[n, nw]);
+    step.dispatch(&DEPTHWISE_WEIGHT, &consts, &q, &[&x.buf, &dy.buf, &partial.buf], groups)?;
+    let s = Params { nw: u(nw), chunks: u(n), total: u(nw), ..Params::default() };
+    launch(step, &WEIGHT_SUM, 1, &s, &[&partial, dw])
 }
 
 /// Rows of C per gemm invocation.
@@ -417,6 +440,9 @@ pub fn backward_weight(step: &mut Step, x: &Tensor, dy: &Tensor, p: &Conv2d, dw:
     let mut q = geometry(&x.shape, &dw.shape, &dy.shape, p, "dy")?;
     if is_pointwise(&dw.shape, p) && pointwise_weight(step, &q, x, dy, dw)? {
         return Ok(());
+    }
+    if is_depthwise(&x.shape, &dw.shape, p) && dw.shape[2] <= 13 {
+        return depthwise_weight(step, x, dy, p, dw);
     }
     let (ct, ctiles, chunk, chunks) = weight_plan(&q, p.groups);
     let nw = dw.numel();
