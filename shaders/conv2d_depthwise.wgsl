@@ -7,7 +7,7 @@
 struct Params {
     c: u32, ih: u32, iw: u32, oh: u32,
     ow: u32, pad: u32, xtiles: u32, tiles: u32,
-    chunk: u32, _p0: u32, _p1: u32, _p2: u32,
+    pairs: u32, _p0: u32, _p1: u32, _p2: u32,
 }
 
 override K: u32 = 3u;
@@ -33,40 +33,66 @@ fn load_x(row: u32, i: i32) -> f32 {
 }
 
 // out plane (n, c) = correlation of x plane (n, c) with the KxK kernel of c, dilation D,
-// padding pad. Tile: 8 neighbouring outputs of one row. For each kernel row, the input row
-// segment of 8 + (K-1)*D values is loaded once and feeds all 8*K multiply-adds that read it.
-// Item order (fastest first): 8-column tile, output row, plane.
+// padding pad. Tile: 8 neighbouring outputs in each of two rows D apart (oy0 and oy0 + D), so
+// that input row oy0 - pad + kr*D is kernel row kr of the first and kr - 1 of the second: each
+// input row segment (8 + (K-1)*D values) is loaded once for up to 16*K multiply-adds.
+// Row pairs: blocks of 2*D rows hold D pairs. Item order (fastest first): 8-column tile, row
+// pair, plane. A second row past the end is computed and not stored.
 @compute @workgroup_size(WG)
 fn depthwise(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let t = flat_id(wid, nwg, lid);
     if (t >= p.tiles) { return; }
     let ox0 = (t % p.xtiles) * 8u;
-    let oy = (t / p.xtiles) % p.oh;
-    let plane = t / (p.xtiles * p.oh);
+    let pair = (t / p.xtiles) % p.pairs;
+    let plane = t / (p.xtiles * p.pairs);
+    let oy0 = (pair / D) * 2u * D + pair % D;
+    if (oy0 >= p.oh) { return; }
     let wbase = (plane % p.c) * K * K;
     let ix0 = i32(ox0) - i32(p.pad);
     var a0 = vec4<f32>(0.0);
     var a1 = vec4<f32>(0.0);
-    for (var ky = 0u; ky < K; ky++) {
-        let iy = i32(oy + ky * D) - i32(p.pad);
+    var b0 = vec4<f32>(0.0);
+    var b1 = vec4<f32>(0.0);
+    for (var kr = 0u; kr <= K; kr++) {
+        let iy = i32(oy0 + kr * D) - i32(p.pad);
         if (iy < 0 || iy >= i32(p.ih)) { continue; }
         let row = (plane * p.ih + u32(iy)) * p.iw;
         var seg: array<f32, SEG>;
         for (var i = 0u; i < 8u + (K - 1u) * D; i++) {
             seg[i] = load_x(row, ix0 + i32(i));
         }
-        for (var kx = 0u; kx < K; kx++) {
-            let tap = ky * K + kx;
-            let wv = w[wbase + select(tap, K * K - 1u - tap, FLIP == 1u)];
-            let s = kx * D;
-            a0 += vec4<f32>(seg[s], seg[s + 1u], seg[s + 2u], seg[s + 3u]) * wv;
-            a1 += vec4<f32>(seg[s + 4u], seg[s + 5u], seg[s + 6u], seg[s + 7u]) * wv;
+        if (kr < K) {
+            for (var kx = 0u; kx < K; kx++) {
+                let wv = w[wbase + tap(kr, kx)];
+                let s = kx * D;
+                a0 += vec4<f32>(seg[s], seg[s + 1u], seg[s + 2u], seg[s + 3u]) * wv;
+                a1 += vec4<f32>(seg[s + 4u], seg[s + 5u], seg[s + 6u], seg[s + 7u]) * wv;
+            }
+        }
+        if (kr > 0u) {
+            for (var kx = 0u; kx < K; kx++) {
+                let wv = w[wbase + tap(kr - 1u, kx)];
+                let s = kx * D;
+                b0 += vec4<f32>(seg[s], seg[s + 1u], seg[s + 2u], seg[s + 3u]) * wv;
+                b1 += vec4<f32>(seg[s + 4u], seg[s + 5u], seg[s + 6u], seg[s + 7u]) * wv;
+            }
         }
     }
+    store8(plane, oy0, ox0, a0, a1);
+    if (oy0 + D < p.oh) { store8(plane, oy0 + D, ox0, b0, b1); }
+}
+
+// Index of weight (ky, kx) in a channel's kernel, turned by 180 degrees when FLIP = 1.
+fn tap(ky: u32, kx: u32) -> u32 {
+    let i = ky * K + kx;
+    return select(i, K * K - 1u - i, FLIP == 1u);
+}
+
+fn store8(plane: u32, oy: u32, ox0: u32, v0: vec4<f32>, v1: vec4<f32>) {
     let at = (plane * p.oh + oy) * p.ow + ox0;
     for (var j = 0u; j < 4u; j++) {
-        if (ox0 + j < p.ow) { out[at + j] = a0[j]; }
-        if (ox0 + 4u + j < p.ow) { out[at + 4u + j] = a1[j]; }
+        if (ox0 + j < p.ow) { out[at + j] = v0[j]; }
+        if (ox0 + 4u + j < p.ow) { out[at + 4u + j] = v1[j]; }
     }
 }
 

@@ -17,7 +17,8 @@
 //!   dY[n] x X[n]^T per chunk of pixels, chunks then summed in order. Where strides and sizes
 //!   allow (multiples of 4), `gemm4` reads vec4s; `gemm` reads floats at any strides.
 //! - depthwise (groups = Cin = Cout), square kernel, stride 1 (`shaders/conv2d_depthwise.wgsl`):
-//!   8 outputs of a row per invocation, each input row segment loaded once for all taps.
+//!   8 outputs in each of two rows D apart per invocation, each input row segment loaded once
+//!   for all taps of both rows.
 //!   backward_input is the same kernel on dy with the kernel turned by 180 degrees.
 //!   backward_weight: per image, channel and kernel row a sum over the plane reusing each
 //!   loaded dy and input segment for all K taps of the row, then weight_sum over the images.
@@ -194,7 +195,7 @@ struct DwParams {
     pad: u32,
     xtiles: u32,
     tiles: u32,
-    chunk: u32,
+    pairs: u32,
     _pad: [u32; 3],
 }
 
@@ -213,10 +214,12 @@ fn depthwise(step: &mut Step, input: &Tensor, w: &Tensor, dil: usize, pad: usize
     let xtiles = ow.div_ceil(8);
     let u = |v: usize| v as u32;
     let q = DwParams { c: u(c), ih: u(ih), iw: u(iw), oh: u(oh), ow: u(ow), pad: u(pad), xtiles: u(xtiles), ..Default::default() };
-    let q = DwParams { tiles: u(n * c * oh * xtiles), ..q };
+    // Row pairs (oy, oy + dil): blocks of 2*dil rows hold dil pairs.
+    let pairs = oh.div_ceil(2 * dil) * dil;
+    let q = DwParams { tiles: u(n * c * pairs * xtiles), pairs: u(pairs), ..q };
     let wg = step.gpu().wg1d();
-    let groups = step.gpu().grid(q.tiles, wg);
     let consts = [("WG", wg as f64), ("K", w.shape[2] as f64), ("D", dil as f64), ("FLIP", flip as u32 as f64)];
+    let groups = step.gpu().grid(q.tiles, wg);
     step.dispatch(&DEPTHWISE, &consts, &q, &[&input.buf, &w.buf, &output.buf], groups)
 }
 
