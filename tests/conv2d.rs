@@ -77,9 +77,11 @@ fn pointwise_is_deterministic() {
     assert_deterministic([2, 5, 7, 7], [9, 5, 1, 1], p);
 }
 
-/// The depthwise paths (forward and, through a flipped kernel, backward_input).
+/// The depthwise and dense stride-1 paths (forward and, through a flipped kernel,
+/// backward_input) and their weight gradients.
 #[test]
-fn depthwise_is_deterministic() {
+fn row_kernels_are_deterministic() {
+    assert_deterministic([2, 3, 10, 13], [10, 3, 3, 3], Conv2d { stride: 1, padding: 1, dilation: 1, groups: 1 });
     assert_deterministic([2, 6, 11, 13], [6, 1, 3, 3], Conv2d { stride: 1, padding: 2, dilation: 2, groups: 6 });
     assert_deterministic([1, 4, 9, 9], [4, 1, 5, 5], Conv2d { stride: 1, padding: 2, dilation: 1, groups: 4 });
 }

@@ -16,9 +16,11 @@
 //!   columns per invocation. Forward is W x X[n], backward_input W^T x dY[n], backward_weight
 //!   dY[n] x X[n]^T per chunk of pixels, chunks then summed in order. Where strides and sizes
 //!   allow (multiples of 4), `gemm4` reads vec4s; `gemm` reads floats at any strides.
-//! - depthwise (groups = Cin = Cout), square kernel, stride 1 (`shaders/conv2d_depthwise.wgsl`):
+//! - depthwise (groups = Cin = Cout), square kernel, stride 1 (`shaders/conv2d_rows.wgsl`):
 //!   8 outputs in each of two rows D apart per invocation, each input row segment loaded once
 //!   for all taps of both rows.
+//! - dense (groups 1), square kernel, stride 1 (same shader): 8 output channels x 8 outputs of
+//!   a row per invocation; backward_input is the same kernel on dy, flipped and transposed.
 //!   backward_input is the same kernel on dy with the kernel turned by 180 degrees.
 //!   backward_weight: per image, channel and kernel row a sum over the plane reusing each
 //!   loaded dy and input segment for all K taps of the row, then weight_sum over the images.
@@ -180,10 +182,11 @@ struct GemmParams {
     _pad: [u32; 3],
 }
 
-const DEPTHWISE: Kernel = kernel!("conv2d_depthwise.wgsl", "depthwise", [1: Read, 2: Read, 3: ReadWrite]);
-const DEPTHWISE_WEIGHT: Kernel = kernel!("conv2d_depthwise.wgsl", "depthwise_weight", [1: Read, 2: Read, 3: ReadWrite]);
+const DEPTHWISE: Kernel = kernel!("conv2d_rows.wgsl", "depthwise", [1: Read, 2: Read, 3: ReadWrite]);
+const DENSE: Kernel = kernel!("conv2d_rows.wgsl", "dense", [1: Read, 2: Read, 3: ReadWrite]);
+const DEPTHWISE_WEIGHT: Kernel = kernel!("conv2d_rows.wgsl", "depthwise_weight", [1: Read, 2: Read, 3: ReadWrite]);
 
-/// Parameters of conv2d_depthwise.wgsl.
+/// Parameters of conv2d_rows.wgsl.
 #[repr(C)]
 #[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
 struct DwParams {
@@ -196,7 +199,12 @@ struct DwParams {
     xtiles: u32,
     tiles: u32,
     pairs: u32,
-    _pad: [u32; 3],
+    cin: u32,
+    cout: u32,
+    ctiles: u32,
+    so: u32,
+    si: u32,
+    _pad: [u32; 2],
 }
 
 /// Depthwise (one input and one output channel per group), square kernel, stride 1, and an
@@ -221,6 +229,33 @@ fn depthwise(step: &mut Step, input: &Tensor, w: &Tensor, dil: usize, pad: usize
     let consts = [("WG", wg as f64), ("K", w.shape[2] as f64), ("D", dil as f64), ("FLIP", flip as u32 as f64)];
     let groups = step.gpu().grid(q.tiles, wg);
     step.dispatch(&DEPTHWISE, &consts, &q, &[&input.buf, &w.buf, &output.buf], groups)
+}
+
+/// Dense (groups 1), square kernel, stride 1, segment 8 + (K-1)*D within the shader's room.
+fn is_dense(w: &[usize], p: &Conv2d) -> bool {
+    let k = w[2];
+    p.groups == 1 && k == w[3] && (k > 1 || p.padding > 0) && p.stride == 1 && (k - 1) * p.dilation <= 12 && fast_paths()
+}
+
+/// Output channels per dense invocation.
+const DENSE_CHANNELS: usize = 8;
+
+/// Records the dense kernel from `input` [N, cin, ih, iw] to `output` [N, cout, oh, ow]; weights
+/// of (output o, input i) start at o*so + i*si; `flip` turns the kernel by 180 degrees.
+#[allow(clippy::too_many_arguments)]
+fn dense(step: &mut Step, input: &Tensor, w: &Tensor, (so, si): (usize, usize), dil: usize, pad: usize, flip: bool, output: &Tensor) -> Result<()> {
+    let [n, cin, ih, iw] = input.shape[..] else { unreachable!("conv2d shapes are 4-D") };
+    let (cout, oh, ow) = (output.shape[1], output.shape[2], output.shape[3]);
+    let ct = DENSE_CHANNELS.min(cout);
+    let (xtiles, ctiles) = (ow.div_ceil(8), cout.div_ceil(ct));
+    let u = |v: usize| v as u32;
+    let q = DwParams { ih: u(ih), iw: u(iw), oh: u(oh), ow: u(ow), pad: u(pad), xtiles: u(xtiles), ..Default::default() };
+    let q = DwParams { cin: u(cin), cout: u(cout), ctiles: u(ctiles), so: u(so), si: u(si), tiles: u(n * ctiles * oh * xtiles), ..q };
+    let wg = step.gpu().wg1d();
+    let k = w.shape[2] as f64;
+    let consts = [("WG", wg as f64), ("K", k), ("D", dil as f64), ("FLIP", flip as u32 as f64), ("CT", ct as f64)];
+    let groups = step.gpu().grid(q.tiles, wg);
+    step.dispatch(&DENSE, &consts, &q, &[&input.buf, &w.buf, &output.buf], groups)
 }
 
 /// dw of a depthwise convolution: per image, channel and kernel row, the sum over the plane
@@ -322,6 +357,10 @@ pub fn forward(step: &mut Step, x: &Tensor, w: &Tensor, p: &Conv2d, y: &Tensor) 
     if is_depthwise(&x.shape, &w.shape, p) {
         return depthwise(step, x, w, p.dilation, p.padding, false, y);
     }
+    if is_dense(&w.shape, p) {
+        let kk = w.shape[2] * w.shape[3];
+        return dense(step, x, w, (q.cin as usize * kk, kk), p.dilation, p.padding, false, y);
+    }
     let ct = TILE_C.min(q.cout_g as usize);
     q.ctiles = (q.cout_g as usize).div_ceil(ct) as u32;
     q.xtiles = (q.wo as usize).div_ceil(TILE_X) as u32;
@@ -353,6 +392,10 @@ pub fn backward_input(step: &mut Step, dy: &Tensor, w: &Tensor, p: &Conv2d, dx: 
     let span = (w.shape[2] - 1) * p.dilation;
     if is_depthwise(&dx.shape, &w.shape, p) && p.padding <= span {
         return depthwise(step, dy, w, p.dilation, span - p.padding, true, dx);
+    }
+    if is_dense(&w.shape, p) && p.padding <= span {
+        let kk = w.shape[2] * w.shape[3];
+        return dense(step, dy, w, (kk, q.cin as usize * kk), p.dilation, span - p.padding, true, dx);
     }
     let ct = TILE_C.min(q.cin_g as usize);
     q.ctiles = (q.cin_g as usize).div_ceil(ct) as u32;
@@ -641,6 +684,10 @@ pub fn test_cases() -> Vec<Box<dyn OpCase>> {
         c([2, 4, 6, 19], 4, [5, 5], 1, 2, 1, 4),
         c([1, 2, 7, 9], 2, [3, 3], 1, 0, 1, 2),
         c([1, 2, 9, 10], 2, [7, 7], 1, 3, 1, 2),
+        // Dense stride-1 path: a partial channel tile, tails, dilation, no padding.
+        c([2, 2, 5, 11], 12, [3, 3], 1, 1, 1, 1),
+        c([1, 3, 9, 9], 4, [3, 3], 1, 2, 2, 1),
+        c([1, 4, 6, 10], 9, [5, 5], 1, 0, 1, 1),
     ]
     .into_iter()
     .map(|case| Box::new(case) as Box<dyn OpCase>)

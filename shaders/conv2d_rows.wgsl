@@ -1,19 +1,23 @@
-// Depthwise conv2d fast path (groups = Cin = Cout, square KxK kernel, dilation D, stride 1);
-// host: src/ops/conv2d.rs. K and D are override constants so that the loops over a row's
-// taps have constant trip counts and unroll, and the input segment below lives in registers.
-// On lavapipe a load costs far more than a multiply-add, so each loaded input value is reused
-// for every output and tap of the row that reads it.
+// conv2d fast paths that keep input row segments in registers: depthwise (groups = Cin = Cout)
+// and dense (groups = 1), square KxK kernel, dilation D, stride 1; host: src/ops/conv2d.rs.
+// K and D are override constants so that the loops over a row's taps have constant trip
+// counts and unroll, and the input segments below live in registers. On lavapipe a load costs
+// far more than a multiply-add, so each loaded input value is reused for every output and tap
+// of the row that reads it.
 
 struct Params {
     c: u32, ih: u32, iw: u32, oh: u32,
     ow: u32, pad: u32, xtiles: u32, tiles: u32,
-    pairs: u32, _p0: u32, _p1: u32, _p2: u32,
+    pairs: u32, cin: u32, cout: u32, ctiles: u32,
+    so: u32, si: u32, _p0: u32, _p1: u32,
 }
 
 override K: u32 = 3u;
 override D: u32 = 1u;
 // 1: correlate with the kernel flipped (backward_input as a forward pass).
 override FLIP: u32 = 0u;
+// Output channels in a dense tile (1..8).
+override CT: u32 = 8u;
 
 // Room for an input row segment of 8 + (K-1)*D values and for K accumulators; the host
 // checks that they fit.
@@ -22,7 +26,7 @@ const KMAX: u32 = 13u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
-// depthwise: the weights [C, 1, K, K]; depthwise_weight: dy.
+// depthwise, dense: the weights [C, Cin/groups, K, K]; depthwise_weight: dy.
 @group(0) @binding(2) var<storage, read> w: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 
@@ -141,4 +145,79 @@ fn depthwise_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
 // dy[row + i] for i < ow, else 0; the index is clamped so the load stays inside the row.
 fn load_dy(row: u32, i: u32) -> f32 {
     return select(0.0, w[row + min(i, p.ow - 1u)], i < p.ow);
+}
+
+// Dense (groups = 1): out[n, o] = sum over input channels i of x[n, i] correlated with kernel
+// (o, i), whose weights start at o * so + i * si: forward so = Cin*K*K, si = K*K; backward_input
+// (FLIP = 1, on dy) so = K*K, si = Cout*K*K. Tile: CT output channels x 8 outputs of one row;
+// each input segment loaded feeds 8*K*CT multiply-adds. Channels past the end re-read the last
+// one's weights and are never stored. Item order: 8-column tile, row, channel tile, image.
+@compute @workgroup_size(WG)
+fn dense(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let t = flat_id(wid, nwg, lid);
+    if (t >= p.tiles) { return; }
+    let ox0 = (t % p.xtiles) * 8u;
+    let oy = (t / p.xtiles) % p.oh;
+    let rest = t / (p.xtiles * p.oh);
+    let o0 = (rest % p.ctiles) * CT;
+    let n = rest / p.ctiles;
+    let w0 = o0 * p.so;
+    let w1 = min(o0 + 1u, p.cout - 1u) * p.so;
+    let w2 = min(o0 + 2u, p.cout - 1u) * p.so;
+    let w3 = min(o0 + 3u, p.cout - 1u) * p.so;
+    let w4 = min(o0 + 4u, p.cout - 1u) * p.so;
+    let w5 = min(o0 + 5u, p.cout - 1u) * p.so;
+    let w6 = min(o0 + 6u, p.cout - 1u) * p.so;
+    let w7 = min(o0 + 7u, p.cout - 1u) * p.so;
+    let ix0 = i32(ox0) - i32(p.pad);
+    var a0 = vec4<f32>(0.0);
+    var b0 = vec4<f32>(0.0);
+    var a1 = vec4<f32>(0.0);
+    var b1 = vec4<f32>(0.0);
+    var a2 = vec4<f32>(0.0);
+    var b2 = vec4<f32>(0.0);
+    var a3 = vec4<f32>(0.0);
+    var b3 = vec4<f32>(0.0);
+    var a4 = vec4<f32>(0.0);
+    var b4 = vec4<f32>(0.0);
+    var a5 = vec4<f32>(0.0);
+    var b5 = vec4<f32>(0.0);
+    var a6 = vec4<f32>(0.0);
+    var b6 = vec4<f32>(0.0);
+    var a7 = vec4<f32>(0.0);
+    var b7 = vec4<f32>(0.0);
+    for (var i = 0u; i < p.cin; i++) {
+        let wi = i * p.si;
+        for (var ky = 0u; ky < K; ky++) {
+            let iy = i32(oy + ky * D) - i32(p.pad);
+            if (iy < 0 || iy >= i32(p.ih)) { continue; }
+            let row = ((n * p.cin + i) * p.ih + u32(iy)) * p.iw;
+            var seg: array<f32, SEG>;
+            for (var j = 0u; j < 8u + (K - 1u) * D; j++) {
+                seg[j] = load_x(row, ix0 + i32(j));
+            }
+            for (var kx = 0u; kx < K; kx++) {
+                let k = wi + tap(ky, kx);
+                let s = kx * D;
+                let v0 = vec4<f32>(seg[s], seg[s + 1u], seg[s + 2u], seg[s + 3u]);
+                let v1 = vec4<f32>(seg[s + 4u], seg[s + 5u], seg[s + 6u], seg[s + 7u]);
+                { let v = w[w0 + k]; a0 += v0 * v; b0 += v1 * v; }
+                if (CT > 1u) { let v = w[w1 + k]; a1 += v0 * v; b1 += v1 * v; }
+                if (CT > 2u) { let v = w[w2 + k]; a2 += v0 * v; b2 += v1 * v; }
+                if (CT > 3u) { let v = w[w3 + k]; a3 += v0 * v; b3 += v1 * v; }
+                if (CT > 4u) { let v = w[w4 + k]; a4 += v0 * v; b4 += v1 * v; }
+                if (CT > 5u) { let v = w[w5 + k]; a5 += v0 * v; b5 += v1 * v; }
+                if (CT > 6u) { let v = w[w6 + k]; a6 += v0 * v; b6 += v1 * v; }
+                if (CT > 7u) { let v = w[w7 + k]; a7 += v0 * v; b7 += v1 * v; }
+            }
+        }
+    }
+    store8(p.cout * n + o0, oy, ox0, a0, b0);
+    if (CT > 1u && o0 + 1u < p.cout) { store8(p.cout * n + o0 + 1u, oy, ox0, a1, b1); }
+    if (CT > 2u && o0 + 2u < p.cout) { store8(p.cout * n + o0 + 2u, oy, ox0, a2, b2); }
+    if (CT > 3u && o0 + 3u < p.cout) { store8(p.cout * n + o0 + 3u, oy, ox0, a3, b3); }
+    if (CT > 4u && o0 + 4u < p.cout) { store8(p.cout * n + o0 + 4u, oy, ox0, a4, b4); }
+    if (CT > 5u && o0 + 5u < p.cout) { store8(p.cout * n + o0 + 5u, oy, ox0, a5, b5); }
+    if (CT > 6u && o0 + 6u < p.cout) { store8(p.cout * n + o0 + 6u, oy, ox0, a6, b6); }
+    if (CT > 7u && o0 + 7u < p.cout) { store8(p.cout * n + o0 + 7u, oy, ox0, a7, b7); }
 }
