@@ -9,7 +9,7 @@ struct Params {
     c: u32, ih: u32, iw: u32, oh: u32,
     ow: u32, pad: u32, xtiles: u32, tiles: u32,
     pairs: u32, cin: u32, cout: u32, ctiles: u32,
-    so: u32, si: u32, _p0: u32, _p1: u32,
+    so: u32, si: u32, cin_g: u32, cout_g: u32,
 }
 
 override K: u32 = 3u;
@@ -26,7 +26,7 @@ const KMAX: u32 = 13u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
-// depthwise, dense: the weights [C, Cin/groups, K, K]; depthwise_weight: dy.
+// depthwise, dense: the weights [C, Cin/groups, K, K]; weight_rows: dy.
 @group(0) @binding(2) var<storage, read> w: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 
@@ -100,30 +100,57 @@ fn store8(plane: u32, oy: u32, ox0: u32, v0: vec4<f32>, v1: vec4<f32>) {
     }
 }
 
-// Weight gradient, stage 1: for plane (n, c) and kernel row ky, out[n][c, ky, kx] = sum over
-// the plane's outputs of dy * the x it multiplied, in row then column order. Each step loads 8
-// dy values and the input segment they meet (8 + (K-1)*D values) once for all K taps of the
-// row. Stage 2 (weight_sum in conv2d.wgsl) adds the N images' partial sums in order.
-// Item order: ky fastest, then plane.
+// Weight gradient, stage 1, for any groups: for image n, output channels o0.. o0+CT-1 of a
+// group, input channel cl of the group and kernel row ky, out[n][o, cl, ky, kx] = sum over the
+// planes of dy[n, o] * the x it multiplied, in row then column order. Each step loads 8 dy
+// values per channel and the input segment they meet (8 + (K-1)*D values) once for all K taps
+// and CT channels. Stage 2 (weight_sum in conv2d.wgsl) adds the images in order.
+// Item order (fastest first): ky, cl, channel tile, group, image. Tile channels past the
+// group's end re-read the last one's dy and are never stored.
 @compute @workgroup_size(WG)
-fn depthwise_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+fn weight_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let t = flat_id(wid, nwg, lid);
     if (t >= p.tiles) { return; }
     let ky = t % K;
-    let plane = t / K;
-    var acc: array<f32, KMAX>;
+    let cl = (t / K) % p.cin_g;
+    let r = t / (K * p.cin_g);
+    let ct = r % p.ctiles;
+    let gn = r / p.ctiles;
+    let g = gn % p.c;
+    let n = gn / p.c;
+    let gend = (g + 1u) * p.cout_g;
+    let o0 = g * p.cout_g + ct * CT;
+    let dplane = p.oh * p.ow;
+    let d1 = (min(o0 + 1u, gend - 1u) - o0) * dplane;
+    let d2 = (min(o0 + 2u, gend - 1u) - o0) * dplane;
+    let d3 = (min(o0 + 3u, gend - 1u) - o0) * dplane;
+    let d0 = 0u;
+    let xplane = n * p.cin + g * p.cin_g + cl;
+    var acc0: array<f32, KMAX>;
+    var acc1: array<f32, KMAX>;
+    var acc2: array<f32, KMAX>;
+    var acc3: array<f32, KMAX>;
     for (var kx = 0u; kx < K; kx++) {
-        acc[kx] = 0.0;
+        acc0[kx] = 0.0;
+        acc1[kx] = 0.0;
+        acc2[kx] = 0.0;
+        acc3[kx] = 0.0;
     }
+    var e0: mat2x4<f32>;
+    var e1: mat2x4<f32>;
+    var e2: mat2x4<f32>;
+    var e3: mat2x4<f32>;
     for (var oy = 0u; oy < p.oh; oy++) {
         let iy = i32(oy + ky * D) - i32(p.pad);
         if (iy < 0 || iy >= i32(p.ih)) { continue; }
-        let row = (plane * p.ih + u32(iy)) * p.iw;
-        let drow = (plane * p.oh + oy) * p.ow;
+        let row = (xplane * p.ih + u32(iy)) * p.iw;
+        let drow = ((n * p.cout + o0) * p.oh + oy) * p.ow;
         for (var ox0 = 0u; ox0 < p.ow; ox0 += 8u) {
             // dy past the row's end is zero: it must not add to the sums.
-            let d0 = vec4<f32>(load_dy(drow, ox0), load_dy(drow, ox0 + 1u), load_dy(drow, ox0 + 2u), load_dy(drow, ox0 + 3u));
-            let d1 = vec4<f32>(load_dy(drow, ox0 + 4u), load_dy(drow, ox0 + 5u), load_dy(drow, ox0 + 6u), load_dy(drow, ox0 + 7u));
+            e0 = mat2x4<f32>(load8(drow + d0, ox0, 0u), load8(drow + d0, ox0, 4u));
+            if (CT > 1u) { e1 = mat2x4<f32>(load8(drow + d1, ox0, 0u), load8(drow + d1, ox0, 4u)); }
+            if (CT > 2u) { e2 = mat2x4<f32>(load8(drow + d2, ox0, 0u), load8(drow + d2, ox0, 4u)); }
+            if (CT > 3u) { e3 = mat2x4<f32>(load8(drow + d3, ox0, 0u), load8(drow + d3, ox0, 4u)); }
             let ix0 = i32(ox0) - i32(p.pad);
             var seg: array<f32, SEG>;
             for (var i = 0u; i < 8u + (K - 1u) * D; i++) {
@@ -131,15 +158,29 @@ fn depthwise_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
             }
             for (var kx = 0u; kx < K; kx++) {
                 let s = kx * D;
-                acc[kx] += dot(d0, vec4<f32>(seg[s], seg[s + 1u], seg[s + 2u], seg[s + 3u]))
-                    + dot(d1, vec4<f32>(seg[s + 4u], seg[s + 5u], seg[s + 6u], seg[s + 7u]));
+                let v0 = vec4<f32>(seg[s], seg[s + 1u], seg[s + 2u], seg[s + 3u]);
+                let v1 = vec4<f32>(seg[s + 4u], seg[s + 5u], seg[s + 6u], seg[s + 7u]);
+                acc0[kx] += dot(e0[0], v0) + dot(e0[1], v1);
+                if (CT > 1u) { acc1[kx] += dot(e1[0], v0) + dot(e1[1], v1); }
+                if (CT > 2u) { acc2[kx] += dot(e2[0], v0) + dot(e2[1], v1); }
+                if (CT > 3u) { acc3[kx] += dot(e3[0], v0) + dot(e3[1], v1); }
             }
         }
     }
-    let at = (plane * K + ky) * K;
+    let wsz = p.cin_g * K * K;
+    let at = n * p.so + o0 * wsz + (cl * K + ky) * K;
     for (var kx = 0u; kx < K; kx++) {
-        out[at + kx] = acc[kx];
+        { out[at + 0u * wsz + kx] = acc0[kx]; }
+        if (CT > 1u && o0 + 1u < gend) { out[at + 1u * wsz + kx] = acc1[kx]; }
+        if (CT > 2u && o0 + 2u < gend) { out[at + 2u * wsz + kx] = acc2[kx]; }
+        if (CT > 3u && o0 + 3u < gend) { out[at + 3u * wsz + kx] = acc3[kx]; }
     }
+}
+
+// dy[row + ox0 + j + i] for i < 4, zero past the row's end.
+fn load8(row: u32, ox0: u32, j: u32) -> vec4<f32> {
+    let o = ox0 + j;
+    return vec4<f32>(load_dy(row, o), load_dy(row, o + 1u), load_dy(row, o + 2u), load_dy(row, o + 3u));
 }
 
 // dy[row + i] for i < ow, else 0; the index is clamped so the load stays inside the row.

@@ -18,12 +18,15 @@
 //!   allow (multiples of 4), `gemm4` reads vec4s; `gemm` reads floats at any strides.
 //! - depthwise (groups = Cin = Cout), square kernel, stride 1 (`shaders/conv2d_rows.wgsl`):
 //!   8 outputs in each of two rows D apart per invocation, each input row segment loaded once
-//!   for all taps of both rows.
+//!   for all taps of both rows. backward_input is the same kernel on dy with the kernel turned
+//!   by 180 degrees (stride 1 makes the input gradient a correlation).
 //! - dense (groups 1), square kernel, stride 1 (same shader): 8 output channels x 8 outputs of
 //!   a row per invocation; backward_input is the same kernel on dy, flipped and transposed.
-//!   backward_input is the same kernel on dy with the kernel turned by 180 degrees.
-//!   backward_weight: per image, channel and kernel row a sum over the plane reusing each
-//!   loaded dy and input segment for all K taps of the row, then weight_sum over the images.
+//! - backward_weight of both (same shader, `weight_rows`): per image, tile of up to 4 output
+//!   channels, input channel and kernel row, a sum over the plane that reuses each loaded dy
+//!   and input segment for all K taps and channels; then weight_sum over the images in order.
+//!
+//! `CELLNAS_CONV_GENERIC=1` turns the fast paths off, to compare them with the kernels above.
 //!
 //! `forward_simple` / `backward_input_simple` compute one element per invocation: the readable
 //! statement of the math, tested against the reference like the tiled ones.
@@ -184,7 +187,7 @@ struct GemmParams {
 
 const DEPTHWISE: Kernel = kernel!("conv2d_rows.wgsl", "depthwise", [1: Read, 2: Read, 3: ReadWrite]);
 const DENSE: Kernel = kernel!("conv2d_rows.wgsl", "dense", [1: Read, 2: Read, 3: ReadWrite]);
-const DEPTHWISE_WEIGHT: Kernel = kernel!("conv2d_rows.wgsl", "depthwise_weight", [1: Read, 2: Read, 3: ReadWrite]);
+const WEIGHT_ROWS: Kernel = kernel!("conv2d_rows.wgsl", "weight_rows", [1: Read, 2: Read, 3: ReadWrite]);
 
 /// Parameters of conv2d_rows.wgsl.
 #[repr(C)]
@@ -204,7 +207,8 @@ struct DwParams {
     ctiles: u32,
     so: u32,
     si: u32,
-    _pad: [u32; 2],
+    cin_g: u32,
+    cout_g: u32,
 }
 
 /// Depthwise (one input and one output channel per group), square kernel, stride 1, and an
@@ -258,22 +262,30 @@ fn dense(step: &mut Step, input: &Tensor, w: &Tensor, (so, si): (usize, usize), 
     step.dispatch(&DENSE, &consts, &q, &[&input.buf, &w.buf, &output.buf], groups)
 }
 
-/// dw of a depthwise convolution: per image, channel and kernel row, the sum over the plane
-/// (depthwise_weight), then weight_sum adds the images in order.
-fn depthwise_weight(step: &mut Step, x: &Tensor, dy: &Tensor, p: &Conv2d, dw: &Tensor) -> Result<()> {
-    let [n, c, ih, iw] = x.shape[..] else { unreachable!("conv2d shapes are 4-D") };
-    let (oh, ow, k) = (dy.shape[2], dy.shape[3], dw.shape[2]);
+/// Output channels per weight_rows invocation (the shader has four accumulator rows).
+const WEIGHT_ROWS_CHANNELS: usize = 4;
+
+/// dw for stride 1, square kernel, any groups: per image, channel tile, input channel and
+/// kernel row a sum over the plane (weight_rows), then weight_sum adds the images in order.
+fn weight_rows(step: &mut Step, x: &Tensor, dy: &Tensor, p: &Conv2d, dw: &Tensor) -> Result<()> {
+    let [n, cin, ih, iw] = x.shape[..] else { unreachable!("conv2d shapes are 4-D") };
+    let [_, cout, oh, ow] = dy.shape[..] else { unreachable!("conv2d shapes are 4-D") };
+    let (k, nw) = (dw.shape[2], dw.numel());
+    let (cin_g, cout_g) = (cin / p.groups, cout / p.groups);
+    let ct = WEIGHT_ROWS_CHANNELS.min(cout_g);
+    let ctiles = cout_g.div_ceil(ct);
     let u = |v: usize| v as u32;
-    let q = DwParams { c: u(c), ih: u(ih), iw: u(iw), oh: u(oh), ow: u(ow), pad: u(p.padding), tiles: u(n * c * k), ..Default::default() };
+    let q = DwParams { c: u(p.groups), ih: u(ih), iw: u(iw), oh: u(oh), ow: u(ow), pad: u(p.padding), ..Default::default() };
+    let items = n * p.groups * ctiles * cin_g * k;
+    let q = DwParams { cin: u(cin), cout: u(cout), ctiles: u(ctiles), so: u(nw), cin_g: u(cin_g), cout_g: u(cout_g), tiles: u(items), ..q };
     let wg = step.gpu().wg1d();
-    let consts = [("WG", wg as f64), ("K", k as f64), ("D", p.dilation as f64)];
+    let consts = [("WG", wg as f64), ("K", k as f64), ("D", p.dilation as f64), ("CT", ct as f64)];
     let groups = step.gpu().grid(q.tiles, wg);
     if n == 1 {
-        return step.dispatch(&DEPTHWISE_WEIGHT, &consts, &q, &[&x.buf, &dy.buf, &dw.buf], groups);
+        return step.dispatch(&WEIGHT_ROWS, &consts, &q, &[&x.buf, &dy.buf, &dw.buf], groups);
     }
-    let nw = dw.numel();
     let partial = Tensor::empty(step.gpu(), &[n, nw]);
-    step.dispatch(&DEPTHWISE_WEIGHT, &consts, &q, &[&x.buf, &dy.buf, &partial.buf], groups)?;
+    step.dispatch(&WEIGHT_ROWS, &consts, &q, &[&x.buf, &dy.buf, &partial.buf], groups)?;
     let s = Params { nw: u(nw), chunks: u(n), total: u(nw), ..Params::default() };
     launch(step, &WEIGHT_SUM, 1, &s, &[&partial, dw])
 }
@@ -487,8 +499,8 @@ pub fn backward_weight(step: &mut Step, x: &Tensor, dy: &Tensor, p: &Conv2d, dw:
     if is_pointwise(&dw.shape, p) && pointwise_weight(step, &q, x, dy, dw)? {
         return Ok(());
     }
-    if is_depthwise(&x.shape, &dw.shape, p) && dw.shape[2] <= 13 {
-        return depthwise_weight(step, x, dy, p, dw);
+    if (is_depthwise(&x.shape, &dw.shape, p) || is_dense(&dw.shape, p)) && dw.shape[2] <= 13 {
+        return weight_rows(step, x, dy, p, dw);
     }
     let (ct, ctiles, chunk, chunks) = weight_plan(&q, p.groups);
     let nw = dw.numel();
