@@ -8,7 +8,9 @@
 struct Params {
     c: u32, ih: u32, iw: u32, oh: u32,
     ow: u32, pad: u32, xtiles: u32, tiles: u32,
+    // depthwise: row pairs; weight_rows: images n.
     pairs: u32, cin: u32, cout: u32, ctiles: u32,
+    // dense: weight strides; weight_rows: weights per partial sum (so), images per chunk (si).
     so: u32, si: u32, cin_g: u32, cout_g: u32,
 }
 
@@ -100,9 +102,10 @@ fn store8(plane: u32, oy: u32, ox0: u32, v0: vec4<f32>, v1: vec4<f32>) {
     }
 }
 
-// Weight gradient, stage 1, for any groups: for image n, output channels o0.. o0+CT-1 of a
-// group, input channel cl of the group and kernel row ky, out[n][o, cl, ky, kx] = sum over the
-// planes of dy[n, o] * the x it multiplied, in row then column order. Each step loads 8 dy
+// Weight gradient, stage 1, for any groups: for chunk b of si images, output channels o0..
+// o0+CT-1 of a group, input channel cl of the group and kernel row ky, out[b][o, cl, ky, kx] =
+// sum over the chunk's planes of dy[n, o] * the x it multiplied, in image, row, column order.
+// (Several images per chunk keep invocations busy and the partial sums few on small planes.) Each step loads 8 dy
 // values per channel and the input segment they meet (8 + (K-1)*D values) once for all K taps
 // and CT channels. Stage 2 (weight_sum in conv2d.wgsl) adds the images in order.
 // Item order (fastest first): ky, cl, channel tile, group, image. Tile channels past the
@@ -115,9 +118,9 @@ fn weight_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     let cl = (t / K) % p.cin_g;
     let r = t / (K * p.cin_g);
     let ct = r % p.ctiles;
-    let gn = r / p.ctiles;
-    let g = gn % p.c;
-    let n = gn / p.c;
+    let gb = r / p.ctiles;
+    let g = gb % p.c;
+    let b = gb / p.c;
     let gend = (g + 1u) * p.cout_g;
     let o0 = g * p.cout_g + ct * CT;
     let dplane = p.oh * p.ow;
@@ -125,7 +128,6 @@ fn weight_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     let d2 = (min(o0 + 2u, gend - 1u) - o0) * dplane;
     let d3 = (min(o0 + 3u, gend - 1u) - o0) * dplane;
     let d0 = 0u;
-    let xplane = n * p.cin + g * p.cin_g + cl;
     var acc0: array<f32, KMAX>;
     var acc1: array<f32, KMAX>;
     var acc2: array<f32, KMAX>;
@@ -140,35 +142,39 @@ fn weight_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     var e1: mat2x4<f32>;
     var e2: mat2x4<f32>;
     var e3: mat2x4<f32>;
-    for (var oy = 0u; oy < p.oh; oy++) {
-        let iy = i32(oy + ky * D) - i32(p.pad);
-        if (iy < 0 || iy >= i32(p.ih)) { continue; }
-        let row = (xplane * p.ih + u32(iy)) * p.iw;
-        let drow = ((n * p.cout + o0) * p.oh + oy) * p.ow;
-        for (var ox0 = 0u; ox0 < p.ow; ox0 += 8u) {
-            // dy past the row's end is zero: it must not add to the sums.
-            e0 = mat2x4<f32>(load8(drow + d0, ox0, 0u), load8(drow + d0, ox0, 4u));
-            if (CT > 1u) { e1 = mat2x4<f32>(load8(drow + d1, ox0, 0u), load8(drow + d1, ox0, 4u)); }
-            if (CT > 2u) { e2 = mat2x4<f32>(load8(drow + d2, ox0, 0u), load8(drow + d2, ox0, 4u)); }
-            if (CT > 3u) { e3 = mat2x4<f32>(load8(drow + d3, ox0, 0u), load8(drow + d3, ox0, 4u)); }
-            let ix0 = i32(ox0) - i32(p.pad);
-            var seg: array<f32, SEG>;
-            for (var i = 0u; i < 8u + (K - 1u) * D; i++) {
-                seg[i] = load_x(row, ix0 + i32(i));
-            }
-            for (var kx = 0u; kx < K; kx++) {
-                let s = kx * D;
-                let v0 = vec4<f32>(seg[s], seg[s + 1u], seg[s + 2u], seg[s + 3u]);
-                let v1 = vec4<f32>(seg[s + 4u], seg[s + 5u], seg[s + 6u], seg[s + 7u]);
-                acc0[kx] += dot(e0[0], v0) + dot(e0[1], v1);
-                if (CT > 1u) { acc1[kx] += dot(e1[0], v0) + dot(e1[1], v1); }
-                if (CT > 2u) { acc2[kx] += dot(e2[0], v0) + dot(e2[1], v1); }
-                if (CT > 3u) { acc3[kx] += dot(e3[0], v0) + dot(e3[1], v1); }
+    let n1 = min((b + 1u) * p.si, p.pairs);
+    for (var n = b * p.si; n < n1; n++) {
+        let xplane = n * p.cin + g * p.cin_g + cl;
+        for (var oy = 0u; oy < p.oh; oy++) {
+            let iy = i32(oy + ky * D) - i32(p.pad);
+            if (iy < 0 || iy >= i32(p.ih)) { continue; }
+            let row = (xplane * p.ih + u32(iy)) * p.iw;
+            let drow = ((n * p.cout + o0) * p.oh + oy) * p.ow;
+            for (var ox0 = 0u; ox0 < p.ow; ox0 += 8u) {
+                // dy past the row's end is zero: it must not add to the sums.
+                e0 = mat2x4<f32>(load8(drow + d0, ox0, 0u), load8(drow + d0, ox0, 4u));
+                if (CT > 1u) { e1 = mat2x4<f32>(load8(drow + d1, ox0, 0u), load8(drow + d1, ox0, 4u)); }
+                if (CT > 2u) { e2 = mat2x4<f32>(load8(drow + d2, ox0, 0u), load8(drow + d2, ox0, 4u)); }
+                if (CT > 3u) { e3 = mat2x4<f32>(load8(drow + d3, ox0, 0u), load8(drow + d3, ox0, 4u)); }
+                let ix0 = i32(ox0) - i32(p.pad);
+                var seg: array<f32, SEG>;
+                for (var i = 0u; i < 8u + (K - 1u) * D; i++) {
+                    seg[i] = load_x(row, ix0 + i32(i));
+                }
+                for (var kx = 0u; kx < K; kx++) {
+                    let s = kx * D;
+                    let v0 = vec4<f32>(seg[s], seg[s + 1u], seg[s + 2u], seg[s + 3u]);
+                    let v1 = vec4<f32>(seg[s + 4u], seg[s + 5u], seg[s + 6u], seg[s + 7u]);
+                    acc0[kx] += dot(e0[0], v0) + dot(e0[1], v1);
+                    if (CT > 1u) { acc1[kx] += dot(e1[0], v0) + dot(e1[1], v1); }
+                    if (CT > 2u) { acc2[kx] += dot(e2[0], v0) + dot(e2[1], v1); }
+                    if (CT > 3u) { acc3[kx] += dot(e3[0], v0) + dot(e3[1], v1); }
+                }
             }
         }
     }
     let wsz = p.cin_g * K * K;
-    let at = n * p.so + o0 * wsz + (cl * K + ky) * K;
+    let at = b * p.so + o0 * wsz + (cl * K + ky) * K;
     for (var kx = 0u; kx < K; kx++) {
         { out[at + 0u * wsz + kx] = acc0[kx]; }
         if (CT > 1u && o0 + 1u < gend) { out[at + 1u * wsz + kx] = acc1[kx]; }

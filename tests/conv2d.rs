@@ -84,6 +84,8 @@ fn row_kernels_are_deterministic() {
     assert_deterministic([2, 3, 10, 13], [10, 3, 3, 3], Conv2d { stride: 1, padding: 1, dilation: 1, groups: 1 });
     assert_deterministic([2, 6, 11, 13], [6, 1, 3, 3], Conv2d { stride: 1, padding: 2, dilation: 2, groups: 6 });
     assert_deterministic([1, 4, 9, 9], [4, 1, 5, 5], Conv2d { stride: 1, padding: 2, dilation: 1, groups: 4 });
+    // Small planes: weight gradient in chunks of several images.
+    assert_deterministic([40, 3, 5, 5], [3, 1, 3, 3], Conv2d { stride: 1, padding: 1, dilation: 1, groups: 3 });
 }
 
 #[test]

@@ -262,11 +262,13 @@ fn dense(step: &mut Step, input: &Tensor, w: &Tensor, (so, si): (usize, usize), 
     step.dispatch(&DENSE, &consts, &q, &[&input.buf, &w.buf, &output.buf], groups)
 }
 
+/// weight_rows sums at least about this many outputs per invocation (whole images).
+const WEIGHT_ROWS_OUTPUTS: usize = 256;
 /// Output channels per weight_rows invocation (the shader has four accumulator rows).
 const WEIGHT_ROWS_CHANNELS: usize = 4;
 
-/// dw for stride 1, square kernel, any groups: per image, channel tile, input channel and
-/// kernel row a sum over the plane (weight_rows), then weight_sum adds the images in order.
+/// dw for stride 1, square kernel, any groups: per chunk of images, channel tile, input channel
+/// and kernel row a sum over the planes (weight_rows), then weight_sum adds the chunks in order.
 fn weight_rows(step: &mut Step, x: &Tensor, dy: &Tensor, p: &Conv2d, dw: &Tensor) -> Result<()> {
     let [n, cin, ih, iw] = x.shape[..] else { unreachable!("conv2d shapes are 4-D") };
     let [_, cout, oh, ow] = dy.shape[..] else { unreachable!("conv2d shapes are 4-D") };
@@ -276,17 +278,22 @@ fn weight_rows(step: &mut Step, x: &Tensor, dy: &Tensor, p: &Conv2d, dw: &Tensor
     let ctiles = cout_g.div_ceil(ct);
     let u = |v: usize| v as u32;
     let q = DwParams { c: u(p.groups), ih: u(ih), iw: u(iw), oh: u(oh), ow: u(ow), pad: u(p.padding), ..Default::default() };
-    let items = n * p.groups * ctiles * cin_g * k;
-    let q = DwParams { cin: u(cin), cout: u(cout), ctiles: u(ctiles), so: u(nw), cin_g: u(cin_g), cout_g: u(cout_g), tiles: u(items), ..q };
+    // Images per chunk: enough outputs per invocation to amortise it (a function of the shape
+    // only, so the summation order is fixed).
+    let images = WEIGHT_ROWS_OUTPUTS.div_ceil(oh * ow).clamp(1, n);
+    let chunks = n.div_ceil(images);
+    let items = chunks * p.groups * ctiles * cin_g * k;
+    let q = DwParams { cin: u(cin), cout: u(cout), ctiles: u(ctiles), so: u(nw), si: u(images), pairs: u(n), ..q };
+    let q = DwParams { cin_g: u(cin_g), cout_g: u(cout_g), tiles: u(items), ..q };
     let wg = step.gpu().wg1d();
     let consts = [("WG", wg as f64), ("K", k as f64), ("D", p.dilation as f64), ("CT", ct as f64)];
     let groups = step.gpu().grid(q.tiles, wg);
-    if n == 1 {
+    if chunks == 1 {
         return step.dispatch(&WEIGHT_ROWS, &consts, &q, &[&x.buf, &dy.buf, &dw.buf], groups);
     }
-    let partial = Tensor::empty(step.gpu(), &[n, nw]);
+    let partial = Tensor::empty(step.gpu(), &[chunks, nw]);
     step.dispatch(&WEIGHT_ROWS, &consts, &q, &[&x.buf, &dy.buf, &partial.buf], groups)?;
-    let s = Params { nw: u(nw), chunks: u(n), total: u(nw), ..Params::default() };
+    let s = Params { nw: u(nw), chunks: u(chunks), total: u(nw), ..Params::default() };
     launch(step, &WEIGHT_SUM, 1, &s, &[&partial, dw])
 }
 
@@ -700,6 +707,10 @@ pub fn test_cases() -> Vec<Box<dyn OpCase>> {
         c([2, 2, 5, 11], 12, [3, 3], 1, 1, 1, 1),
         c([1, 3, 9, 9], 4, [3, 3], 1, 2, 2, 1),
         c([1, 4, 6, 10], 9, [5, 5], 1, 0, 1, 1),
+        // Small planes: the row-segment weight gradient sums several images per chunk, and
+        // here more than one chunk (16 + 4 images).
+        c([20, 2, 4, 4], 2, [3, 3], 1, 1, 1, 2),
+        c([20, 2, 4, 4], 3, [3, 3], 1, 1, 1, 1),
     ]
     .into_iter()
     .map(|case| Box::new(case) as Box<dyn OpCase>)
