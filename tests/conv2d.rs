@@ -45,6 +45,49 @@ fn weight_gradient_many_chunks_is_deterministic() {
     compare("dw", &a, &want, tol, tol).unwrap();
 }
 
+/// Runs all three passes of a convolution twice on the same random inputs; the outputs must
+/// agree bit for bit.
+fn assert_deterministic(xs: [usize; 4], ws: [usize; 4], p: Conv2d) {
+    let gpu = cellnas::gpu::test_gpu();
+    let ys = conv2d::out_shape(&xs, &ws, &p).unwrap();
+    let mut rng = rng_for(&format!("conv2d determinism {xs:?} {ws:?}"));
+    let mut upload = |s: &[usize]| Tensor::from_slice(&gpu, s, &random_vec(&mut rng, s.iter().product())).unwrap();
+    let (x, w, dy) = (upload(&xs), upload(&ws), upload(&ys));
+    let run = || {
+        let (y, dx, dw) = (Tensor::empty(&gpu, &ys), Tensor::empty(&gpu, &xs), Tensor::empty(&gpu, &ws));
+        let mut step = gpu.step();
+        conv2d::forward(&mut step, &x, &w, &p, &y).unwrap();
+        conv2d::backward_input(&mut step, &dy, &w, &p, &dx).unwrap();
+        conv2d::backward_weight(&mut step, &x, &dy, &p, &dw).unwrap();
+        step.submit().unwrap();
+        [y, dx, dw].map(|t| t.to_vec(&gpu).unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>())
+    };
+    let (a, b) = (run(), run());
+    for (i, what) in ["forward", "backward_input", "backward_weight"].iter().enumerate() {
+        assert!(a[i] == b[i], "{what} of x {xs:?} w {ws:?} {p:?} differs between two runs");
+    }
+}
+
+/// The pointwise (gemm) paths, including a weight gradient summed over many chunks.
+#[test]
+fn pointwise_is_deterministic() {
+    let p = Conv2d { stride: 1, padding: 0, dilation: 1, groups: 1 };
+    assert!(conv2d::pointwise_weight_chunks(&[3, 12, 16, 20], 10) > 4, "case should need many chunks");
+    assert_deterministic([3, 12, 16, 20], [10, 12, 1, 1], p);
+    assert_deterministic([2, 5, 7, 7], [9, 5, 1, 1], p);
+}
+
+/// The depthwise and dense stride-1 paths (forward and, through a flipped kernel,
+/// backward_input) and their weight gradients.
+#[test]
+fn row_kernels_are_deterministic() {
+    assert_deterministic([2, 3, 10, 13], [10, 3, 3, 3], Conv2d { stride: 1, padding: 1, dilation: 1, groups: 1 });
+    assert_deterministic([2, 6, 11, 13], [6, 1, 3, 3], Conv2d { stride: 1, padding: 2, dilation: 2, groups: 6 });
+    assert_deterministic([1, 4, 9, 9], [4, 1, 5, 5], Conv2d { stride: 1, padding: 2, dilation: 1, groups: 4 });
+    // Small planes: weight gradient in chunks of several images.
+    assert_deterministic([40, 3, 5, 5], [3, 1, 3, 3], Conv2d { stride: 1, padding: 1, dilation: 1, groups: 3 });
+}
+
 #[test]
 fn out_shape_validates() {
     let p = |stride, padding, dilation, groups| Conv2d { stride, padding, dilation, groups };

@@ -1,0 +1,270 @@
+// conv2d fast paths that keep input row segments in registers: depthwise (groups = Cin = Cout)
+// and dense (groups = 1), square KxK kernel, dilation D, stride 1; host: src/ops/conv2d.rs.
+// K and D are override constants so that the loops over a row's taps have constant trip
+// counts and unroll, and the input segments below live in registers. On lavapipe a load costs
+// far more than a multiply-add, so each loaded input value is reused for every output and tap
+// of the row that reads it.
+
+struct Params {
+    c: u32, ih: u32, iw: u32, oh: u32,
+    ow: u32, pad: u32, xtiles: u32, tiles: u32,
+    // depthwise: row pairs; weight_rows: images n.
+    pairs: u32, cin: u32, cout: u32, ctiles: u32,
+    // dense: weight strides; weight_rows: weights per partial sum (so), images per chunk (si).
+    so: u32, si: u32, cin_g: u32, cout_g: u32,
+}
+
+override K: u32 = 3u;
+override D: u32 = 1u;
+// 1: correlate with the kernel flipped (backward_input as a forward pass).
+override FLIP: u32 = 0u;
+// Output channels in a dense tile (1..8).
+override CT: u32 = 8u;
+
+// Room for an input row segment of 8 + (K-1)*D values and for K accumulators; the host
+// checks that they fit.
+const SEG: u32 = 20u;
+const KMAX: u32 = 13u;
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+// depthwise, dense: the weights [C, Cin/groups, K, K]; weight_rows: dy.
+@group(0) @binding(2) var<storage, read> w: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+
+// x[row + i] for 0 <= i < iw, else 0 (zero padding); the index is clamped so the load itself
+// stays inside the row whichever way select evaluates.
+fn load_x(row: u32, i: i32) -> f32 {
+    return select(0.0, x[row + u32(clamp(i, 0, i32(p.iw) - 1))], i >= 0 && i < i32(p.iw));
+}
+
+// out plane (n, c) = correlation of x plane (n, c) with the KxK kernel of c, dilation D,
+// padding pad. Tile: 8 neighbouring outputs in each of two rows D apart (oy0 and oy0 + D), so
+// that input row oy0 - pad + kr*D is kernel row kr of the first and kr - 1 of the second: each
+// input row segment (8 + (K-1)*D values) is loaded once for up to 16*K multiply-adds.
+// Row pairs: blocks of 2*D rows hold D pairs. Item order (fastest first): 8-column tile, row
+// pair, plane. A second row past the end is computed and not stored.
+@compute @workgroup_size(WG)
+fn depthwise(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let t = flat_id(wid, nwg, lid);
+    if (t >= p.tiles) { return; }
+    let ox0 = (t % p.xtiles) * 8u;
+    let pair = (t / p.xtiles) % p.pairs;
+    let plane = t / (p.xtiles * p.pairs);
+    let oy0 = (pair / D) * 2u * D + pair % D;
+    if (oy0 >= p.oh) { return; }
+    let wbase = (plane % p.c) * K * K;
+    let ix0 = i32(ox0) - i32(p.pad);
+    var a0 = vec4<f32>(0.0);
+    var a1 = vec4<f32>(0.0);
+    var b0 = vec4<f32>(0.0);
+    var b1 = vec4<f32>(0.0);
+    for (var kr = 0u; kr <= K; kr++) {
+        let iy = i32(oy0 + kr * D) - i32(p.pad);
+        if (iy < 0 || iy >= i32(p.ih)) { continue; }
+        let row = (plane * p.ih + u32(iy)) * p.iw;
+        var seg: array<f32, SEG>;
+        for (var i = 0u; i < 8u + (K - 1u) * D; i++) {
+            seg[i] = load_x(row, ix0 + i32(i));
+        }
+        if (kr < K) {
+            for (var kx = 0u; kx < K; kx++) {
+                let wv = w[wbase + tap(kr, kx)];
+                let s = kx * D;
+                a0 += vec4<f32>(seg[s], seg[s + 1u], seg[s + 2u], seg[s + 3u]) * wv;
+                a1 += vec4<f32>(seg[s + 4u], seg[s + 5u], seg[s + 6u], seg[s + 7u]) * wv;
+            }
+        }
+        if (kr > 0u) {
+            for (var kx = 0u; kx < K; kx++) {
+                let wv = w[wbase + tap(kr - 1u, kx)];
+                let s = kx * D;
+                b0 += vec4<f32>(seg[s], seg[s + 1u], seg[s + 2u], seg[s + 3u]) * wv;
+                b1 += vec4<f32>(seg[s + 4u], seg[s + 5u], seg[s + 6u], seg[s + 7u]) * wv;
+            }
+        }
+    }
+    store8(plane, oy0, ox0, a0, a1);
+    if (oy0 + D < p.oh) { store8(plane, oy0 + D, ox0, b0, b1); }
+}
+
+// Index of weight (ky, kx) in a channel's kernel, turned by 180 degrees when FLIP = 1.
+fn tap(ky: u32, kx: u32) -> u32 {
+    let i = ky * K + kx;
+    return select(i, K * K - 1u - i, FLIP == 1u);
+}
+
+fn store8(plane: u32, oy: u32, ox0: u32, v0: vec4<f32>, v1: vec4<f32>) {
+    let at = (plane * p.oh + oy) * p.ow + ox0;
+    for (var j = 0u; j < 4u; j++) {
+        if (ox0 + j < p.ow) { out[at + j] = v0[j]; }
+        if (ox0 + 4u + j < p.ow) { out[at + 4u + j] = v1[j]; }
+    }
+}
+
+// Weight gradient, stage 1, for any groups: for chunk b of si images, output channels o0..
+// o0+CT-1 of a group, input channel cl of the group and kernel row ky, out[b][o, cl, ky, kx] =
+// sum over the chunk's planes of dy[n, o] * the x it multiplied, in image, row, column order.
+// (Several images per chunk keep invocations busy and the partial sums few on small planes.) Each step loads 8 dy
+// values per channel and the input segment they meet (8 + (K-1)*D values) once for all K taps
+// and CT channels. Stage 2 (weight_sum in conv2d.wgsl) adds the images in order.
+// Item order (fastest first): ky, cl, channel tile, group, image. Tile channels past the
+// group's end re-read the last one's dy and are never stored.
+@compute @workgroup_size(WG)
+fn weight_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let t = flat_id(wid, nwg, lid);
+    if (t >= p.tiles) { return; }
+    let ky = t % K;
+    let cl = (t / K) % p.cin_g;
+    let r = t / (K * p.cin_g);
+    let ct = r % p.ctiles;
+    let gb = r / p.ctiles;
+    let g = gb % p.c;
+    let b = gb / p.c;
+    let gend = (g + 1u) * p.cout_g;
+    let o0 = g * p.cout_g + ct * CT;
+    let dplane = p.oh * p.ow;
+    let d1 = (min(o0 + 1u, gend - 1u) - o0) * dplane;
+    let d2 = (min(o0 + 2u, gend - 1u) - o0) * dplane;
+    let d3 = (min(o0 + 3u, gend - 1u) - o0) * dplane;
+    let d0 = 0u;
+    var acc0: array<f32, KMAX>;
+    var acc1: array<f32, KMAX>;
+    var acc2: array<f32, KMAX>;
+    var acc3: array<f32, KMAX>;
+    for (var kx = 0u; kx < K; kx++) {
+        acc0[kx] = 0.0;
+        acc1[kx] = 0.0;
+        acc2[kx] = 0.0;
+        acc3[kx] = 0.0;
+    }
+    var e0: mat2x4<f32>;
+    var e1: mat2x4<f32>;
+    var e2: mat2x4<f32>;
+    var e3: mat2x4<f32>;
+    let n1 = min((b + 1u) * p.si, p.pairs);
+    for (var n = b * p.si; n < n1; n++) {
+        let xplane = n * p.cin + g * p.cin_g + cl;
+        for (var oy = 0u; oy < p.oh; oy++) {
+            let iy = i32(oy + ky * D) - i32(p.pad);
+            if (iy < 0 || iy >= i32(p.ih)) { continue; }
+            let row = (xplane * p.ih + u32(iy)) * p.iw;
+            let drow = ((n * p.cout + o0) * p.oh + oy) * p.ow;
+            for (var ox0 = 0u; ox0 < p.ow; ox0 += 8u) {
+                // dy past the row's end is zero: it must not add to the sums.
+                e0 = mat2x4<f32>(load8(drow + d0, ox0, 0u), load8(drow + d0, ox0, 4u));
+                if (CT > 1u) { e1 = mat2x4<f32>(load8(drow + d1, ox0, 0u), load8(drow + d1, ox0, 4u)); }
+                if (CT > 2u) { e2 = mat2x4<f32>(load8(drow + d2, ox0, 0u), load8(drow + d2, ox0, 4u)); }
+                if (CT > 3u) { e3 = mat2x4<f32>(load8(drow + d3, ox0, 0u), load8(drow + d3, ox0, 4u)); }
+                let ix0 = i32(ox0) - i32(p.pad);
+                var seg: array<f32, SEG>;
+                for (var i = 0u; i < 8u + (K - 1u) * D; i++) {
+                    seg[i] = load_x(row, ix0 + i32(i));
+                }
+                for (var kx = 0u; kx < K; kx++) {
+                    let s = kx * D;
+                    let v0 = vec4<f32>(seg[s], seg[s + 1u], seg[s + 2u], seg[s + 3u]);
+                    let v1 = vec4<f32>(seg[s + 4u], seg[s + 5u], seg[s + 6u], seg[s + 7u]);
+                    acc0[kx] += dot(e0[0], v0) + dot(e0[1], v1);
+                    if (CT > 1u) { acc1[kx] += dot(e1[0], v0) + dot(e1[1], v1); }
+                    if (CT > 2u) { acc2[kx] += dot(e2[0], v0) + dot(e2[1], v1); }
+                    if (CT > 3u) { acc3[kx] += dot(e3[0], v0) + dot(e3[1], v1); }
+                }
+            }
+        }
+    }
+    let wsz = p.cin_g * K * K;
+    let at = b * p.so + o0 * wsz + (cl * K + ky) * K;
+    for (var kx = 0u; kx < K; kx++) {
+        { out[at + 0u * wsz + kx] = acc0[kx]; }
+        if (CT > 1u && o0 + 1u < gend) { out[at + 1u * wsz + kx] = acc1[kx]; }
+        if (CT > 2u && o0 + 2u < gend) { out[at + 2u * wsz + kx] = acc2[kx]; }
+        if (CT > 3u && o0 + 3u < gend) { out[at + 3u * wsz + kx] = acc3[kx]; }
+    }
+}
+
+// dy[row + ox0 + j + i] for i < 4, zero past the row's end.
+fn load8(row: u32, ox0: u32, j: u32) -> vec4<f32> {
+    let o = ox0 + j;
+    return vec4<f32>(load_dy(row, o), load_dy(row, o + 1u), load_dy(row, o + 2u), load_dy(row, o + 3u));
+}
+
+// dy[row + i] for i < ow, else 0; the index is clamped so the load stays inside the row.
+fn load_dy(row: u32, i: u32) -> f32 {
+    return select(0.0, w[row + min(i, p.ow - 1u)], i < p.ow);
+}
+
+// Dense (groups = 1): out[n, o] = sum over input channels i of x[n, i] correlated with kernel
+// (o, i), whose weights start at o * so + i * si: forward so = Cin*K*K, si = K*K; backward_input
+// (FLIP = 1, on dy) so = K*K, si = Cout*K*K. Tile: CT output channels x 8 outputs of one row;
+// each input segment loaded feeds 8*K*CT multiply-adds. Channels past the end re-read the last
+// one's weights and are never stored. Item order: 8-column tile, row, channel tile, image.
+@compute @workgroup_size(WG)
+fn dense(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let t = flat_id(wid, nwg, lid);
+    if (t >= p.tiles) { return; }
+    let ox0 = (t % p.xtiles) * 8u;
+    let oy = (t / p.xtiles) % p.oh;
+    let rest = t / (p.xtiles * p.oh);
+    let o0 = (rest % p.ctiles) * CT;
+    let n = rest / p.ctiles;
+    let w0 = o0 * p.so;
+    let w1 = min(o0 + 1u, p.cout - 1u) * p.so;
+    let w2 = min(o0 + 2u, p.cout - 1u) * p.so;
+    let w3 = min(o0 + 3u, p.cout - 1u) * p.so;
+    let w4 = min(o0 + 4u, p.cout - 1u) * p.so;
+    let w5 = min(o0 + 5u, p.cout - 1u) * p.so;
+    let w6 = min(o0 + 6u, p.cout - 1u) * p.so;
+    let w7 = min(o0 + 7u, p.cout - 1u) * p.so;
+    let ix0 = i32(ox0) - i32(p.pad);
+    var a0 = vec4<f32>(0.0);
+    var b0 = vec4<f32>(0.0);
+    var a1 = vec4<f32>(0.0);
+    var b1 = vec4<f32>(0.0);
+    var a2 = vec4<f32>(0.0);
+    var b2 = vec4<f32>(0.0);
+    var a3 = vec4<f32>(0.0);
+    var b3 = vec4<f32>(0.0);
+    var a4 = vec4<f32>(0.0);
+    var b4 = vec4<f32>(0.0);
+    var a5 = vec4<f32>(0.0);
+    var b5 = vec4<f32>(0.0);
+    var a6 = vec4<f32>(0.0);
+    var b6 = vec4<f32>(0.0);
+    var a7 = vec4<f32>(0.0);
+    var b7 = vec4<f32>(0.0);
+    for (var i = 0u; i < p.cin; i++) {
+        let wi = i * p.si;
+        for (var ky = 0u; ky < K; ky++) {
+            let iy = i32(oy + ky * D) - i32(p.pad);
+            if (iy < 0 || iy >= i32(p.ih)) { continue; }
+            let row = ((n * p.cin + i) * p.ih + u32(iy)) * p.iw;
+            var seg: array<f32, SEG>;
+            for (var j = 0u; j < 8u + (K - 1u) * D; j++) {
+                seg[j] = load_x(row, ix0 + i32(j));
+            }
+            for (var kx = 0u; kx < K; kx++) {
+                let k = wi + tap(ky, kx);
+                let s = kx * D;
+                let v0 = vec4<f32>(seg[s], seg[s + 1u], seg[s + 2u], seg[s + 3u]);
+                let v1 = vec4<f32>(seg[s + 4u], seg[s + 5u], seg[s + 6u], seg[s + 7u]);
+                { let v = w[w0 + k]; a0 += v0 * v; b0 += v1 * v; }
+                if (CT > 1u) { let v = w[w1 + k]; a1 += v0 * v; b1 += v1 * v; }
+                if (CT > 2u) { let v = w[w2 + k]; a2 += v0 * v; b2 += v1 * v; }
+                if (CT > 3u) { let v = w[w3 + k]; a3 += v0 * v; b3 += v1 * v; }
+                if (CT > 4u) { let v = w[w4 + k]; a4 += v0 * v; b4 += v1 * v; }
+                if (CT > 5u) { let v = w[w5 + k]; a5 += v0 * v; b5 += v1 * v; }
+                if (CT > 6u) { let v = w[w6 + k]; a6 += v0 * v; b6 += v1 * v; }
+                if (CT > 7u) { let v = w[w7 + k]; a7 += v0 * v; b7 += v1 * v; }
+            }
+        }
+    }
+    store8(p.cout * n + o0, oy, ox0, a0, b0);
+    if (CT > 1u && o0 + 1u < p.cout) { store8(p.cout * n + o0 + 1u, oy, ox0, a1, b1); }
+    if (CT > 2u && o0 + 2u < p.cout) { store8(p.cout * n + o0 + 2u, oy, ox0, a2, b2); }
+    if (CT > 3u && o0 + 3u < p.cout) { store8(p.cout * n + o0 + 3u, oy, ox0, a3, b3); }
+    if (CT > 4u && o0 + 4u < p.cout) { store8(p.cout * n + o0 + 4u, oy, ox0, a4, b4); }
+    if (CT > 5u && o0 + 5u < p.cout) { store8(p.cout * n + o0 + 5u, oy, ox0, a5, b5); }
+    if (CT > 6u && o0 + 6u < p.cout) { store8(p.cout * n + o0 + 6u, oy, ox0, a6, b6); }
+    if (CT > 7u && o0 + 7u < p.cout) { store8(p.cout * n + o0 + 7u, oy, ox0, a7, b7); }
+}
