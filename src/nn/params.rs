@@ -162,19 +162,18 @@ impl ParamStore {
 
     /// Restore from a name -> (shape, values) list written by `named_tensors`.
     pub fn load(&mut self, step: &mut Step, tensors: &[(String, Vec<usize>, Vec<f32>)]) -> Result<()> {
+        for (name, shape, data) in tensors.iter().filter(|(n, _, _)| !n.contains('#')) {
+            self.insert(step, name, shape, data)?;
+        }
         for (name, shape, data) in tensors {
             if let Some(base) = name.strip_suffix("#momentum") {
                 let p = self.params.get_mut(base).ok_or_else(|| crate::Error::Invalid(format!("momentum for unknown parameter '{base}'")))?;
+                if p.value.shape != *shape {
+                    return Err(crate::Error::Shape { op: "checkpoint", message: format!("momentum of '{base}' is {shape:?}, the parameter {:?}", p.value.shape) });
+                }
                 let m = Tensor::empty(&self.gpu, shape);
                 step.upload(&m.buf, 0, bytemuck::cast_slice(data))?;
                 p.momentum = Some(m);
-            }
-        }
-        for (name, shape, data) in tensors {
-            if !name.contains('#') {
-                let momentum = self.params.get(name).and_then(|p| p.momentum.clone());
-                self.insert(step, name, shape, data)?;
-                self.params.get_mut(name).unwrap().momentum = momentum;
             }
         }
         Ok(())

@@ -48,6 +48,8 @@ impl SearchConfig {
         if self.budget == 0 {
             return Err(Error::Invalid("search budget must be at least 1 candidate".into()));
         }
+        // Fail now rather than after training the supernet.
+        strategy_from_name(&self.strategy, self.space.clone(), self.train.seed, self.budget)?;
         if self.eval.batch_size == 0 || self.eval.recalibration_batches == 0 {
             return Err(Error::Invalid("evaluation needs a batch size and recalibration batches of at least 1".into()));
         }
