@@ -85,11 +85,21 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Devices { json } => devices(&cli.adapter.options(), json),
         Command::Bench(args) => bench(&cli.adapter.options(), &args),
-        Command::Search(args) => cli::jobs::search(&Gpu::new(&cli.adapter.options())?, &args),
-        Command::Eval(args) => cli::jobs::eval(&Gpu::new(&cli.adapter.options())?, &args),
-        Command::Train(args) => cli::jobs::train(&Gpu::new(&cli.adapter.options())?, &args),
+        Command::Search(args) => with_gpu(&cli.adapter, |gpu| cli::jobs::search(gpu, &args)),
+        Command::Eval(args) => with_gpu(&cli.adapter, |gpu| cli::jobs::eval(gpu, &args)),
+        Command::Train(args) => with_gpu(&cli.adapter, |gpu| cli::jobs::train(gpu, &args)),
         Command::Genotype { file } => genotype(&file),
     }
+}
+
+/// Open the adapter, run a job, and print the per-kernel profile if CELLNAS_PROFILE is set.
+fn with_gpu(a: &AdapterArgs, job: impl FnOnce(&std::sync::Arc<Gpu>) -> Result<()>) -> Result<()> {
+    let gpu = Gpu::new(&a.options())?;
+    let r = job(&gpu);
+    if let Some(report) = gpu.profile_report() {
+        eprint!("{report}");
+    }
+    r
 }
 
 fn genotype(file: &std::path::Path) -> Result<()> {

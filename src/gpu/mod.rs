@@ -130,6 +130,8 @@ pub struct Gpu {
     pipelines: pipeline::Cache,
     pool: pool::Pool,
     sink: Arc<Mutex<ErrorSink>>,
+    /// Per-kernel (count, GPU ms) when CELLNAS_PROFILE is set and timestamps exist.
+    pub(crate) profile: Option<Mutex<std::collections::BTreeMap<(&'static str, &'static str), (u64, f64)>>>,
 }
 
 impl Gpu {
@@ -224,6 +226,7 @@ impl Gpu {
             pipelines: pipeline::Cache::default(),
             pool: pool::Pool::default(),
             sink,
+            profile: std::env::var_os("CELLNAS_PROFILE").filter(|v| !v.is_empty() && v != "0").map(|_| Mutex::new(Default::default())),
         }))
     }
 
@@ -262,6 +265,23 @@ impl Gpu {
     /// Begin recording a step: dispatches go into one encoder and are submitted together.
     pub fn step(self: &Arc<Self>) -> Step {
         Step::new(self.clone())
+    }
+
+    /// With CELLNAS_PROFILE=1: GPU time per kernel so far, largest first, as a table.
+    pub fn profile_report(&self) -> Option<String> {
+        let prof = self.profile.as_ref()?.lock().unwrap();
+        if prof.is_empty() {
+            return Some("profile: no timestamped dispatches (the adapter has no timestamp queries?)".into());
+        }
+        let total: f64 = prof.values().map(|v| v.1).sum();
+        let mut rows: Vec<_> = prof.iter().collect();
+        rows.sort_by(|a, b| b.1 .1.total_cmp(&a.1 .1));
+        let mut out = format!("{:<44} {:>9} {:>11} {:>6}\n", "kernel (shader::entry)", "calls", "GPU ms", "%");
+        for ((shader, entry), (n, ms)) in rows {
+            out += &format!("{:<44} {:>9} {:>11.1} {:>5.1}%\n", format!("{shader}::{entry}"), n, ms, 100.0 * ms / total);
+        }
+        out += &format!("{:<44} {:>9} {:>11.1}\n", "total", "", total);
+        Some(out)
     }
 
     /// Number of pipelines compiled so far (tests use it to prove caching).

@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use std::sync::Arc;
 
 enum Command {
-    Dispatch { pipeline: Arc<Pipeline>, label: &'static str, offset: u32, buffers: Vec<(u32, wgpu::Buffer)>, groups: [u32; 3] },
+    Dispatch { pipeline: Arc<Pipeline>, shader: &'static str, label: &'static str, offset: u32, buffers: Vec<(u32, wgpu::Buffer)>, groups: [u32; 3] },
     Copy { src: wgpu::Buffer, src_offset: u64, dst: wgpu::Buffer, dst_offset: u64, bytes: u64 },
 }
 
@@ -113,6 +113,7 @@ impl Step {
         }
         self.commands.push(Command::Dispatch {
             pipeline,
+            shader: kernel.shader,
             label: kernel.entry,
             offset: offset as u32,
             buffers: kernel.bindings.iter().zip(buffers).map(|((n, _), b)| (*n, b.raw().clone())).collect(),
@@ -201,6 +202,10 @@ impl Step {
             (set, resolve)
         });
         let n_passes = count_passes(&self.commands);
+        // Profiling (CELLNAS_PROFILE): every dispatch in its own pass with its own timestamps.
+        let profiling = gpu.profile.is_some() && gpu.timestamps && !self.timed;
+        let mut prof_sets: Vec<wgpu::QuerySet> = Vec::new();
+        let mut prof_labels: Vec<(&'static str, &'static str)> = Vec::new();
 
         let mut enc = dev.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("step") });
         let mut i = 0;
@@ -211,6 +216,25 @@ impl Step {
                     enc.copy_buffer_to_buffer(src, *src_offset, dst, *dst_offset, *bytes);
                     i += 1;
                 }
+                Command::Dispatch { pipeline, shader, label, offset, buffers, groups } if profiling => {
+                    let k = prof_labels.len();
+                    if k % PROFILE_SET == 0 {
+                        prof_sets.push(dev.create_query_set(&wgpu::QuerySetDescriptor { label: None, ty: wgpu::QueryType::Timestamp, count: 2 * PROFILE_SET as u32 }));
+                    }
+                    let at = 2 * (k % PROFILE_SET) as u32;
+                    let timestamp_writes = Some(wgpu::ComputePassTimestampWrites {
+                        query_set: prof_sets.last().unwrap(),
+                        beginning_of_pass_write_index: Some(at),
+                        end_of_pass_write_index: Some(at + 1),
+                    });
+                    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes });
+                    let bg = bind_group(dev, &params, pipeline, label, buffers);
+                    pass.set_pipeline(&pipeline.pipeline);
+                    pass.set_bind_group(0, &bg, &[*offset]);
+                    pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+                    prof_labels.push((shader, label));
+                    i += 1;
+                }
                 Command::Dispatch { .. } => {
                     let timestamp_writes = timing.as_ref().map(|(set, _)| wgpu::ComputePassTimestampWrites {
                         query_set: set,
@@ -218,23 +242,8 @@ impl Step {
                         end_of_pass_write_index: (pass_index + 1 == n_passes).then_some(1),
                     });
                     let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes });
-                    while let Some(Command::Dispatch { pipeline, label, offset, buffers, groups }) = self.commands.get(i) {
-                        let mut entries = vec![wgpu::BindGroupEntry {
-                            binding: 0,
-                            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                                buffer: &params,
-                                offset: 0,
-                                size: wgpu::BufferSize::new(PARAMS_BYTES),
-                            }),
-                        }];
-                        for (n, b) in buffers {
-                            entries.push(wgpu::BindGroupEntry { binding: *n, resource: b.as_entire_binding() });
-                        }
-                        let bg = dev.create_bind_group(&wgpu::BindGroupDescriptor {
-                            label: Some(label),
-                            layout: &pipeline.layout,
-                            entries: &entries,
-                        });
+                    while let Some(Command::Dispatch { pipeline, label, offset, buffers, groups, .. }) = self.commands.get(i) {
+                        let bg = bind_group(dev, &params, pipeline, label, buffers);
                         pass.set_pipeline(&pipeline.pipeline);
                         pass.set_bind_group(0, &bg, &[*offset]);
                         pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
@@ -259,7 +268,39 @@ impl Step {
             enc.copy_buffer_to_buffer(resolve, 0, &st, 0, 16);
             st
         });
+        let prof_staging: Vec<(wgpu::Buffer, usize)> = prof_sets
+            .iter()
+            .enumerate()
+            .map(|(j, set)| {
+                let n = (prof_labels.len() - j * PROFILE_SET).min(PROFILE_SET);
+                let bytes = 16 * n as u64;
+                let resolve = dev.create_buffer(&wgpu::BufferDescriptor { label: None, size: bytes, usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC, mapped_at_creation: false });
+                enc.resolve_query_set(set, 0..2 * n as u32, &resolve, 0);
+                let st = dev.create_buffer(&wgpu::BufferDescriptor { label: None, size: bytes, usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST, mapped_at_creation: false });
+                enc.copy_buffer_to_buffer(&resolve, 0, &st, 0, bytes);
+                (st, n)
+            })
+            .collect();
         gpu.queue.submit([enc.finish()]);
+        if !prof_staging.is_empty() {
+            for (st, _) in &prof_staging {
+                st.slice(..).map_async(wgpu::MapMode::Read, |_| {});
+            }
+            dev.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| Error::DeviceLost(e.to_string()))?;
+            let period = gpu.queue.get_timestamp_period() as f64;
+            let mut prof = gpu.profile.as_ref().unwrap().lock().unwrap();
+            for (j, (st, n)) in prof_staging.iter().enumerate() {
+                let view = st.get_mapped_range(..).map_err(|e| Error::Gpu { context: "profile".into(), message: e.to_string() })?;
+                let t: Vec<u64> = bytemuck::pod_collect_to_vec(&view[..]);
+                for k in 0..*n {
+                    let e = prof.entry(prof_labels[j * PROFILE_SET + k]).or_insert((0, 0.0));
+                    e.0 += 1;
+                    e.1 += t[2 * k + 1].saturating_sub(t[2 * k]) as f64 * period / 1e6;
+                }
+                drop(view);
+                st.unmap();
+            }
+        }
 
         let staged: Vec<&wgpu::Buffer> = self.reads.iter().filter_map(|(b, _)| b.as_ref()).chain(timing_staging.as_ref()).collect();
         let mut reads = Vec::with_capacity(self.reads.len());
@@ -298,6 +339,20 @@ impl Step {
         gpu.check("step")?;
         Ok(StepOutput { reads, gpu_ms })
     }
+}
+
+/// Dispatches per profiling query set (two timestamps each; wgpu allows 4096 queries a set).
+const PROFILE_SET: usize = 2048;
+
+fn bind_group(dev: &wgpu::Device, params: &wgpu::Buffer, pipeline: &Pipeline, label: &str, buffers: &[(u32, wgpu::Buffer)]) -> wgpu::BindGroup {
+    let mut entries = vec![wgpu::BindGroupEntry {
+        binding: 0,
+        resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding { buffer: params, offset: 0, size: wgpu::BufferSize::new(PARAMS_BYTES) }),
+    }];
+    for (n, b) in buffers {
+        entries.push(wgpu::BindGroupEntry { binding: *n, resource: b.as_entire_binding() });
+    }
+    dev.create_bind_group(&wgpu::BindGroupDescriptor { label: Some(label), layout: &pipeline.layout, entries: &entries })
 }
 
 fn count_passes(cmds: &[Command]) -> usize {
