@@ -1,10 +1,9 @@
 // 2-D max and average pooling over NCHW, forward and backward, plus global average pooling.
 //
-// Indices come straight from a 3-D grid (x: column, y: row, z: channel plane) rather than
-// from dividing a flat index: lavapipe runs invocations in SIMD lanes and x86 has no vector
-// integer division, so every `/` or `%` by a runtime value is scalarised and costs more than
-// the loads. The one division left (by the stride, to find the outputs covering an input) is
-// by the override constant S, which the compiler turns into a shift or multiply.
+// max_backward_arg takes its indices from a 3-D grid (x: column, y: row, z: channel plane) in
+// 8x8 tiles; the other kernels are 1-D over the elements they write. Divisions by the stride
+// (to find the outputs covering an input) are by the override constant S, which the compiler
+// turns into a shift or multiply.
 // Backward passes are gathers over the outputs whose window covers an input element, summed in
 // row-major order: no atomics, bitwise reproducible. Windows are never empty: the host
 // requires padding < kernel.
@@ -70,38 +69,49 @@ fn window_max(plane: u32, oy: u32, ox: u32) -> Best {
     return b;
 }
 
-@compute @workgroup_size(8, 8, 1)
-fn max_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
-    if (gid.x >= p.ow || gid.y >= p.oh) { return; }
-    let nc = p.plane0 + gid.z;
-    out[(nc * p.oh + gid.y) * p.ow + gid.x] = window_max(nc * p.h * p.w, gid.y, gid.x).v;
+// The forwards and avg_backward stay 1-D over the elements they write (grid folded by the
+// host, flat_id): tiling small planes (4x4 and 7x7 outputs of stride 2) into 8x8 workgroups
+// idled most lanes and measured slower than the flat index's divisions.
+fn flat_out(i: u32) -> vec3<u32> {
+    let ox = i % p.ow;
+    let t = i / p.ow;
+    return vec3<u32>(ox, t % p.oh, t / p.oh);
+}
+
+@compute @workgroup_size(WG)
+fn max_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = flat_id(wid, nwg, lid);
+    if (i >= p.planes * p.oh * p.ow) { return; }
+    let o = flat_out(i);
+    out[i] = window_max(o.z * p.h * p.w, o.y, o.x).v;
 }
 
 // Same as max_forward, also saving the argmax for max_backward_arg.
-@compute @workgroup_size(8, 8, 1)
-fn max_forward_arg(@builtin(global_invocation_id) gid: vec3<u32>) {
-    if (gid.x >= p.ow || gid.y >= p.oh) { return; }
-    let nc = p.plane0 + gid.z;
-    let o = (nc * p.oh + gid.y) * p.ow + gid.x;
-    let b = window_max(nc * p.h * p.w, gid.y, gid.x);
-    out[o] = b.v;
-    arg_out[o] = b.at;
+@compute @workgroup_size(WG)
+fn max_forward_arg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = flat_id(wid, nwg, lid);
+    if (i >= p.planes * p.oh * p.ow) { return; }
+    let o = flat_out(i);
+    let b = window_max(o.z * p.h * p.w, o.y, o.x);
+    out[i] = b.v;
+    arg_out[i] = b.at;
 }
 
 // count_include_pad = false: divide by the number of real elements in the window.
-@compute @workgroup_size(8, 8, 1)
-fn avg_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
-    if (gid.x >= p.ow || gid.y >= p.oh) { return; }
-    let nc = p.plane0 + gid.z;
-    let plane = nc * p.h * p.w;
-    let r = window(gid.y, gid.x);
+@compute @workgroup_size(WG)
+fn avg_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = flat_id(wid, nwg, lid);
+    if (i >= p.planes * p.oh * p.ow) { return; }
+    let o = flat_out(i);
+    let plane = o.z * p.h * p.w;
+    let r = window(o.y, o.x);
     var sum = 0.0;
     for (var iy = r.x; iy < r.y; iy++) {
         for (var ix = r.z; ix < r.w; ix++) {
             sum += x[plane + iy * p.w + ix];
         }
     }
-    out[(nc * p.oh + gid.y) * p.ow + gid.x] = sum / f32((r.y - r.x) * (r.w - r.z));
+    out[i] = sum / f32((r.y - r.x) * (r.w - r.z));
 }
 
 // dx gathers dy over the (at most k*k) outputs covering this input whose saved argmax is it.
@@ -123,13 +133,16 @@ fn max_backward_arg(@builtin(global_invocation_id) gid: vec3<u32>) {
     out[nc * p.h * p.w + me] = g;
 }
 
-@compute @workgroup_size(8, 8, 1)
-fn avg_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
-    if (gid.x >= p.w || gid.y >= p.h) { return; }
-    let nc = p.plane0 + gid.z;
-    let oplane = nc * p.oh * p.ow;
-    let cy = covering_axis(gid.y, p.oh);
-    let cx = covering_axis(gid.x, p.ow);
+@compute @workgroup_size(WG)
+fn avg_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = flat_id(wid, nwg, lid);
+    if (i >= p.planes * p.h * p.w) { return; }
+    let ix = i % p.w;
+    let t = i / p.w;
+    let iy = t % p.h;
+    let oplane = (t / p.h) * p.oh * p.ow;
+    let cy = covering_axis(iy, p.oh);
+    let cx = covering_axis(ix, p.ow);
     var g = 0.0;
     for (var oy = cy.x; oy < cy.y; oy++) {
         for (var ox = cx.x; ox < cx.y; ox++) {
@@ -137,7 +150,7 @@ fn avg_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
             g += dy[oplane + oy * p.ow + ox] / f32((r.y - r.x) * (r.w - r.z));
         }
     }
-    out[(nc * p.h + gid.y) * p.w + gid.x] = g;
+    out[i] = g;
 }
 
 // Global average: one invocation per (n, c) plane sums its h*w values in order. Planes are at
@@ -156,12 +169,11 @@ fn global_avg_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
     out[i] = sum / f32(hw);
 }
 
-// dx = dy / (h*w); x runs over the plane's h*w elements, y over planes (8 per workgroup, so
-// small planes such as 7x7 still fill the workgroup).
-@compute @workgroup_size(8, 8, 1)
-fn global_avg_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
+// dx = dy / (h*w), one invocation per input element.
+@compute @workgroup_size(WG)
+fn global_avg_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = flat_id(wid, nwg, lid);
     let hw = p.h * p.w;
-    if (gid.x >= hw || gid.y >= p.planes) { return; }
-    let nc = p.plane0 + gid.y;
-    out[nc * hw + gid.x] = dy[nc] / f32(hw);
+    if (i >= p.planes * hw) { return; }
+    out[i] = dy[i / hw] / f32(hw);
 }

@@ -100,6 +100,14 @@ fn launch_planes(step: &mut Step, k: &Kernel, params: Params, stride: usize, col
     Ok(())
 }
 
+/// A 1-D kernel over `total` elements (grid folded by the host; the shader uses `flat_id`).
+fn launch_flat(step: &mut Step, k: &Kernel, params: Params, stride: usize, total: usize, bufs: &[&Tensor]) -> Result<()> {
+    let wg = step.gpu().wg1d();
+    let groups = step.gpu().grid(total as u32, wg);
+    let bufs: Vec<_> = bufs.iter().map(|t| &t.buf).collect();
+    step.dispatch(k, &[("S", stride as f64), ("WG", wg as f64)], &params, &bufs, groups)
+}
+
 /// Checks x, the output-shaped tensor and the input-shaped tensor; params for a dispatch over
 /// `total` elements.
 fn pool_params(op: &'static str, x: &Tensor, p: &Pool2d, y_like: &Tensor, x_like: &Tensor) -> Result<Params> {
@@ -132,7 +140,7 @@ pub fn forward(step: &mut Step, x: &Tensor, p: &Pool2d, y: &Tensor) -> Result<()
         PoolKind::Max => &MAX_FORWARD,
         PoolKind::Avg => &AVG_FORWARD,
     };
-    launch_planes(step, k, params, p.stride, y.shape[3], y.shape[2], &[x, y])
+    launch_flat(step, k, params, p.stride, y.numel(), &[x, y])
 }
 
 /// Max pooling forward that also writes, for each output, the index within its plane
@@ -147,7 +155,7 @@ pub fn forward_with_argmax(step: &mut Step, x: &Tensor, p: &Pool2d, y: &Tensor, 
     if argmax.shape != y.shape {
         return Err(Error::Shape { op: OP, message: format!("argmax is {:?}, output is {:?}", argmax.shape, y.shape) });
     }
-    launch_planes(step, &MAX_FORWARD_ARG, params, p.stride, y.shape[3], y.shape[2], &[x, y, argmax])
+    launch_flat(step, &MAX_FORWARD_ARG, params, p.stride, y.numel(), &[x, y, argmax])
 }
 
 /// Max pooling backward from the argmax saved by [`forward_with_argmax`]: each input gathers
@@ -176,7 +184,7 @@ pub fn backward(step: &mut Step, x: &Tensor, dy: &Tensor, p: &Pool2d, dx: &Tenso
             forward_with_argmax(step, x, p, &y, &argmax)?;
             backward_with_argmax(step, x, dy, &argmax, p, dx)
         }
-        PoolKind::Avg => launch_planes(step, &AVG_BACKWARD, params, p.stride, x.shape[3], x.shape[2], &[dy, dx]),
+        PoolKind::Avg => launch_flat(step, &AVG_BACKWARD, params, p.stride, x.numel(), &[dy, dx]),
     }
 }
 
@@ -214,24 +222,7 @@ pub fn global_avg_pool(step: &mut Step, x: &Tensor, y: &Tensor) -> Result<()> {
 /// dx[n, c, h, w] = dy[n, c] / (H * W).
 pub fn global_avg_pool_backward(step: &mut Step, dy: &Tensor, dx: &Tensor) -> Result<()> {
     let params = global_params("global_avg_pool_backward", dx, dy)?;
-    let wg = step.gpu().wg1d();
-    let tile = TILE as usize;
-    let hw = (params.h * params.w) as usize;
-    let maxd = step.gpu().limits.max_compute_workgroups_per_dimension.max(1) as usize;
-    let gx = hw.div_ceil(tile);
-    if gx > maxd {
-        return Err(Error::Invalid(format!("global_avg_pool_backward: planes of {hw} elements exceed the grid limit")));
-    }
-    let total = params.planes as usize;
-    let mut at = 0;
-    while at < total {
-        let n = (total - at).min(maxd * tile);
-        let p = Params { planes: n as u32, plane0: at as u32, ..params };
-        let groups = [gx as u32, n.div_ceil(tile) as u32, 1];
-        step.dispatch(&GLOBAL_AVG_BACKWARD, &[("WG", wg as f64)], &p, &[&dy.buf, &dx.buf], groups)?;
-        at += n;
-    }
-    Ok(())
+    launch_flat(step, &GLOBAL_AVG_BACKWARD, params, 1, dx.numel(), &[dy, dx])
 }
 
 pub mod reference {
