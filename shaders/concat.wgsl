@@ -1,34 +1,49 @@
 // Channel concatenation and its inverse. In NCHW each input's channels form one contiguous
 // block of blk = Ci*H*W values per batch item, so both directions are strided block copies:
-// one dispatch per input, one invocation per element of that input.
+// one dispatch per input, x over the block, y over batch items. The 2-D grid gives both
+// indices without dividing (lavapipe scalarises vector integer division).
 
 struct Params {
-    total: u32,   // N * blk
+    n: u32,       // batch items this dispatch covers
     blk: u32,     // Ci * H * W
     stride: u32,  // C_total * H * W: distance between batch items in the concatenated tensor
     offset: u32,  // channel offset * H * W
+    n0: u32,      // first batch item of this dispatch
+    _p0: u32,
+    _p1: u32,
+    _p2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> src: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dst: array<f32>;
 
-fn whole_index(i: u32) -> u32 {
-    return (i / p.blk) * p.stride + p.offset + i % p.blk;
-}
+// Each invocation copies PER consecutive values: fewer invocations, less per-invocation
+// overhead on lavapipe.
+const PER: u32 = 4u;
 
 // src = one part, dst = the concatenation.
 @compute @workgroup_size(WG)
-fn concat_part(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i = flat_id(wid, nwg, lid);
-    if (i >= p.total) { return; }
-    dst[whole_index(i)] = src[i];
+fn concat_part(@builtin(global_invocation_id) gid: vec3<u32>) {
+    if (gid.y >= p.n) { return; }
+    let b = p.n0 + gid.y;
+    let s0 = b * p.blk;
+    let d0 = b * p.stride + p.offset;
+    for (var j = 0u; j < PER; j++) {
+        let i = gid.x * PER + j;
+        if (i < p.blk) { dst[d0 + i] = src[s0 + i]; }
+    }
 }
 
 // src = the concatenation (its gradient), dst = one part.
 @compute @workgroup_size(WG)
-fn split_part(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i = flat_id(wid, nwg, lid);
-    if (i >= p.total) { return; }
-    dst[i] = src[whole_index(i)];
+fn split_part(@builtin(global_invocation_id) gid: vec3<u32>) {
+    if (gid.y >= p.n) { return; }
+    let b = p.n0 + gid.y;
+    let d0 = b * p.blk;
+    let s0 = b * p.stride + p.offset;
+    for (var j = 0u; j < PER; j++) {
+        let i = gid.x * PER + j;
+        if (i < p.blk) { dst[d0 + i] = src[s0 + i]; }
+    }
 }

@@ -80,6 +80,43 @@ fn backward_is_bitwise_reproducible() {
     }
 }
 
+/// The saved-argmax path (training) and the recomputing `backward` agree bitwise, ties included
+/// (x has many repeated values), and the saved argmax points at the maximum of each window.
+#[test]
+fn saved_argmax_backward_matches_recomputing_backward() {
+    let gpu = test_gpu();
+    for (shape, stride) in [([2, 3, 11, 19], 1), ([1, 4, 9, 7], 2), ([3, 2, 1, 1], 1)] {
+        let p = Pool2d { kind: PoolKind::Max, kernel: 3, stride, padding: 1 };
+        let n: usize = shape.iter().product();
+        let x: Vec<f32> = (0..n).map(|i| ((i * 7919) % 5) as f32).collect();
+        let ys = pool::out_shape(&shape, &p).unwrap();
+        let ny: usize = ys.iter().product();
+        let dy: Vec<f32> = (0..ny).map(|i| (i % 13) as f32 * 0.37 - 2.0).collect();
+        let xt = Tensor::from_slice(&gpu, &shape, &x).unwrap();
+        let dyt = Tensor::from_slice(&gpu, &ys, &dy).unwrap();
+        let (y, arg, dx) = (Tensor::empty(&gpu, &ys), Tensor::empty(&gpu, &ys), Tensor::empty(&gpu, &shape));
+        dx.poison(&gpu).unwrap();
+        let mut step = gpu.step();
+        pool::forward_with_argmax(&mut step, &xt, &p, &y, &arg).unwrap();
+        pool::backward_with_argmax(&mut step, &xt, &dyt, &arg, &p, &dx).unwrap();
+        step.submit().unwrap();
+        let (yv, argv) = (y.to_vec(&gpu).unwrap(), arg.to_vec(&gpu).unwrap());
+        let plane_in = shape[2] * shape[3];
+        let plane_out = ys[2] * ys[3];
+        for (o, (v, a)) in yv.iter().zip(&argv).enumerate() {
+            assert_eq!(x[o / plane_out * plane_in + a.to_bits() as usize], *v, "{shape:?} output {o}");
+        }
+        let a = dx.to_vec(&gpu).unwrap();
+        let b = pool_backward(&x, shape, &dy, &p);
+        assert!(a.iter().zip(&b).all(|(u, v)| u.to_bits() == v.to_bits()), "{shape:?} s{stride}");
+    }
+    let x = Tensor::empty(&gpu, &[1, 3, 7, 7]);
+    let y = Tensor::empty(&gpu, &[1, 3, 7, 7]);
+    let mut step = gpu.step();
+    assert!(matches!(pool::forward_with_argmax(&mut step, &x, &AVG3, &y, &y.clone()), Err(Error::Invalid(_))));
+    assert!(matches!(pool::forward_with_argmax(&mut step, &x, &MAX3, &y, &Tensor::empty(&gpu, &[1, 3, 7, 6])), Err(Error::Shape { .. })));
+}
+
 #[test]
 fn shape_errors_are_reported() {
     let gpu = test_gpu();

@@ -13,10 +13,12 @@ const SPLIT_PART: Kernel = kernel!("concat.wgsl", "split_part", [1: Read, 2: Rea
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
-    total: u32,
+    n: u32,
     blk: u32,
     stride: u32,
     offset: u32,
+    n0: u32,
+    _pad: [u32; 3],
 }
 
 /// Params of one dispatch per part: the parts must share N, H, W with `whole` and their
@@ -40,7 +42,7 @@ fn part_params(op: &'static str, whole: &Tensor, parts: &[&Tensor]) -> Result<Ve
         if t.shape.len() != rank || (pn, ph, pw) != (n, h, w) {
             return Err(err(format!("part {:?} does not match {:?} outside the channel axis", t.shape, whole.shape)));
         }
-        out.push(Params { total: (n * pc * hw) as u32, blk: (pc * hw) as u32, stride: (c * hw) as u32, offset: (at * hw) as u32 });
+        out.push(Params { n: n as u32, blk: (pc * hw) as u32, stride: (c * hw) as u32, offset: (at * hw) as u32, n0: 0, _pad: [0; 3] });
         at += pc;
     }
     if at != c {
@@ -50,10 +52,25 @@ fn part_params(op: &'static str, whole: &Tensor, parts: &[&Tensor]) -> Result<Ve
     Ok(out)
 }
 
+/// Values each invocation copies (`PER` in the shader).
+const PER: u32 = 4;
+
+/// x over the block, y over batch items (split into several dispatches past the grid limit).
 fn launch(step: &mut Step, k: &Kernel, params: &Params, src: &Tensor, dst: &Tensor) -> Result<()> {
     let wg = step.gpu().wg1d();
-    let groups = step.gpu().grid(params.total, wg);
-    step.dispatch(k, &[("WG", wg as f64)], params, &[&src.buf, &dst.buf], groups)
+    let maxd = step.gpu().limits.max_compute_workgroups_per_dimension.max(1);
+    let gx = params.blk.div_ceil(PER * wg);
+    if gx > maxd {
+        return Err(Error::Invalid(format!("concat: blocks of {} values exceed the grid limit", params.blk)));
+    }
+    let mut at = 0;
+    while at < params.n {
+        let n = (params.n - at).min(maxd);
+        let p = Params { n, n0: at, ..*params };
+        step.dispatch(k, &[("WG", wg as f64)], &p, &[&src.buf, &dst.buf], [gx, n, 1])?;
+        at += n;
+    }
+    Ok(())
 }
 
 /// y = the inputs stacked along channels, in order: all [N, Ci, H, W] -> [N, sum Ci, H, W].

@@ -13,14 +13,14 @@ const BACKWARD: Kernel = kernel!("crop.wgsl", "crop_backward", [1: Read, 2: Read
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
-    total: u32,
+    planes: u32,
     h: u32,
     w: u32,
     oh: u32,
     ow: u32,
     top: u32,
     left: u32,
-    _pad: u32,
+    plane0: u32,
 }
 
 /// A window of `oh x ow` at (`top`, `left`).
@@ -32,7 +32,7 @@ pub struct Crop {
     pub ow: usize,
 }
 
-fn params(x: &[usize], y: &[usize], c: &Crop, total: usize) -> Result<Params> {
+fn params(x: &[usize], y: &[usize], c: &Crop) -> Result<Params> {
     let err = |m: String| Error::Shape { op: "crop", message: m };
     let (&[n, ch, h, w], &[yn, ych, yh, yw]) = (x, y) else {
         return Err(err(format!("expected 4-D tensors, got {x:?} and {y:?}")));
@@ -44,25 +44,37 @@ fn params(x: &[usize], y: &[usize], c: &Crop, total: usize) -> Result<Params> {
         return Err(err(format!("cropped tensor is {y:?}, expected [{n}, {ch}, {}, {}]", c.oh, c.ow)));
     }
     let u = |v: usize| v as u32;
-    Ok(Params { total: u(total), h: u(h), w: u(w), oh: u(c.oh), ow: u(c.ow), top: u(c.top), left: u(c.left), _pad: 0 })
+    Ok(Params { planes: u(n * ch), h: u(h), w: u(w), oh: u(c.oh), ow: u(c.ow), top: u(c.top), left: u(c.left), plane0: 0 })
 }
 
-fn launch(step: &mut Step, k: &Kernel, p: &Params, src: &Tensor, dst: &Tensor) -> Result<()> {
-    let wg = step.gpu().wg1d();
-    let groups = step.gpu().grid(p.total, wg);
-    step.dispatch(k, &[("WG", wg as f64)], p, &[&src.buf, &dst.buf], groups)
+/// 8x8 tiles over the `cols` x `rows` plane being written, z over planes (split into several
+/// dispatches past the grid limit).
+fn launch(step: &mut Step, k: &Kernel, p: &Params, cols: u32, rows: u32, src: &Tensor, dst: &Tensor) -> Result<()> {
+    let maxd = step.gpu().limits.max_compute_workgroups_per_dimension.max(1);
+    let (gx, gy) = (cols.div_ceil(8), rows.div_ceil(8));
+    if gx > maxd || gy > maxd {
+        return Err(Error::Invalid(format!("crop: {rows}x{cols} planes exceed the grid limit")));
+    }
+    let mut at = 0;
+    while at < p.planes {
+        let n = (p.planes - at).min(maxd);
+        let q = Params { planes: n, plane0: at, ..*p };
+        step.dispatch(k, &[], &q, &[&src.buf, &dst.buf], [gx, gy, n])?;
+        at += n;
+    }
+    Ok(())
 }
 
 /// y = x[:, :, top..top+oh, left..left+ow]
 pub fn forward(step: &mut Step, x: &Tensor, c: &Crop, y: &Tensor) -> Result<()> {
-    let p = params(&x.shape, &y.shape, c, y.numel())?;
-    launch(step, &FORWARD, &p, x, y)
+    let p = params(&x.shape, &y.shape, c)?;
+    launch(step, &FORWARD, &p, p.ow, p.oh, x, y)
 }
 
 /// dx = dy placed in the window, zeros elsewhere.
 pub fn backward(step: &mut Step, dy: &Tensor, c: &Crop, dx: &Tensor) -> Result<()> {
-    let p = params(&dx.shape, &dy.shape, c, dx.numel())?;
-    launch(step, &BACKWARD, &p, dy, dx)
+    let p = params(&dx.shape, &dy.shape, c)?;
+    launch(step, &BACKWARD, &p, p.w, p.h, dy, dx)
 }
 
 pub mod reference {
@@ -147,6 +159,8 @@ pub fn test_cases() -> Vec<Box<dyn OpCase>> {
         ([2, 5, 2, 2], shift_window(2, 2)),
         ([1, 17, 9, 11], Crop { top: 2, left: 0, oh: 5, ow: 11 }),
         ([3, 1, 4, 6], Crop { top: 0, left: 3, oh: 4, ow: 3 }),
+        // Wider and taller than one 8x8 tile, not multiples of it.
+        ([1, 2, 19, 13], Crop { top: 1, left: 2, oh: 17, ow: 10 }),
     ];
     cases.into_iter().map(|(x, c)| Box::new(CropCase { x, c }) as Box<dyn OpCase>).collect()
 }

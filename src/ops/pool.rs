@@ -5,8 +5,9 @@
 //! -infinity (padding never wins) and on ties the first maximum in row-major window order takes
 //! the gradient; average pooling divides by the number of real elements in the window
 //! (count_include_pad = false). The backward passes gather, for each input element, over the
-//! outputs whose window covers it (max recomputes each window's argmax from x), so no atomics
-//! are needed and results are bitwise reproducible.
+//! outputs whose window covers it (max compares against each output's argmax, saved by
+//! [`forward_with_argmax`] or recomputed by [`backward`]), so no atomics are needed and results
+//! are bitwise reproducible.
 
 use super::{OpCase, Pass, BENCH_SHAPES};
 use crate::error::{Error, Result};
@@ -15,11 +16,15 @@ use crate::kernel;
 use crate::tensor::{numel, Tensor};
 
 const MAX_FORWARD: Kernel = kernel!("pool.wgsl", "max_forward", [1: Read, 2: ReadWrite]);
+const MAX_FORWARD_ARG: Kernel = kernel!("pool.wgsl", "max_forward_arg", [1: Read, 2: ReadWrite, 4: ReadWrite]);
 const AVG_FORWARD: Kernel = kernel!("pool.wgsl", "avg_forward", [1: Read, 2: ReadWrite]);
-const MAX_BACKWARD: Kernel = kernel!("pool.wgsl", "max_backward", [1: Read, 3: Read, 2: ReadWrite]);
+const MAX_BACKWARD_ARG: Kernel = kernel!("pool.wgsl", "max_backward_arg", [5: Read, 3: Read, 2: ReadWrite]);
 const AVG_BACKWARD: Kernel = kernel!("pool.wgsl", "avg_backward", [3: Read, 2: ReadWrite]);
 const GLOBAL_AVG_FORWARD: Kernel = kernel!("pool.wgsl", "global_avg_forward", [1: Read, 2: ReadWrite]);
 const GLOBAL_AVG_BACKWARD: Kernel = kernel!("pool.wgsl", "global_avg_backward", [3: Read, 2: ReadWrite]);
+
+/// Workgroup shape of the 2-D pooling kernels (`@workgroup_size(8, 8, 1)` in the shader).
+const TILE: u32 = 8;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PoolKind {
@@ -38,16 +43,14 @@ pub struct Pool2d {
 #[repr(C)]
 #[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
-    total: u32,
-    c: u32,
+    planes: u32,
     h: u32,
     w: u32,
     oh: u32,
     ow: u32,
     k: u32,
-    s: u32,
     pad: u32,
-    _pad: [u32; 3],
+    plane0: u32,
 }
 
 /// Output shape of pooling `x` ([N, C, H, W]) with `p`.
@@ -76,11 +79,33 @@ fn fits_u32(op: &'static str, shape: &[usize]) -> Result<u32> {
     u32::try_from(numel(shape)).map_err(|_| Error::Shape { op, message: format!("{shape:?} has more than 2^32 elements") })
 }
 
-fn launch(step: &mut Step, k: &Kernel, params: Params, bufs: &[&Tensor]) -> Result<()> {
-    let wg = step.gpu().wg1d();
-    let groups = step.gpu().grid(params.total, wg);
+/// Dispatches `k` over `planes` channel planes of `cols` x `rows` (8x8 workgroups, z over
+/// planes), split into several dispatches only when z would exceed the per-dimension limit.
+fn launch_planes(step: &mut Step, k: &Kernel, params: Params, stride: usize, cols: usize, rows: usize, bufs: &[&Tensor]) -> Result<()> {
+    let maxd = step.gpu().limits.max_compute_workgroups_per_dimension.max(1) as usize;
+    let (gx, gy) = (cols.div_ceil(TILE as usize), rows.div_ceil(TILE as usize));
+    if gx > maxd || gy > maxd {
+        return Err(Error::Invalid(format!("pool2d: {rows}x{cols} planes exceed {maxd} workgroups per dimension")));
+    }
     let bufs: Vec<_> = bufs.iter().map(|t| &t.buf).collect();
-    step.dispatch(k, &[("WG", wg as f64)], &params, &bufs, groups)
+    let total = params.planes as usize;
+    let consts = [("S", stride as f64), ("WG", step.gpu().wg1d() as f64)];
+    let mut at = 0;
+    while at < total {
+        let n = (total - at).min(maxd);
+        let p = Params { planes: n as u32, plane0: at as u32, ..params };
+        step.dispatch(k, &consts, &p, &bufs, [gx as u32, gy as u32, n as u32])?;
+        at += n;
+    }
+    Ok(())
+}
+
+/// A 1-D kernel over `total` elements (grid folded by the host; the shader uses `flat_id`).
+fn launch_flat(step: &mut Step, k: &Kernel, params: Params, stride: usize, total: usize, bufs: &[&Tensor]) -> Result<()> {
+    let wg = step.gpu().wg1d();
+    let groups = step.gpu().grid(total as u32, wg);
+    let bufs: Vec<_> = bufs.iter().map(|t| &t.buf).collect();
+    step.dispatch(k, &[("S", stride as f64), ("WG", wg as f64)], &params, &bufs, groups)
 }
 
 /// Checks x, the output-shaped tensor and the input-shaped tensor; params for a dispatch over
@@ -97,35 +122,69 @@ fn pool_params(op: &'static str, x: &Tensor, p: &Pool2d, y_like: &Tensor, x_like
     fits_u32(op, &ys)?;
     let u = |v: usize| v as u32;
     Ok(Params {
-        c: u(x.shape[1]),
+        planes: u(x.shape[0] * x.shape[1]),
         h: u(x.shape[2]),
         w: u(x.shape[3]),
         oh: u(ys[2]),
         ow: u(ys[3]),
         k: u(p.kernel),
-        s: u(p.stride),
         pad: u(p.padding),
-        ..Default::default()
+        plane0: 0,
     })
 }
 
 /// y = pool(x); x is [N, C, H, W], y is `out_shape(x, p)`.
 pub fn forward(step: &mut Step, x: &Tensor, p: &Pool2d, y: &Tensor) -> Result<()> {
-    let params = Params { total: y.numel() as u32, ..pool_params("pool2d", x, p, y, x)? };
+    let params = pool_params("pool2d", x, p, y, x)?;
     let k = match p.kind {
         PoolKind::Max => &MAX_FORWARD,
         PoolKind::Avg => &AVG_FORWARD,
     };
-    launch(step, k, params, &[x, y])
+    launch_flat(step, k, params, p.stride, y.numel(), &[x, y])
+}
+
+/// Max pooling forward that also writes, for each output, the index within its plane
+/// (iy * W + ix) of the input it took, as u32 bits, into `argmax` (a tensor of y's shape).
+/// [`backward_with_argmax`] then needs neither x nor a second look at the windows.
+pub fn forward_with_argmax(step: &mut Step, x: &Tensor, p: &Pool2d, y: &Tensor, argmax: &Tensor) -> Result<()> {
+    const OP: &str = "max_pool forward_with_argmax";
+    if p.kind != PoolKind::Max {
+        return Err(Error::Invalid(format!("{OP}: needs max pooling, got {:?}", p.kind)));
+    }
+    let params = pool_params(OP, x, p, y, x)?;
+    if argmax.shape != y.shape {
+        return Err(Error::Shape { op: OP, message: format!("argmax is {:?}, output is {:?}", argmax.shape, y.shape) });
+    }
+    launch_flat(step, &MAX_FORWARD_ARG, params, p.stride, y.numel(), &[x, y, argmax])
+}
+
+/// Max pooling backward from the argmax saved by [`forward_with_argmax`]: each input gathers
+/// dy over the outputs covering it that took it, in row-major order. `x` only gives the shape.
+pub fn backward_with_argmax(step: &mut Step, x: &Tensor, dy: &Tensor, argmax: &Tensor, p: &Pool2d, dx: &Tensor) -> Result<()> {
+    const OP: &str = "max_pool backward_with_argmax";
+    if p.kind != PoolKind::Max {
+        return Err(Error::Invalid(format!("{OP}: needs max pooling, got {:?}", p.kind)));
+    }
+    let params = pool_params(OP, x, p, dy, dx)?;
+    if argmax.shape != dy.shape {
+        return Err(Error::Shape { op: OP, message: format!("argmax is {:?}, output gradient is {:?}", argmax.shape, dy.shape) });
+    }
+    launch_planes(step, &MAX_BACKWARD_ARG, params, p.stride, x.shape[3], x.shape[2], &[argmax, dy, dx])
 }
 
 /// dx = gradient of sum(dy * pool(x)) with respect to x. Max pooling recomputes each window's
-/// argmax from x (same tie rule as the forward pass), so nothing needs saving.
+/// argmax from x (same tie rule as the forward pass) into scratch, so nothing needs saving;
+/// training code that keeps the argmax from [`forward_with_argmax`] skips that.
 pub fn backward(step: &mut Step, x: &Tensor, dy: &Tensor, p: &Pool2d, dx: &Tensor) -> Result<()> {
-    let params = Params { total: x.numel() as u32, ..pool_params("pool2d_backward", x, p, dy, dx)? };
+    let params = pool_params("pool2d_backward", x, p, dy, dx)?;
     match p.kind {
-        PoolKind::Max => launch(step, &MAX_BACKWARD, params, &[x, dy, dx]),
-        PoolKind::Avg => launch(step, &AVG_BACKWARD, params, &[dy, dx]),
+        PoolKind::Max => {
+            let y = Tensor::empty(step.gpu(), &dy.shape);
+            let argmax = Tensor::empty(step.gpu(), &dy.shape);
+            forward_with_argmax(step, x, p, &y, &argmax)?;
+            backward_with_argmax(step, x, dy, &argmax, p, dx)
+        }
+        PoolKind::Avg => launch_flat(step, &AVG_BACKWARD, params, p.stride, x.numel(), &[dy, dx]),
     }
 }
 
@@ -141,19 +200,29 @@ fn global_params(op: &'static str, x: &Tensor, y: &Tensor) -> Result<Params> {
         return Err(Error::Shape { op, message: format!("no spatial elements to average in {:?}", x.shape) });
     }
     fits_u32(op, &x.shape)?;
-    Ok(Params { c: c as u32, h: h as u32, w: w as u32, ..Default::default() })
+    Ok(Params { planes: (n * c) as u32, h: h as u32, w: w as u32, ..Default::default() })
 }
 
 /// y[n, c] = mean over h, w of x[n, c, h, w].
 pub fn global_avg_pool(step: &mut Step, x: &Tensor, y: &Tensor) -> Result<()> {
-    let params = Params { total: y.numel() as u32, ..global_params("global_avg_pool", x, y)? };
-    launch(step, &GLOBAL_AVG_FORWARD, params, &[x, y])
+    let params = global_params("global_avg_pool", x, y)?;
+    let wg = step.gpu().wg1d();
+    let chunk = step.gpu().limits.max_compute_workgroups_per_dimension.max(1) as usize * wg as usize;
+    let total = params.planes as usize;
+    let mut at = 0;
+    while at < total {
+        let n = (total - at).min(chunk);
+        let p = Params { planes: n as u32, plane0: at as u32, ..params };
+        step.dispatch(&GLOBAL_AVG_FORWARD, &[("WG", wg as f64)], &p, &[&x.buf, &y.buf], [(n as u32).div_ceil(wg), 1, 1])?;
+        at += n;
+    }
+    Ok(())
 }
 
 /// dx[n, c, h, w] = dy[n, c] / (H * W).
 pub fn global_avg_pool_backward(step: &mut Step, dy: &Tensor, dx: &Tensor) -> Result<()> {
-    let params = Params { total: dx.numel() as u32, ..global_params("global_avg_pool_backward", dx, dy)? };
-    launch(step, &GLOBAL_AVG_BACKWARD, params, &[dy, dx])
+    let params = global_params("global_avg_pool_backward", dx, dy)?;
+    launch_flat(step, &GLOBAL_AVG_BACKWARD, params, 1, dx.numel(), &[dy, dx])
 }
 
 pub mod reference {
@@ -271,12 +340,22 @@ impl OpCase for PoolCase {
     fn backward_ref(&self, x: &[Vec<f64>], dy: &[f64]) -> Vec<Vec<f64>> {
         vec![reference::pool_backward(&x[0], self.shape, dy, &self.p)]
     }
+    /// Max pooling saves its argmax, as training does; `backward` without it is covered by
+    /// tests/pool.rs.
     fn forward(&self, step: &mut Step, x: &[Tensor], y: &Tensor) -> Result<Vec<Tensor>> {
+        if self.p.kind == PoolKind::Max {
+            let argmax = Tensor::empty(step.gpu(), &y.shape);
+            forward_with_argmax(step, &x[0], &self.p, y, &argmax)?;
+            return Ok(vec![argmax]);
+        }
         forward(step, &x[0], &self.p, y)?;
         Ok(vec![])
     }
-    fn backward(&self, step: &mut Step, x: &[Tensor], _y: &Tensor, _s: &[Tensor], dy: &Tensor, _wrt: usize, dx: &Tensor) -> Result<()> {
-        backward(step, &x[0], dy, &self.p, dx)
+    fn backward(&self, step: &mut Step, x: &[Tensor], _y: &Tensor, s: &[Tensor], dy: &Tensor, _wrt: usize, dx: &Tensor) -> Result<()> {
+        match s.first() {
+            Some(argmax) => backward_with_argmax(step, &x[0], dy, argmax, &self.p, dx),
+            None => backward(step, &x[0], dy, &self.p, dx),
+        }
     }
     /// One comparison or add per window cell of every output, in either direction.
     fn flops(&self, _pass: Pass) -> f64 {
@@ -286,8 +365,8 @@ impl OpCase for PoolCase {
         let (nx, ny) = (numel(&self.shape) as f64, numel(&self.output()) as f64);
         match (pass, self.p.kind) {
             (Pass::Forward, _) => 4.0 * (nx + ny),
-            // Reads x again to find each window's maximum.
-            (_, PoolKind::Max) => 4.0 * (2.0 * nx + ny),
+            // Reads dy and the saved argmax.
+            (_, PoolKind::Max) => 4.0 * (nx + 2.0 * ny),
             (_, PoolKind::Avg) => 4.0 * (nx + ny),
         }
     }
@@ -341,6 +420,9 @@ fn pool_test_cases(kind: PoolKind) -> Vec<Box<dyn OpCase>> {
         // No padding, and a stride larger than the window (some inputs get no gradient).
         PoolCase::boxed([1, 3, 8, 6], kind, 2, 2, 0),
         PoolCase::boxed([1, 3, 7, 7], kind, 2, 3, 1),
+        // Planes wider and taller than one 8x8 workgroup tile, not multiples of it.
+        PoolCase::boxed([1, 2, 11, 19], kind, 3, 1, 1),
+        PoolCase::boxed([2, 1, 19, 10], kind, 3, 2, 1),
     ]
 }
 
