@@ -140,3 +140,17 @@ fn reads_are_ordered_with_later_reuse_of_the_buffer() {
     assert_eq!(out.f32s(h), vec![7.0]);
     assert_eq!(out.f32s(h2), vec![-1.0]);
 }
+
+/// A timed step with several compute passes (copies split them) times all of them.
+#[test]
+fn timed_step_with_three_passes() {
+    let gpu = test_gpu();
+    let (a, b) = (Tensor::empty(&gpu, &[64]), Tensor::empty(&gpu, &[64]));
+    let mut step = gpu.step().timed();
+    for _ in 0..3 {
+        elementwise::fill(&mut step, &a, 1.0).unwrap();
+        step.copy(&a.buf, 0, &b.buf, 0, 256);
+    }
+    let out = step.submit().unwrap();
+    assert!(!gpu.timestamps || out.gpu_ms.is_some());
+}

@@ -236,10 +236,13 @@ impl Step {
                     i += 1;
                 }
                 Command::Dispatch { .. } => {
-                    let timestamp_writes = timing.as_ref().map(|(set, _)| wgpu::ComputePassTimestampWrites {
+                    // Only the first pass writes the start and only the last the end; a middle
+                    // pass gets no timestamp writes at all (wgpu rejects writes naming none).
+                    let (first, last) = (pass_index == 0, pass_index + 1 == n_passes);
+                    let timestamp_writes = timing.as_ref().filter(|_| first || last).map(|(set, _)| wgpu::ComputePassTimestampWrites {
                         query_set: set,
-                        beginning_of_pass_write_index: (pass_index == 0).then_some(0),
-                        end_of_pass_write_index: (pass_index + 1 == n_passes).then_some(1),
+                        beginning_of_pass_write_index: first.then_some(0),
+                        end_of_pass_write_index: last.then_some(1),
                     });
                     let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes });
                     while let Some(Command::Dispatch { pipeline, label, offset, buffers, groups, .. }) = self.commands.get(i) {

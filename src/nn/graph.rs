@@ -35,7 +35,8 @@ enum Node {
     Conv { x: Var, y: Var, w: String, p: Conv2d },
     Bn { x: Var, y: Var, affine: Option<(String, String)>, mean: Tensor, inv_std: Tensor },
     Relu { x: Var, y: Var },
-    Pool { x: Var, y: Var, p: Pool2d },
+    /// `argmax`: the max-pool forward's saved window maxima (None for average pooling).
+    Pool { x: Var, y: Var, p: Pool2d, argmax: Option<Tensor> },
     Gap { x: Var, y: Var },
     Linear { x: Var, y: Var, w: String, b: String },
     Add { a: Var, b: Var, y: Var },
@@ -204,9 +205,19 @@ impl<'a> Graph<'a> {
         let ys = pool::out_shape(self.shape(x), &p)?;
         let y = self.out(ys);
         if let Some(step) = self.step.as_mut() {
-            pool::forward(step, self.vals[x.0].t.as_ref().unwrap(), &p, self.vals[y.0].t.as_ref().unwrap())?;
-            if self.mode == Mode::Train {
-                self.tape.push(Node::Pool { x, y, p });
+            let (xt, yt) = (self.vals[x.0].t.as_ref().unwrap(), self.vals[y.0].t.as_ref().unwrap());
+            let train = self.mode == Mode::Train;
+            // Training max pools save where each maximum was, so backward need not search again.
+            let argmax = if train && p.kind == pool::PoolKind::Max {
+                let a = Tensor::empty(step.gpu(), &yt.shape);
+                pool::forward_with_argmax(step, xt, &p, yt, &a)?;
+                Some(a)
+            } else {
+                pool::forward(step, xt, &p, yt)?;
+                None
+            };
+            if train {
+                self.tape.push(Node::Pool { x, y, p, argmax });
             }
         }
         Ok(y)
@@ -373,9 +384,12 @@ impl<'a> Graph<'a> {
                     elementwise::relu_backward(self.step.as_mut().unwrap(), &xt, &dy, &dx)?;
                     self.add_grad(*x, dx)?;
                 }
-                Node::Pool { x, p, .. } => {
+                Node::Pool { x, p, argmax, .. } => {
                     let (dx, xt) = (self.new_like(*x), self.t(*x));
-                    pool::backward(self.step.as_mut().unwrap(), &xt, &dy, p, &dx)?;
+                    match argmax {
+                        Some(a) => pool::backward_with_argmax(self.step.as_mut().unwrap(), &xt, &dy, a, p, &dx)?,
+                        None => pool::backward(self.step.as_mut().unwrap(), &xt, &dy, p, &dx)?,
+                    }
                     self.add_grad(*x, dx)?;
                 }
                 Node::Gap { x, .. } => {
