@@ -113,11 +113,11 @@ pub struct SearchArgs {
 /// adapter on the embedded data (docs/RESULTS.md has the measured time).
 pub fn default_search() -> SearchConfig {
     SearchConfig {
-        data: DataConfig { path: None, val_count: 500, train_limit: 0 },
+        data: DataConfig { path: None, val_count: 300, train_limit: 2000 },
         net: NetConfig { in_channels: 1, classes: 10, channels: 8, layers: 5, nodes: 4, supernet: true },
         space: SearchSpace::default(),
         train: TrainConfig {
-            epochs: 3,
+            epochs: 2,
             batch_size: 64,
             lr: 0.05,
             lr_min: 0.001,
@@ -129,8 +129,8 @@ pub fn default_search() -> SearchConfig {
         },
         sampling: Sampling::Uniform,
         strategy: "evolution".into(),
-        budget: 60,
-        eval: EvalConfig { recalibration_batches: 4, batch_size: 100 },
+        budget: 20,
+        eval: EvalConfig { recalibration_batches: 2, batch_size: 100 },
         resume_ignore: json!({}),
     }
 }
@@ -227,10 +227,10 @@ pub fn search(gpu: &Arc<Gpu>, a: &SearchArgs) -> Result<()> {
     }
     let summary = run_search(gpu, &cfg, &out, resume, a.quiet)?;
     println!(
-        "supernet: {} epochs in {:.1}s; search: {} candidates ({} evaluated now) in {:.1}s",
+        "supernet: {} epochs in {:.1}s; search: {} candidates ({} evaluated in this run, repeats reuse their score) in {:.1}s",
         summary.epochs.len(),
         summary.train_seconds,
-        summary.top.len().min(cfg.budget),
+        summary.candidates,
         summary.evaluated,
         summary.search_seconds
     );

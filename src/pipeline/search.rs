@@ -62,7 +62,10 @@ pub struct SearchSummary {
     pub epochs: Vec<EpochMetrics>,
     pub train_seconds: f64,
     pub search_seconds: f64,
+    /// Candidates evaluated in this invocation (a resumed run replays the others).
     pub evaluated: usize,
+    /// Candidates in the history, replayed ones included.
+    pub candidates: usize,
 }
 
 pub fn run_search(gpu: &Arc<Gpu>, cfg: &SearchConfig, out: &Path, resume: bool, quiet: bool) -> Result<SearchSummary> {
@@ -180,5 +183,6 @@ pub fn run_search(gpu: &Arc<Gpu>, cfg: &SearchConfig, out: &Path, resume: bool, 
         write_json_atomic(&run.best_json_path(), &best_json)?;
         write_atomic(&run.best_genotype_path(), format!("{}\n", best.genotype).as_bytes())?;
     }
-    Ok(SearchSummary { top, epochs, train_seconds, search_seconds, evaluated })
+    let candidates = history.entries().len();
+    Ok(SearchSummary { top, epochs, train_seconds, search_seconds, evaluated, candidates })
 }
