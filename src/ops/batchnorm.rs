@@ -25,8 +25,9 @@ const BACKWARD_PARTIAL: Kernel = kernel!("batchnorm.wgsl", "backward_partial", [
 const BACKWARD_FINAL: Kernel = kernel!("batchnorm.wgsl", "backward_final", [4: Read, 6: Read, 8: Read, 11: ReadWrite]);
 const BACKWARD_DX: Kernel = kernel!("batchnorm.wgsl", "backward_dx", [1: Read, 2: Read, 12: Read, 13: ReadWrite]);
 
-/// Elements per invocation in the per-element passes. Measured on lavapipe, batch_norm_eval
-/// (normalize) at [64,16,28,28]: 1 -> 16.6 ms, 4 -> 9.0, 8 -> 6.4, 16 -> 7.9.
+/// Elements per invocation in the per-element passes. One lavapipe run of batch_norm_eval
+/// (mostly normalize) at [64,16,28,28] with this code: 1 -> 16.6 ms, 4 -> 9.0, 8 -> 6.4,
+/// 16 -> 7.9 (a loaded machine; see docs/PERFORMANCE.md for the before/after medians).
 const PER_INVOCATION: u32 = 8;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
