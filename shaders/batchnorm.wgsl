@@ -165,12 +165,53 @@ fn eval_coef(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
     coef[p.c + c] = b;
 }
 
+// Per-element passes: each invocation handles K contiguous elements (on lavapipe the
+// per-invocation overhead and the integer divisions that find the channel dominate), finding the
+// channel once and then stepping it along, with a reload of the coefficients only when the run
+// crosses into the next plane.
+override K: u32 = 8u;
+
+// Plane position of flat element i: s within the plane, c the channel.
+struct Plane {
+    s: u32,
+    c: u32,
+}
+
+fn plane_of(i: u32) -> Plane {
+    let q = i / p.hw;
+    return Plane(i - q * p.hw, q % p.c);
+}
+
+fn plane_next(pl: Plane) -> Plane {
+    var r = Plane(pl.s + 1u, pl.c);
+    if (r.s == p.hw) {
+        r.s = 0u;
+        r.c = select(pl.c + 1u, 0u, pl.c + 1u == p.c);
+    }
+    return r;
+}
+
 @compute @workgroup_size(WG)
 fn normalize(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i = flat_id(wid, nwg, lid);
-    if (i >= p.total) { return; }
-    let c = (i / p.hw) % p.c;
-    out[i] = (x[i] - coef_in[2u * p.c + c]) * coef_in[c] + coef_in[p.c + c];
+    let i0 = flat_id(wid, nwg, lid) * K;
+    if (i0 >= p.total) { return; }
+    var pl = plane_of(i0);
+    var c = pl.c;
+    var sc = coef_in[c];
+    var sh = coef_in[p.c + c];
+    var mu = coef_in[2u * p.c + c];
+    for (var k = 0u; k < K; k++) {
+        let i = i0 + k;
+        if (i >= p.total) { break; }
+        if (pl.c != c) {
+            c = pl.c;
+            sc = coef_in[c];
+            sh = coef_in[p.c + c];
+            mu = coef_in[2u * p.c + c];
+        }
+        out[i] = (x[i] - mu) * sc + sh;
+        pl = plane_next(pl);
+    }
 }
 
 // Backward stage 1: part[g] = sum dy and part[C * parts + g] = sum dy * (x - mean) over
@@ -223,10 +264,26 @@ fn backward_final(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
 
 @compute @workgroup_size(WG)
 fn backward_dx(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i = flat_id(wid, nwg, lid);
-    if (i >= p.total) { return; }
+    let i0 = flat_id(wid, nwg, lid) * K;
+    if (i0 >= p.total) { return; }
     let C = p.c;
-    let c = (i / p.hw) % C;
-    let d = dy[i] - coef_in[3u * C + c] - (x[i] - coef_in[5u * C + c]) * coef_in[4u * C + c];
-    out[i] = coef_in[2u * C + c] * d;
+    var pl = plane_of(i0);
+    var c = pl.c;
+    var kc = coef_in[2u * C + c];
+    var ac = coef_in[3u * C + c];
+    var bc = coef_in[4u * C + c];
+    var mu = coef_in[5u * C + c];
+    for (var k = 0u; k < K; k++) {
+        let i = i0 + k;
+        if (i >= p.total) { break; }
+        if (pl.c != c) {
+            c = pl.c;
+            kc = coef_in[2u * C + c];
+            ac = coef_in[3u * C + c];
+            bc = coef_in[4u * C + c];
+            mu = coef_in[5u * C + c];
+        }
+        out[i] = kc * (dy[i] - ac - (x[i] - mu) * bc);
+        pl = plane_next(pl);
+    }
 }

@@ -1,5 +1,10 @@
-// Elementwise ops over flat f32 buffers. Every entry point is 1-D: one invocation per element,
-// grid folded by the host (Gpu::grid), so `i >= p.n` guards the tail.
+// Elementwise ops over flat f32 buffers. Every entry point is 1-D; each invocation handles K
+// elements (fewer invocations: on lavapipe the per-invocation and per-load overhead, not the
+// memory, limits these kernels). The grid covers ceil(n / K) invocations, folded by the host
+// (Gpu::grid); every element is guarded by `i < p.n`, so nothing past n is written.
+
+// Invocation g handles elements g*K .. g*K+K-1.
+override K: u32 = 8u;
 
 struct Params {
     n: u32,
@@ -14,48 +19,64 @@ struct Params {
 // Second read operand for binary ops (add, relu_backward).
 @group(0) @binding(3) var<storage, read> b: array<f32>;
 
+fn first(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
+    return flat_id(wid, nwg, lid) * K;
+}
+
 @compute @workgroup_size(WG)
 fn relu_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i = flat_id(wid, nwg, lid);
-    if (i >= p.n) { return; }
-    out[i] = max(a[i], 0.0);
+    let i0 = first(wid, nwg, lid);
+    for (var k = 0u; k < K; k++) {
+        let i = i0 + k;
+        if (i < p.n) { out[i] = max(a[i], 0.0); }
+    }
 }
 
 // dx = dy where x > 0 (a = x, b = dy). The gradient at exactly 0 is taken as 0, like PyTorch.
 @compute @workgroup_size(WG)
 fn relu_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i = flat_id(wid, nwg, lid);
-    if (i >= p.n) { return; }
-    out[i] = select(0.0, b[i], a[i] > 0.0);
+    let i0 = first(wid, nwg, lid);
+    for (var k = 0u; k < K; k++) {
+        let i = i0 + k;
+        if (i < p.n) { out[i] = select(0.0, b[i], a[i] > 0.0); }
+    }
 }
 
 @compute @workgroup_size(WG)
 fn add(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i = flat_id(wid, nwg, lid);
-    if (i >= p.n) { return; }
-    out[i] = a[i] + b[i];
+    let i0 = first(wid, nwg, lid);
+    for (var k = 0u; k < K; k++) {
+        let i = i0 + k;
+        if (i < p.n) { out[i] = a[i] + b[i]; }
+    }
 }
 
 // out += a: summing the gradients of a value that feeds several consumers.
 @compute @workgroup_size(WG)
 fn accumulate(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i = flat_id(wid, nwg, lid);
-    if (i >= p.n) { return; }
-    out[i] = out[i] + a[i];
+    let i0 = first(wid, nwg, lid);
+    for (var k = 0u; k < K; k++) {
+        let i = i0 + k;
+        if (i < p.n) { out[i] = out[i] + a[i]; }
+    }
 }
 
 // out = value (zero op, gradient reset).
 @compute @workgroup_size(WG)
 fn fill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i = flat_id(wid, nwg, lid);
-    if (i >= p.n) { return; }
-    out[i] = p.value;
+    let i0 = first(wid, nwg, lid);
+    for (var k = 0u; k < K; k++) {
+        let i = i0 + k;
+        if (i < p.n) { out[i] = p.value; }
+    }
 }
 
 // out = a * value (scaling, e.g. gradient clipping).
 @compute @workgroup_size(WG)
 fn scale(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i = flat_id(wid, nwg, lid);
-    if (i >= p.n) { return; }
-    out[i] = a[i] * p.value;
+    let i0 = first(wid, nwg, lid);
+    for (var k = 0u; k < K; k++) {
+        let i = i0 + k;
+        if (i < p.n) { out[i] = a[i] * p.value; }
+    }
 }

@@ -25,6 +25,11 @@ const BACKWARD_PARTIAL: Kernel = kernel!("batchnorm.wgsl", "backward_partial", [
 const BACKWARD_FINAL: Kernel = kernel!("batchnorm.wgsl", "backward_final", [4: Read, 6: Read, 8: Read, 11: ReadWrite]);
 const BACKWARD_DX: Kernel = kernel!("batchnorm.wgsl", "backward_dx", [1: Read, 2: Read, 12: Read, 13: ReadWrite]);
 
+/// Elements per invocation in the per-element passes. One lavapipe run of batch_norm_eval
+/// (mostly normalize) at [64,16,28,28] with this code: 1 -> 16.6 ms, 4 -> 9.0, 8 -> 6.4,
+/// 16 -> 7.9 (a loaded machine; see docs/PERFORMANCE.md for the before/after medians).
+const PER_INVOCATION: u32 = 8;
+
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct BatchNorm {
     pub eps: f32,
@@ -108,6 +113,15 @@ impl Geometry {
         self.dispatch(step, k, self.c, bufs)
     }
 
+    /// The per-element passes (normalize, backward_dx): PER_INVOCATION elements each.
+    fn dispatch_elements(&self, step: &mut Step, k: &Kernel, n: usize, bufs: &[&Tensor]) -> Result<()> {
+        let wg = step.gpu().wg1d();
+        let per = PER_INVOCATION;
+        let groups = step.gpu().grid((n as u32).div_ceil(per), wg);
+        let bufs: Vec<_> = bufs.iter().map(|t| &t.buf).collect();
+        step.dispatch(k, &[("WG", wg as f64), ("K", per as f64)], &self.params, &bufs, groups)
+    }
+
     fn dispatch(&self, step: &mut Step, k: &Kernel, n: usize, bufs: &[&Tensor]) -> Result<()> {
         let wg = step.gpu().wg1d();
         let groups = step.gpu().grid(n as u32, wg);
@@ -182,7 +196,7 @@ pub fn forward_train(
     g.dispatch_per_channel(step, &MEAN_FINAL, &[x, &part, save_mean])?;
     g.dispatch(step, &SQ_PARTIAL, chunks, &[x, save_mean, &part])?;
     g.dispatch_per_channel(step, &VAR_FINAL, &[&part, save_mean, save_inv_std, running_mean, running_var, &coef])?;
-    g.dispatch(step, &NORMALIZE, x.numel(), &[x, &coef, y])
+    g.dispatch_elements(step, &NORMALIZE, x.numel(), &[x, &coef, y])
 }
 
 /// Evaluation mode: running statistics.
@@ -207,7 +221,7 @@ pub fn forward_eval(
     copy_affine(step, g.c, gamma, beta, &coef);
     step.copy(&running_mean.buf, 0, &coef.buf, 8 * g.c as u64, 4 * g.c as u64);
     g.dispatch_per_channel(step, &EVAL_COEF, &[running_var, &coef])?;
-    g.dispatch(step, &NORMALIZE, x.numel(), &[x, &coef, y])
+    g.dispatch_elements(step, &NORMALIZE, x.numel(), &[x, &coef, y])
 }
 
 /// Backward in training mode. dgamma/dbeta written when given (affine).
@@ -245,7 +259,7 @@ pub fn backward(
     }
     g.dispatch(step, &BACKWARD_PARTIAL, g.c * g.parts(), &[x, dy, save_mean, &part])?;
     g.dispatch_per_channel(step, &BACKWARD_FINAL, &[&part, save_mean, save_inv_std, &coef])?;
-    g.dispatch(step, &BACKWARD_DX, x.numel(), &[x, dy, &coef, dx])?;
+    g.dispatch_elements(step, &BACKWARD_DX, x.numel(), &[x, dy, &coef, dx])?;
     if let Some(db) = dbeta {
         step.copy(&coef.buf, 0, &db.buf, 0, bytes);
     }
