@@ -16,7 +16,7 @@ pub fn read_spec(path: &Path) -> Result<Spec> {
 /// `text` as a JSON spec when it starts with `{`, else as DARTS genotype text.
 pub fn parse_spec(text: &str, path: &Path) -> Result<Spec> {
     let spec = if text.trim_start().starts_with('{') {
-        Spec::from_json(&text)
+        Spec::from_json(text)
     } else {
         Genotype::from_darts(text.trim()).map(Spec::new)
     };

@@ -56,7 +56,7 @@ impl AdapterSummary {
             max_invocations_per_workgroup: l.max_compute_invocations_per_workgroup,
             max_workgroup_size_x: l.max_compute_workgroup_size_x,
             max_workgroups_per_dimension: l.max_compute_workgroups_per_dimension,
-            max_storage_binding_bytes: l.max_storage_buffer_binding_size as u64,
+            max_storage_binding_bytes: l.max_storage_buffer_binding_size,
             max_buffer_bytes: l.max_buffer_size,
             subgroup_min_size: info.subgroup_min_size,
             subgroup_max_size: info.subgroup_max_size,

@@ -218,7 +218,7 @@ impl Step {
                 }
                 Command::Dispatch { pipeline, shader, label, offset, buffers, groups } if profiling => {
                     let k = prof_labels.len();
-                    if k % PROFILE_SET == 0 {
+                    if k.is_multiple_of(PROFILE_SET) {
                         prof_sets.push(dev.create_query_set(&wgpu::QuerySetDescriptor { label: None, ty: wgpu::QueryType::Timestamp, count: 2 * PROFILE_SET as u32 }));
                     }
                     let at = 2 * (k % PROFILE_SET) as u32;

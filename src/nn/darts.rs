@@ -28,7 +28,7 @@ pub struct NetConfig {
 impl NetConfig {
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Invalid(m));
-        if self.channels == 0 || self.channels % 2 != 0 {
+        if self.channels == 0 || !self.channels.is_multiple_of(2) {
             return bad(format!("channels must be a positive even number (FactorizedReduce halves them), got {}", self.channels));
         }
         if self.layers < 3 {
@@ -72,7 +72,7 @@ fn dw_pw_bn(g: &mut Graph, x: Var, name: &str, k: usize, stride: usize, dilation
 /// ReLU; two 1x1 stride-2 convs (the second on the input shifted by one pixel); concat; BN.
 pub fn factorized_reduce(g: &mut Graph, x: Var, name: &str, cout: usize, affine: bool) -> Result<Var> {
     let s = g.shape(x).to_vec();
-    if s[2] % 2 != 0 || s[3] % 2 != 0 {
+    if !s[2].is_multiple_of(2) || !s[3].is_multiple_of(2) {
         return Err(Error::Shape { op: "factorized_reduce", message: format!("{name}: needs even height and width, got {}x{}", s[2], s[3]) });
     }
     let r = g.relu(x)?;

@@ -145,7 +145,7 @@ impl<'a> Graph<'a> {
 
     pub fn conv(&mut self, x: Var, name: &str, cout: usize, k: usize, p: Conv2d) -> Result<Var> {
         let cin = self.shape(x)[1];
-        if cin % p.groups != 0 {
+        if !cin.is_multiple_of(p.groups) {
             return Err(Error::Shape { op: "conv", message: format!("{name}: {cin} channels, {} groups", p.groups) });
         }
         let ws = [cout, cin / p.groups, k, k];

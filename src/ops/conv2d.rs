@@ -319,21 +319,21 @@ pub fn pointwise_weight_chunks(x: &[usize], cout: usize) -> usize {
 /// does not fit the adapter's limits, so the caller falls back to the general kernel.
 fn gemm(step: &mut Step, mut q: GemmParams, batches: usize, bufs: [&Tensor; 3]) -> Result<bool> {
     // gemm4's tile has 8 rows; the scalar gemm's shrinks to the matrix.
-    let k4 = q.k % 4 == 0 && q.kchunk % 4 == 0 && q.a_batch % 4 == 0 && q.b_batch % 4 == 0;
+    let k4 = q.k.is_multiple_of(4) && q.kchunk.is_multiple_of(4) && q.a_batch.is_multiple_of(4) && q.b_batch.is_multiple_of(4);
     let av = if !k4 {
         0
-    } else if q.sak == 1 && q.sam % 4 == 0 {
+    } else if q.sak == 1 && q.sam.is_multiple_of(4) {
         1
-    } else if q.sam == 1 && q.sak % 4 == 0 && q.m % 4 == 0 {
+    } else if q.sam == 1 && q.sak.is_multiple_of(4) && q.m.is_multiple_of(4) {
         2
     } else {
         0
     };
     let mt = if av > 0 { GEMM_ROWS } else { GEMM_ROWS.min(q.m as usize) };
     q.mtiles = (q.m as usize).div_ceil(mt) as u32;
-    let bv = if q.sbj == 1 && q.sbk % 4 == 0 {
+    let bv = if q.sbj == 1 && q.sbk.is_multiple_of(4) {
         1
-    } else if q.sbk == 1 && q.sbj % 4 == 0 {
+    } else if q.sbk == 1 && q.sbj.is_multiple_of(4) {
         2
     } else {
         0

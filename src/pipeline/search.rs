@@ -128,7 +128,7 @@ pub fn run_search(gpu: &Arc<Gpu>, cfg: &SearchConfig, out: &Path, resume: bool, 
 
     // Search: replay what history.jsonl already has, then evaluate the rest of the budget.
     let mut strategy = strategy_from_name(&cfg.strategy, cfg.space.clone(), cfg.train.seed, cfg.budget)?;
-    let mut history = History::open(&run.history_path())?;
+    let mut history = History::open(run.history_path())?;
     if let Some(w) = history.warning() {
         eprintln!("warning: {w}");
     }
