@@ -23,51 +23,57 @@ pub struct DataArgs {
     /// Folder with IDX (MNIST, Fashion-MNIST, KMNIST) or CIFAR-10 binary files [default: the embedded Fashion-MNIST subset].
     #[arg(long)]
     pub data: Option<PathBuf>,
-    /// Training images held out for validation.
+    /// Training images held out for validation [search: 300, train: 0].
     #[arg(long)]
     pub val: Option<usize>,
-    /// Train on only the first N training images (0 = all).
+    /// Train on only the first N training images, 0 = all [search: 2000, train: 0].
     #[arg(long)]
     pub train_limit: Option<usize>,
 }
 
 #[derive(Args, Debug, Default)]
 pub struct TrainArgs {
+    /// Training epochs [search: 2, train: 10].
     #[arg(long)]
     pub epochs: Option<usize>,
+    /// Images per step [64].
     #[arg(long)]
     pub batch_size: Option<usize>,
-    /// Peak learning rate (cosine-annealed to --lr-min).
+    /// Peak learning rate, cosine-annealed to --lr-min [0.05].
     #[arg(long)]
     pub lr: Option<f32>,
+    /// Final learning rate of the cosine schedule [search: 0.001, train: 0].
     #[arg(long)]
     pub lr_min: Option<f32>,
+    /// SGD momentum [0.9].
     #[arg(long)]
     pub momentum: Option<f32>,
+    /// L2 weight decay [3e-4].
     #[arg(long)]
     pub weight_decay: Option<f32>,
-    /// Global gradient-norm clip (0 = off).
+    /// Global gradient-norm clip, 0 = off [5].
     #[arg(long)]
     pub grad_clip: Option<f32>,
+    /// Seed of every random choice: split, init, batches, paths, augmentation, search [1].
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Random-crop padding in pixels (0 = off).
+    /// Random-crop padding in pixels, 0 = off [2].
     #[arg(long)]
     pub crop: Option<u32>,
-    /// Random horizontal flips (true/false).
+    /// Random horizontal flips [true].
     #[arg(long)]
     pub flip: Option<bool>,
-    /// Cutout square side (0 = off).
+    /// Cutout square side, 0 = off [0].
     #[arg(long)]
     pub cutout: Option<u32>,
 }
 
 #[derive(Args, Debug, Default)]
 pub struct NetArgs {
-    /// Channels of the first cells (doubled at each reduction).
+    /// Channels of the first cells, doubled at each reduction [search: 8, train: 16].
     #[arg(long)]
     pub channels: Option<usize>,
-    /// Cells; reductions at layers/3 and 2*layers/3.
+    /// Cells; reductions at layers/3 and 2*layers/3 [search: 5, train: 8].
     #[arg(long)]
     pub layers: Option<usize>,
 }
@@ -80,22 +86,22 @@ pub struct SearchArgs {
     pub net: NetArgs,
     #[command(flatten)]
     pub train: TrainArgs,
-    /// Intermediate nodes per cell.
+    /// Intermediate nodes per cell [4].
     #[arg(long)]
     pub nodes: Option<usize>,
-    /// Candidate ops, comma-separated DARTS names (e.g. sep_conv_3x3,max_pool_3x3,skip_connect).
+    /// Candidate ops, comma-separated DARTS names (e.g. sep_conv_3x3,max_pool_3x3,skip_connect) [all 7].
     #[arg(long, value_delimiter = ',')]
     pub ops: Option<Vec<String>>,
-    /// Path sampling while training the supernet: uniform (SPOS) or fair (FairNAS).
+    /// Path sampling while training the supernet: uniform (SPOS) or fair (FairNAS) [uniform].
     #[arg(long)]
     pub sampling: Option<String>,
-    /// Search strategy: random or evolution.
+    /// Search strategy: random or evolution [evolution].
     #[arg(long)]
     pub strategy: Option<String>,
-    /// Candidates to evaluate.
+    /// Candidates to evaluate [20].
     #[arg(long)]
     pub budget: Option<usize>,
-    /// Training batches used to recalibrate BN before a candidate is scored.
+    /// Training batches (of 100) used to recalibrate BN before a candidate is scored [2].
     #[arg(long)]
     pub recalibration_batches: Option<usize>,
     /// Run folder [default: runs/search-<seed>].
