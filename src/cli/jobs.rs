@@ -104,7 +104,7 @@ pub struct SearchArgs {
     /// Training batches (of 100) used to recalibrate BN before a candidate is scored [2].
     #[arg(long)]
     pub recalibration_batches: Option<usize>,
-    /// Run folder [default: runs/search-<seed>].
+    /// Run folder [default: runs/search-<seed>, or .2, .3, ... if that exists].
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Continue the run in this folder from its last checkpoint and history.
@@ -139,6 +139,16 @@ pub fn default_search() -> SearchConfig {
         eval: EvalConfig { recalibration_batches: 2, batch_size: 100 },
         resume_ignore: json!({}),
     }
+}
+
+/// `base`, or `base.2`, `base.3`, ... : the first that does not exist yet, so running the same
+/// command twice without `--out` starts a second run instead of failing.
+fn fresh_dir(base: &str) -> PathBuf {
+    let first = PathBuf::from(base);
+    if !first.exists() {
+        return first;
+    }
+    (2..).map(|i| PathBuf::from(format!("{base}.{i}"))).find(|p| !p.exists()).expect("some name is free")
 }
 
 fn apply_train(t: &mut TrainConfig, a: &TrainArgs) {
@@ -214,7 +224,7 @@ pub fn search(gpu: &Arc<Gpu>, a: &SearchArgs) -> Result<()> {
         cfg.net.in_channels = c;
         cfg.net.classes = classes;
     }
-    let out = if resume { out } else { a.out.clone().unwrap_or_else(|| PathBuf::from(format!("runs/search-{}", cfg.train.seed))) };
+    let out = if resume { out } else { a.out.clone().unwrap_or_else(|| fresh_dir(&format!("runs/search-{}", cfg.train.seed))) };
     cfg.resume_ignore = json!({ "adapter": gpu.info.name, "backend": gpu.info.backend, "out": out });
     if !a.quiet {
         eprintln!(
@@ -256,7 +266,7 @@ pub struct TrainCmdArgs {
     pub net: NetArgs,
     #[command(flatten)]
     pub train: TrainArgs,
-    /// Output folder [default: runs/train-<seed>].
+    /// Output folder [default: runs/train-<seed>, or .2, .3, ... if that exists].
     #[arg(long)]
     pub out: Option<PathBuf>,
     #[arg(long)]
@@ -282,7 +292,7 @@ pub fn train(gpu: &Arc<Gpu>, a: &TrainCmdArgs) -> Result<()> {
         augment: Augment { crop_padding: 2, flip: true, cutout: 0 },
     };
     apply_train(&mut train, &a.train);
-    let out = a.out.clone().unwrap_or_else(|| PathBuf::from(format!("runs/train-{}", train.seed)));
+    let out = a.out.clone().unwrap_or_else(|| fresh_dir(&format!("runs/train-{}", train.seed)));
     let cfg = StandaloneConfig { spec, data, net, train, eval_batch_size: 200, resume_ignore: json!({ "adapter": gpu.info.name, "out": out }) };
     if !a.quiet {
         eprintln!("cellnas train: {} cells x {} channels, {} epochs, adapter {}, output {}", cfg.net.layers, cfg.net.channels, cfg.train.epochs, gpu.info.name, out.display());
