@@ -36,14 +36,12 @@ pub fn load_tensors(path: &Path) -> Result<(Vec<NamedTensor>, BTreeMap<String, S
 /// wait, instead of one round trip per tensor (a supernet has hundreds of them).
 pub fn download_named(gpu: &Arc<Gpu>, named: &[(String, &Tensor)]) -> Result<Vec<NamedTensor>> {
     let mut step = gpu.step();
-    // An empty tensor has nothing to read, and a step with no reads brings nothing back.
-    let handles: Vec<_> =
-        named.iter().map(|(_, t)| (t.numel() > 0).then(|| step.read(&t.buf, 0, 4 * t.numel() as u64))).collect();
+    let handles: Vec<_> = named.iter().map(|(_, t)| step.read(&t.buf, 0, 4 * t.numel() as u64)).collect();
     let out = step.submit()?;
     Ok(named
         .iter()
         .zip(handles)
-        .map(|((name, t), h)| (name.clone(), t.shape.clone(), h.map(|h| out.f32s(h)).unwrap_or_default()))
+        .map(|((name, t), h)| (name.clone(), t.shape.clone(), out.f32s(h)))
         .collect())
 }
 
