@@ -16,6 +16,10 @@ type Free = Arc<Mutex<HashMap<(std::thread::ThreadId, u64), Vec<wgpu::Buffer>>>>
 pub(crate) struct Pool {
     free: Free,
     created: Mutex<u64>,
+    /// Uniform buffers for steps' parameter arenas, power-of-two sizes. A step owns one from
+    /// record to submit; after the submit it may be rewritten, because queue writes are
+    /// ordered after work already submitted.
+    uniforms: Mutex<Vec<wgpu::Buffer>>,
 }
 
 struct Inner {
@@ -64,7 +68,31 @@ impl Gpu {
         Buffer(Arc::new(Inner { raw, size, free: self.pool.free.clone() }))
     }
 
-    /// Buffers created since the device was opened (tests use it to prove reuse).
+    /// A uniform buffer of at least `bytes` for a step's parameters (reused across steps).
+    pub(crate) fn take_uniform(&self, bytes: u64) -> wgpu::Buffer {
+        let size = bytes.next_power_of_two();
+        let mut u = self.pool.uniforms.lock().unwrap();
+        match u.iter().position(|b| b.size() == size) {
+            Some(i) => u.swap_remove(i),
+            None => {
+                *self.pool.created.lock().unwrap() += 1;
+                self.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("params"),
+                    size,
+                    usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                })
+            }
+        }
+    }
+
+    /// Hand a step's parameter buffer back once its commands are submitted.
+    pub(crate) fn give_uniform(&self, b: wgpu::Buffer) {
+        self.pool.uniforms.lock().unwrap().push(b);
+    }
+
+    /// Buffers (storage and parameter uniforms) created since the device was opened (tests use
+    /// it to prove reuse).
     pub fn buffers_created(&self) -> u64 {
         *self.pool.created.lock().unwrap()
     }

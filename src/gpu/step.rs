@@ -182,12 +182,7 @@ impl Step {
         let validation = dev.push_error_scope(wgpu::ErrorFilter::Validation);
         let oom = dev.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
 
-        let params = dev.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("params"),
-            size: (self.params.len() as u64).max(PARAMS_BYTES),
-            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
+        let params = gpu.take_uniform((self.params.len() as u64).max(PARAMS_BYTES));
         if !self.params.is_empty() {
             gpu.queue.write_buffer(&params, 0, &self.params);
         }
@@ -285,6 +280,7 @@ impl Step {
             })
             .collect();
         gpu.queue.submit([enc.finish()]);
+        gpu.give_uniform(params);
         if !prof_staging.is_empty() {
             for (st, _) in &prof_staging {
                 st.slice(..).map_async(wgpu::MapMode::Read, |_| {});
