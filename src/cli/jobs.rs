@@ -8,6 +8,7 @@ use cellnas::data::Augment;
 use cellnas::gpu::Gpu;
 use cellnas::nn::darts::NetConfig;
 use cellnas::pipeline::data::DataConfig;
+use cellnas::pipeline::JobOptions;
 use cellnas::pipeline::search::{run_search, SearchConfig};
 use cellnas::pipeline::standalone::{run_train, StandaloneConfig};
 use cellnas::space::{Op, SearchSpace};
@@ -113,6 +114,9 @@ pub struct SearchArgs {
     /// No progress bars or per-epoch lines.
     #[arg(long)]
     pub quiet: bool,
+    /// Minutes of training between mid-epoch checkpoints, 0 = only after each epoch [10].
+    #[arg(long, default_value_t = 10.0)]
+    pub checkpoint_minutes: f64,
 }
 
 /// The defaults of a search with no arguments: sized to finish in minutes on a CPU software
@@ -241,7 +245,8 @@ pub fn search(gpu: &Arc<Gpu>, a: &SearchArgs) -> Result<()> {
             out.display()
         );
     }
-    let summary = run_search(gpu, &cfg, &out, resume, a.quiet)?;
+    let job = JobOptions { resume, quiet: a.quiet, checkpoint_every: checkpoint_every(a.checkpoint_minutes)? };
+    let summary = run_search(gpu, &cfg, &out, &job)?;
     println!(
         "supernet: {} epochs in {:.1}s; search: {} candidates ({} evaluated in this run, repeats reuse their score) in {:.1}s",
         summary.epochs.len(),
@@ -257,9 +262,9 @@ pub fn search(gpu: &Arc<Gpu>, a: &SearchArgs) -> Result<()> {
 
 #[derive(Args, Debug)]
 pub struct TrainCmdArgs {
-    /// The architecture: a spec JSON file (docs/spec.md) or a file with DARTS genotype text.
+    /// The architecture: a spec JSON file (docs/spec.md) or a file with DARTS genotype text (required unless --resume).
     #[arg(long)]
-    pub spec: PathBuf,
+    pub spec: Option<PathBuf>,
     #[command(flatten)]
     pub data: DataArgs,
     #[command(flatten)]
@@ -269,35 +274,78 @@ pub struct TrainCmdArgs {
     /// Output folder [default: runs/train-<seed>, or .2, .3, ... if that exists].
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Continue the training run in this folder from its last checkpoint.
+    #[arg(long, conflicts_with = "out")]
+    pub resume: Option<PathBuf>,
+    /// No progress bars or per-epoch lines.
     #[arg(long)]
     pub quiet: bool,
+    /// Minutes of training between mid-epoch checkpoints, 0 = only after each epoch [10].
+    #[arg(long, default_value_t = 10.0)]
+    pub checkpoint_minutes: f64,
+}
+
+/// Mid-epoch checkpoint interval from a flag in minutes (0 = none).
+fn checkpoint_every(minutes: f64) -> Result<Option<std::time::Duration>> {
+    if !(minutes >= 0.0 && minutes.is_finite()) {
+        bail!("--checkpoint-minutes must be a number >= 0, got {minutes}");
+    }
+    Ok((minutes > 0.0).then(|| std::time::Duration::from_secs_f64(minutes * 60.0)))
 }
 
 pub fn train(gpu: &Arc<Gpu>, a: &TrainCmdArgs) -> Result<()> {
-    let spec = super::read_spec(&a.spec)?;
-    let mut data = DataConfig { path: None, val_count: 0, train_limit: 0 };
-    apply_data(&mut data, &a.data);
-    let (in_channels, classes) = data_shape(&data)?;
-    let nodes = spec.genotype.normal.nodes.len();
-    let net = NetConfig { in_channels, classes, channels: a.net.channels.unwrap_or(16), layers: a.net.layers.unwrap_or(8), nodes, supernet: false };
-    let mut train = TrainConfig {
-        epochs: 10,
-        batch_size: 64,
-        lr: 0.05,
-        lr_min: 0.0,
-        momentum: 0.9,
-        weight_decay: 3e-4,
-        grad_clip: 5.0,
-        seed: 1,
-        augment: Augment { crop_padding: 2, flip: true, cutout: 0 },
+    let spec = a.spec.as_ref().map(|p| super::read_spec(p)).transpose()?;
+    let (mut cfg, out, resume) = match &a.resume {
+        Some(dir) => {
+            let path = dir.join("config.json");
+            let text = std::fs::read_to_string(&path).with_context(|| format!("cannot resume: {} is not a cellnas run (no readable config.json)", dir.display()))?;
+            let cfg: StandaloneConfig = serde_json::from_str(&text).with_context(|| format!("{}: not a training config", path.display()))?;
+            (cfg, dir.clone(), true)
+        }
+        None => {
+            let Some(spec) = spec.clone() else { bail!("--spec FILE is required (or --resume DIR to continue a training run)") };
+            let nodes = spec.genotype.normal.nodes.len();
+            let net = NetConfig { in_channels: 1, classes: 10, channels: 16, layers: 8, nodes, supernet: false };
+            let data = DataConfig { path: None, val_count: 0, train_limit: 0 };
+            let train = TrainConfig {
+                epochs: 10,
+                batch_size: 64,
+                lr: 0.05,
+                lr_min: 0.0,
+                momentum: 0.9,
+                weight_decay: 3e-4,
+                grad_clip: 5.0,
+                seed: 1,
+                augment: Augment { crop_padding: 2, flip: true, cutout: 0 },
+            };
+            (StandaloneConfig { spec, data, net, train, eval_batch_size: 200, resume_ignore: json!({}) }, PathBuf::new(), false)
+        }
     };
-    apply_train(&mut train, &a.train);
-    let out = a.out.clone().unwrap_or_else(|| fresh_dir(&format!("runs/train-{}", train.seed)));
-    let cfg = StandaloneConfig { spec, data, net, train, eval_batch_size: 200, resume_ignore: json!({ "adapter": gpu.info.name, "out": out }) };
+    // On a resume, flags that are given must agree with the stored config (RunDir::resume
+    // lists any difference).
+    if let Some(s) = spec {
+        cfg.spec = s;
+    }
+    apply_data(&mut cfg.data, &a.data);
+    apply_train(&mut cfg.train, &a.train);
+    if let Some(c) = a.net.channels {
+        cfg.net.channels = c;
+    }
+    if let Some(l) = a.net.layers {
+        cfg.net.layers = l;
+    }
+    if !resume {
+        let (c, classes) = data_shape(&cfg.data)?;
+        cfg.net.in_channels = c;
+        cfg.net.classes = classes;
+    }
+    let out = if resume { out } else { a.out.clone().unwrap_or_else(|| fresh_dir(&format!("runs/train-{}", cfg.train.seed))) };
+    cfg.resume_ignore = json!({ "adapter": gpu.info.name, "out": out });
     if !a.quiet {
         eprintln!("cellnas train: {} cells x {} channels, {} epochs, adapter {}, output {}", cfg.net.layers, cfg.net.channels, cfg.train.epochs, gpu.info.name, out.display());
     }
-    let s = run_train(gpu, &cfg, &out, a.quiet)?;
+    let job = JobOptions { resume, quiet: a.quiet, checkpoint_every: checkpoint_every(a.checkpoint_minutes)? };
+    let s = run_train(gpu, &cfg, &out, &job)?;
     println!(
         "test accuracy {:.2}% (loss {:.4}); {} parameters, {:.1} MFLOPs per image; trained in {:.1}s; weights {}",
         100.0 * s.test_accuracy,

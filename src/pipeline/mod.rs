@@ -3,6 +3,7 @@
 //! records.
 
 pub mod data;
+pub mod fit;
 pub mod search;
 pub mod standalone;
 
@@ -19,4 +20,16 @@ pub(crate) fn bar(len: u64, prefix: &str, quiet: bool) -> indicatif::ProgressBar
     );
     pb.set_prefix(prefix.to_string());
     pb
+}
+
+/// How a job runs, as opposed to what it computes (that is the config): none of this changes a
+/// result, so it may differ between a run and its resume.
+#[derive(Clone, Debug, Default)]
+pub struct JobOptions {
+    /// Continue the run in the output folder instead of starting one.
+    pub resume: bool,
+    /// No progress bars or per-epoch lines.
+    pub quiet: bool,
+    /// Wall time between mid-epoch checkpoints (`None`: only after each epoch).
+    pub checkpoint_every: Option<std::time::Duration>,
 }

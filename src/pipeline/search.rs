@@ -8,11 +8,13 @@ use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::nn::darts::NetConfig;
 use crate::nn::params::name_seed;
-use crate::run::{append_jsonl, load_checkpoint, read_jsonl, save_checkpoint, write_atomic, write_json_atomic, RunDir};
+use super::fit::{fit, FitOptions};
+use super::JobOptions;
+use crate::run::{write_atomic, write_json_atomic, RunDir};
 use crate::search::{History, replay, rfc3339, strategy_from_name, top_k, HistoryEntry, Observation};
 use crate::space::{SearchSpace, Spec};
 use crate::supernet::{sample_paths, score, EvalConfig, Sampling};
-use crate::train::{train_epoch, EpochMetrics, Model, TrainConfig};
+use crate::train::{EpochMetrics, Model, TrainConfig};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde_json::json;
@@ -68,10 +70,11 @@ pub struct SearchSummary {
     pub candidates: usize,
 }
 
-pub fn run_search(gpu: &Arc<Gpu>, cfg: &SearchConfig, out: &Path, resume: bool, quiet: bool) -> Result<SearchSummary> {
+pub fn run_search(gpu: &Arc<Gpu>, cfg: &SearchConfig, out: &Path, job: &JobOptions) -> Result<SearchSummary> {
+    let quiet = job.quiet;
     cfg.validate()?;
     let cfg_json = serde_json::to_value(cfg).map_err(|e| Error::Invalid(format!("config: {e}")))?;
-    let run = if resume { RunDir::resume(out, &cfg_json)? } else { RunDir::create(out, &cfg_json)? };
+    let run = if job.resume { RunDir::resume(out, &cfg_json)? } else { RunDir::create(out, &cfg_json)? };
     if cfg.data.val_count == 0 {
         return Err(Error::Invalid("a search needs a validation split (val_count >= 1): candidates are scored on it".into()));
     }
@@ -84,47 +87,19 @@ pub fn run_search(gpu: &Arc<Gpu>, cfg: &SearchConfig, out: &Path, resume: bool, 
         )));
     }
 
-    // Supernet training, resumable per epoch.
+    // Supernet training, resumable (see fit.rs). Paths come from one generator per epoch,
+    // seeded by (seed, epoch), so a resumed epoch redraws the same paths.
     let mut model = Model::new(gpu, cfg.net.clone(), cfg.train.seed)?;
-    let mut start = 0;
-    if let Some((tensors, state)) = load_checkpoint(&run)? {
-        model.restore(&tensors)?;
-        start = state["epoch"].as_u64().unwrap_or(0) as usize;
-    }
-    // Drop metrics of epochs the checkpoint does not contain (killed between the two writes).
-    let (mut epochs, _) = read_jsonl::<EpochMetrics>(&run.metrics_path())?;
-    if epochs.len() != start {
-        epochs.retain(|m| m.epoch < start);
-        let text: String = epochs.iter().map(|m| serde_json::to_string(m).unwrap() + "\n").collect();
-        write_atomic(&run.metrics_path(), text.as_bytes())?;
-    }
-    let t_train = Instant::now();
-    for epoch in start..cfg.train.epochs {
-        let mut rng = ChaCha8Rng::seed_from_u64(name_seed(cfg.train.seed, &format!("epoch{epoch}.paths")));
-        let steps = data.train.n() / cfg.train.batch_size;
-        let pb = super::bar(steps as u64, &format!("epoch {}/{}", epoch + 1, cfg.train.epochs), quiet);
-        let t0 = Instant::now();
-        let m = train_epoch(
-            &mut model,
-            &data.train,
-            &cfg.train,
-            epoch,
-            &mut |_| sample_paths(&cfg.space, cfg.sampling, &mut rng),
-            &mut |done, _, loss, acc| {
-                pb.set_position(done as u64);
-                let ips = (done * cfg.train.batch_size) as f64 / t0.elapsed().as_secs_f64();
-                pb.set_message(format!("loss {loss:.3} acc {:.1}% {ips:.0} img/s", 100.0 * acc));
-            },
-        )?;
-        pb.finish_and_clear();
-        if !quiet {
-            eprintln!("epoch {:>3}: loss {:.4}  train acc {:.2}%  {:.0} img/s  {:.1}s", epoch + 1, m.loss, 100.0 * m.accuracy, m.images_per_s, m.seconds);
+    let mut rng: Option<(usize, ChaCha8Rng)> = None;
+    let opts = FitOptions { run: &run, checkpoint_every: job.checkpoint_every, quiet };
+    let epochs = fit(&mut model, &data.train, &cfg.train, &opts, &mut |epoch, _| {
+        if rng.as_ref().map(|r| r.0) != Some(epoch) {
+            rng = Some((epoch, ChaCha8Rng::seed_from_u64(name_seed(cfg.train.seed, &format!("epoch{epoch}.paths")))));
         }
-        save_checkpoint(&run, &model.download()?, &json!({ "epoch": epoch + 1, "metrics": m }))?;
-        append_jsonl(&run.metrics_path(), &m)?;
-        epochs.push(m);
-    }
-    let train_seconds = t_train.elapsed().as_secs_f64();
+        sample_paths(&cfg.space, cfg.sampling, &mut rng.as_mut().expect("just set").1)
+    })?;
+    // Training time over every process that ran it (a resumed run included).
+    let train_seconds: f64 = epochs.iter().map(|m| m.seconds).sum();
 
     // Search: replay what history.jsonl already has, then evaluate the rest of the budget.
     let mut strategy = strategy_from_name(&cfg.strategy, cfg.space.clone(), cfg.train.seed, cfg.budget)?;

@@ -3,7 +3,7 @@
 //! | file | what | written |
 //! | --- | --- | --- |
 //! | `config.json` | the run's config, as given at creation | once, atomically |
-//! | `supernet.safetensors` | the latest checkpoint's weights | atomically, before `state.json` |
+//! | `supernet.safetensors` (search), `checkpoint.safetensors` (train) | the latest checkpoint's weights, momentum, BN statistics | atomically, before `state.json` |
 //! | `state.json` | the latest checkpoint's state: epoch, weights hash, caller's state | atomically, last |
 //! | `metrics.jsonl` | one record per line (per step or epoch) | appended, fsynced |
 //! | `history.jsonl` | one record per evaluated architecture | appended, fsynced |
@@ -39,6 +39,8 @@ pub const RESUME_IGNORE: &str = "resume_ignore";
 #[derive(Clone, Debug)]
 pub struct RunDir {
     dir: PathBuf,
+    /// File name of the checkpoint's weights (a search's is its supernet).
+    checkpoint: &'static str,
 }
 
 impl RunDir {
@@ -46,7 +48,7 @@ impl RunDir {
     /// that already has files is refused, with a message that says whether it is another
     /// cellnas run (to resume, or delete) or something else (never written into).
     pub fn create(dir: &Path, config: &Value) -> Result<RunDir> {
-        let run = RunDir { dir: dir.to_path_buf() };
+        let run = RunDir { dir: dir.to_path_buf(), checkpoint: "supernet.safetensors" };
         let refuse = |message: String| Error::Config { path: dir.to_path_buf(), message };
         match fs::read_dir(dir) {
             Ok(mut entries) => {
@@ -77,7 +79,7 @@ impl RunDir {
     /// under `"resume_ignore"` keys); otherwise the error lists each differing field as
     /// `path: stored X, given Y`. Temp files left by a killed writer are removed.
     pub fn resume(dir: &Path, config: &Value) -> Result<RunDir> {
-        let run = RunDir { dir: dir.to_path_buf() };
+        let run = RunDir { dir: dir.to_path_buf(), checkpoint: "supernet.safetensors" };
         if !dir.is_dir() {
             return Err(Error::Config {
                 path: dir.to_path_buf(),
@@ -111,6 +113,12 @@ impl RunDir {
         Ok(run)
     }
 
+    /// Name the checkpoint's weights file (default `supernet.safetensors`).
+    pub fn with_checkpoint_file(mut self, name: &'static str) -> RunDir {
+        self.checkpoint = name;
+        self
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -118,7 +126,7 @@ impl RunDir {
         self.dir.join("config.json")
     }
     pub fn checkpoint_path(&self) -> PathBuf {
-        self.dir.join("supernet.safetensors")
+        self.dir.join(self.checkpoint)
     }
     pub fn state_path(&self) -> PathBuf {
         self.dir.join("state.json")

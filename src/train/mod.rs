@@ -140,39 +140,81 @@ pub fn train_step(model: &mut Model, data: &DeviceData, indices: &[u32], aug: &A
     Ok((loss, correct))
 }
 
-/// One epoch over `data`; `paths_for_step` gives the genotype(s) each step trains.
-/// `on_step(done, total, loss, acc)` drives a progress bar.
+/// Where an epoch stands: steps done and the running sums of its metrics. A checkpoint taken
+/// mid-epoch stores it, so a resumed epoch reports the same metrics as an uninterrupted one.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EpochProgress {
+    pub step: usize,
+    pub loss_sum: f64,
+    pub correct: u64,
+    pub seen: usize,
+    /// Training time of the steps done, over all the processes that ran them.
+    pub seconds: f64,
+    pub lr: f32,
+}
+
+impl EpochProgress {
+    pub fn loss(&self) -> f64 {
+        self.loss_sum / self.seen.max(1) as f64
+    }
+    pub fn accuracy(&self) -> f64 {
+        self.correct as f64 / self.seen.max(1) as f64
+    }
+}
+
+/// One epoch over `data`, from `start` (default: the beginning). `paths_for_step(i)` gives the
+/// genotype(s) step i trains; it is called for every step, the skipped ones of a resumed epoch
+/// included, so a caller drawing paths from a seeded generator stays in step.
+/// `after_step(model, progress, steps)` runs after each step (progress bars, checkpoints).
 #[allow(clippy::too_many_arguments)]
 pub fn train_epoch(
     model: &mut Model,
     data: &DeviceData,
     cfg: &TrainConfig,
     epoch: usize,
+    start: EpochProgress,
     paths_for_step: &mut dyn FnMut(usize) -> Vec<Genotype>,
-    on_step: &mut dyn FnMut(usize, usize, f64, f64),
+    after_step: &mut dyn FnMut(&Model, &EpochProgress, usize) -> Result<()>,
 ) -> Result<EpochMetrics> {
     let batches = epoch_batches(data.n(), cfg.batch_size, cfg.seed, epoch);
     if batches.is_empty() {
         return Err(Error::Invalid(format!("batch size {} is larger than the {} training images", cfg.batch_size, data.n())));
     }
+    if start.step > batches.len() {
+        return Err(Error::Invalid(format!("resume at step {} of an epoch that has {} steps", start.step, batches.len())));
+    }
     let total_steps = cfg.epochs * batches.len();
-    let t0 = Instant::now();
-    let (mut loss_sum, mut correct, mut seen) = (0.0, 0u64, 0usize);
-    let mut lr = cfg.lr;
+    let mut p = start;
+    let mut t0 = Instant::now();
+    let mut base = p.seconds;
     for (i, idx) in batches.iter().enumerate() {
-        let global = epoch * batches.len() + i;
-        lr = cfg.lr_at(global, total_steps);
-        let sgd = Sgd { lr, momentum: cfg.momentum, weight_decay: cfg.weight_decay, nesterov: false };
         let paths = paths_for_step(i);
+        if i < p.step {
+            continue;
+        }
+        let global = epoch * batches.len() + i;
+        p.lr = cfg.lr_at(global, total_steps);
+        let sgd = Sgd { lr: p.lr, momentum: cfg.momentum, weight_decay: cfg.weight_decay, nesterov: false };
         let aug_seed = name_seed(cfg.seed, &format!("aug{global}")) as u32;
         let (l, c) = train_step(model, data, idx, &cfg.augment, aug_seed, &paths, &sgd, cfg.grad_clip)?;
-        loss_sum += l * idx.len() as f64;
-        correct += c as u64;
-        seen += idx.len();
-        on_step(i + 1, batches.len(), loss_sum / seen as f64, correct as f64 / seen as f64);
+        p.loss_sum += l * idx.len() as f64;
+        p.correct += c as u64;
+        p.seen += idx.len();
+        p.step = i + 1;
+        p.seconds = base + t0.elapsed().as_secs_f64();
+        after_step(model, &p, batches.len())?;
+        // Time spent in the callback (a checkpoint write) is not training time.
+        base = p.seconds;
+        t0 = Instant::now();
     }
-    let seconds = t0.elapsed().as_secs_f64();
-    Ok(EpochMetrics { epoch, loss: loss_sum / seen as f64, accuracy: correct as f64 / seen as f64, images_per_s: seen as f64 / seconds, seconds, lr_end: lr })
+    Ok(EpochMetrics {
+        epoch,
+        loss: p.loss(),
+        accuracy: p.accuracy(),
+        images_per_s: p.seen as f64 / p.seconds.max(1e-9),
+        seconds: p.seconds,
+        lr_end: p.lr,
+    })
 }
 
 /// Accuracy and mean loss of `genotype` on all of `data` in evaluation mode (running BN

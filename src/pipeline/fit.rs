@@ -1,0 +1,103 @@
+//! The resumable training loop both jobs share: a search trains its supernet with it, `cellnas
+//! train` a stand-alone network. It checkpoints after every epoch and, within an epoch, every
+//! `checkpoint_every` of wall time, so a long epoch on a slow adapter loses at most that much
+//! work when killed. A resumed run continues from the last checkpoint and ends bitwise equal to
+//! an uninterrupted one: batches, augmentation and learning rate depend only on (seed, epoch,
+//! step), and the callers' path samplers are replayed step by step.
+
+use crate::data::DeviceData;
+use crate::error::{Error, Result};
+use crate::run::{append_jsonl, load_checkpoint, read_jsonl, save_checkpoint, write_atomic, RunDir};
+use crate::space::Genotype;
+use crate::train::{train_epoch, EpochMetrics, EpochProgress, Model, TrainConfig};
+use serde_json::json;
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+const PLAIN_EVERY: Duration = Duration::from_secs(300);
+
+pub struct FitOptions<'a> {
+    pub run: &'a RunDir,
+    /// Wall time between mid-epoch checkpoints; `None`: only at the end of each epoch.
+    pub checkpoint_every: Option<Duration>,
+    pub quiet: bool,
+}
+
+/// Train `model` for `cfg.epochs`, resuming from the run's checkpoint if it has one.
+/// `paths(epoch, step)` gives the genotype(s) a step trains; it is called for every step in
+/// order, from step 0 of the first epoch this process runs. Returns every epoch's metrics,
+/// the ones of earlier processes included.
+pub fn fit(
+    model: &mut Model,
+    data: &DeviceData,
+    cfg: &TrainConfig,
+    opts: &FitOptions,
+    paths: &mut dyn FnMut(usize, usize) -> Vec<Genotype>,
+) -> Result<Vec<EpochMetrics>> {
+    let run = opts.run;
+    let mut start_epoch = 0;
+    let mut progress = EpochProgress::default();
+    let mut last_epoch_metrics: Option<EpochMetrics> = None;
+    if let Some((tensors, state)) = load_checkpoint(run)? {
+        model.restore(&tensors)?;
+        start_epoch = state["epoch"].as_u64().unwrap_or(0) as usize;
+        if let Some(p) = state.get("progress") {
+            progress = serde_json::from_value(p.clone()).map_err(|e| Error::Checkpoint {
+                path: run.state_path(),
+                message: format!("\"progress\" is not an epoch position ({e})"),
+            })?;
+        }
+        last_epoch_metrics = state.get("metrics").and_then(|m| serde_json::from_value(m.clone()).ok());
+    }
+    // metrics.jsonl must list exactly the completed epochs: drop records of epochs the
+    // checkpoint does not contain, and restore the last one when the run was killed between
+    // writing the checkpoint and appending it.
+    let (mut epochs, _) = read_jsonl::<EpochMetrics>(&run.metrics_path())?;
+    epochs.retain(|m| m.epoch < start_epoch);
+    if epochs.len() + 1 == start_epoch {
+        if let Some(m) = last_epoch_metrics.filter(|m| m.epoch + 1 == start_epoch) {
+            epochs.push(m);
+        }
+    }
+    let text: String = epochs.iter().map(|m| serde_json::to_string(m).expect("metrics serialise") + "\n").collect();
+    write_atomic(&run.metrics_path(), text.as_bytes())?;
+
+    for epoch in start_epoch..cfg.epochs {
+        let steps = data.n() / cfg.batch_size;
+        let pb = super::bar(steps as u64, &format!("epoch {}/{}", epoch + 1, cfg.epochs), opts.quiet);
+        let resumed_at = progress.step;
+        let (t0, mut last_save, mut last_line) = (Instant::now(), Instant::now(), Instant::now());
+        // Progress bars hide themselves off a terminal; a run logging to a file gets a plain
+        // line every few minutes instead.
+        let plain = !opts.quiet && !std::io::stderr().is_terminal();
+        let m = train_epoch(model, data, cfg, epoch, std::mem::take(&mut progress), &mut |i| paths(epoch, i), &mut |model, p, steps| {
+            pb.set_position(p.step as u64);
+            let ips = ((p.step - resumed_at) * cfg.batch_size) as f64 / t0.elapsed().as_secs_f64();
+            pb.set_message(format!("loss {:.3} acc {:.1}% {ips:.0} img/s", p.loss(), 100.0 * p.accuracy()));
+            if plain && last_line.elapsed() >= PLAIN_EVERY {
+                eprintln!("epoch {}: step {}/{steps}  loss {:.4}  train acc {:.2}%  {ips:.1} img/s", epoch + 1, p.step, p.loss(), 100.0 * p.accuracy());
+                last_line = Instant::now();
+            }
+            if opts.checkpoint_every.is_some_and(|every| last_save.elapsed() >= every) && p.step < steps {
+                save_checkpoint(run, &model.download()?, &json!({ "epoch": epoch, "progress": p }))?;
+                last_save = Instant::now();
+            }
+            Ok(())
+        })?;
+        pb.finish_and_clear();
+        if !opts.quiet {
+            eprintln!(
+                "epoch {:>3}: loss {:.4}  train acc {:.2}%  {:.0} img/s  {:.1}s",
+                epoch + 1,
+                m.loss,
+                100.0 * m.accuracy,
+                m.images_per_s,
+                m.seconds
+            );
+        }
+        save_checkpoint(run, &model.download()?, &json!({ "epoch": epoch + 1, "metrics": m }))?;
+        append_jsonl(&run.metrics_path(), &m)?;
+        epochs.push(m);
+    }
+    Ok(epochs)
+}
