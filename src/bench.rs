@@ -127,7 +127,15 @@ pub fn median(v: &mut [f64]) -> f64 {
     if v.len() % 2 == 1 { v[m] } else { 0.5 * (v[m - 1] + v[m]) }
 }
 
-/// Every bench case of the families whose name contains `filter` (all when empty).
+/// The bench cases that match `filter`: "family" (name contains it, e.g. `conv2d`), or
+/// "family/shape" (also the case's shape text contains what follows the slash, e.g.
+/// `conv2d/k1x1 s1`). All when empty.
 pub fn cases(filter: &str) -> Vec<Box<dyn OpCase>> {
-    FAMILIES.iter().filter(|f| f.name.contains(filter)).flat_map(|f| (f.bench_cases)()).collect()
+    let (family, shape) = filter.split_once('/').unwrap_or((filter, ""));
+    FAMILIES
+        .iter()
+        .filter(|f| f.name.contains(family))
+        .flat_map(|f| (f.bench_cases)())
+        .filter(|c| c.shape().contains(shape))
+        .collect()
 }

@@ -61,7 +61,7 @@ struct BenchArgs {
     /// One JSON object per line instead of a table.
     #[arg(long)]
     json: bool,
-    /// Only kernels whose family name contains this text (e.g. conv2d).
+    /// Only kernels whose family name contains this text (e.g. conv2d), and with FAMILY/SHAPE only cases whose shape contains SHAPE (e.g. 'conv2d/k1x1 s1').
     #[arg(long, default_value = "")]
     filter: String,
     /// Untimed runs before measuring each pass.
