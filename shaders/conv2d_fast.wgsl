@@ -23,6 +23,19 @@ override MT: u32 = 8u;
 @group(0) @binding(4) var<storage, read> b4: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read> a4: array<vec4<f32>>;
 
+// gemm4v's view of the output (rows of whole vec4s).
+@group(0) @binding(6) var<storage, read_write> out4: array<vec4<f32>>;
+
+// A gemm4 tile: 8 rows x 4 columns (c) and, with JV = 2, 4 more columns (d).
+struct Tile4 {
+    ok: bool,
+    at: u32,
+    j0: u32,
+    m0: u32,
+    c: array<vec4<f32>, 8>,
+    d: array<vec4<f32>, 8>,
+}
+
 // How gemm4 reads A: 1 = contiguous along k (sak = 1), 2 = contiguous along m (sam = 1).
 override AV: u32 = 1u;
 // How gemm4 reads B: 0 = scalars at any strides, 1 = vec4 along j (sbj = 1), 2 = vec4 along k
@@ -121,10 +134,11 @@ fn mad4(c: vec4<f32>, t: mat4x4<f32>, w: vec4<f32>) -> vec4<f32> {
 // x 4*JV columns. Rows and columns past the end re-read valid data and are never stored.
 // lavapipe runs each load (vec4 or float, uniform or not) at a cost that dwarfs a multiply-add,
 // so the tile is sized to maximise multiply-adds per load within the registers.
-@compute @workgroup_size(WG)
-fn gemm4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+fn tile4(wid: vec3<u32>, lid: vec3<u32>) -> Tile4 {
+    var t: Tile4;
     let j0 = (wid.x * WG + lid.x) * 4u * JV;
-    if (j0 >= p.j) { return; }
+    t.ok = j0 < p.j;
+    if (!t.ok) { return t; }
     let bt = wid.y / p.mtiles;
     let m0 = (wid.y % p.mtiles) * 8u;
     let n = bt / p.kchunks;
@@ -220,15 +234,39 @@ fn gemm4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) li
             d7 = mad4(d7, u, x[3]);
         }
     }
-    let at = bt * p.c_batch + m0 * p.j + j0;
-    store8(at, j0, c0, d0);
-    if (m0 + 1u < p.m) { store8(at + p.j, j0, c1, d1); }
-    if (m0 + 2u < p.m) { store8(at + 2u * p.j, j0, c2, d2); }
-    if (m0 + 3u < p.m) { store8(at + 3u * p.j, j0, c3, d3); }
-    if (m0 + 4u < p.m) { store8(at + 4u * p.j, j0, c4, d4); }
-    if (m0 + 5u < p.m) { store8(at + 5u * p.j, j0, c5, d5); }
-    if (m0 + 6u < p.m) { store8(at + 6u * p.j, j0, c6, d6); }
-    if (m0 + 7u < p.m) { store8(at + 7u * p.j, j0, c7, d7); }
+    t.at = bt * p.c_batch + m0 * p.j + j0;
+    t.j0 = j0;
+    t.m0 = m0;
+    t.c = array(c0, c1, c2, c3, c4, c5, c6, c7);
+    t.d = array(d0, d1, d2, d3, d4, d5, d6, d7);
+    return t;
+}
+
+@compute @workgroup_size(WG)
+fn gemm4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let t = tile4(wid, lid);
+    if (!t.ok) { return; }
+    for (var r = 0u; r < 8u; r++) {
+        if (t.m0 + r < p.m) { store8(t.at + r * p.j, t.j0, t.c[r], t.d[r]); }
+    }
+}
+
+// gemm4 for outputs whose rows are whole vec4s (the host checks j and c_batch are multiples
+// of 4): one vector store per 4 columns instead of four guarded scalar stores, which for the
+// small k of DARTS cells (8-64 channels) cost more than the loads.
+@compute @workgroup_size(WG)
+fn gemm4v(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let t = tile4(wid, lid);
+    if (!t.ok) { return; }
+    let q = t.at / 4u;
+    let row = p.j / 4u;
+    let second = JV > 1u && t.j0 + 4u < p.j;
+    for (var r = 0u; r < 8u; r++) {
+        if (t.m0 + r < p.m) {
+            out4[q + r * row] = t.c[r];
+            if (second) { out4[q + r * row + 1u] = t.d[r]; }
+        }
+    }
 }
 
 // A row of a gemm4 tile: 4 columns, and 4 more when JV = 2.

@@ -46,6 +46,8 @@ const WEIGHT_SUM: Kernel = kernel!("conv2d.wgsl", "weight_sum", [1: Read, 3: Rea
 const GEMM: Kernel = kernel!("conv2d_fast.wgsl", "gemm", [1: Read, 2: Read, 3: ReadWrite]);
 // gemm4 reads A as vec4 (binding 5) and B both as floats (2) and as vec4 (4).
 const GEMM4: Kernel = kernel!("conv2d_fast.wgsl", "gemm4", [5: Read, 2: Read, 4: Read, 3: ReadWrite]);
+// The same with vec4 stores (binding 6) where output rows are whole vec4s.
+const GEMM4V: Kernel = kernel!("conv2d_fast.wgsl", "gemm4v", [5: Read, 2: Read, 4: Read, 6: ReadWrite]);
 
 /// Pixels per register tile (fixed in the shader).
 const TILE_X: usize = 4;
@@ -354,7 +356,8 @@ fn gemm(step: &mut Step, mut q: GemmParams, batches: usize, bufs: [&Tensor; 3]) 
     let bufs: Vec<_> = bufs.iter().map(|t| &t.buf).collect();
     if av > 0 {
         let c = [("WG", wg as f64), ("AV", av as f64), ("BV", bv as f64), ("JV", jv as f64)];
-        step.dispatch(&GEMM4, &c, &q, &bufs4, groups)?;
+        let whole_rows = q.j.is_multiple_of(4) && q.c_batch.is_multiple_of(4);
+        step.dispatch(if whole_rows { &GEMM4V } else { &GEMM4 }, &c, &q, &bufs4, groups)?;
     } else {
         step.dispatch(&GEMM, &[("WG", wg as f64), ("MT", mt as f64)], &q, &bufs, groups)?;
     }
@@ -692,7 +695,8 @@ pub fn test_cases() -> Vec<Box<dyn OpCase>> {
         // Pointwise gemm paths: rows (channels) and columns (pixels) not multiples of the
         // 8x4 tile, HW = 1, scalar and vec4 loads, a weight gradient over several chunks.
         c([1, 8, 5, 5], 12, [1, 1], 1, 0, 1, 1),  // vec4 A, scalar B
-        c([2, 4, 4, 6], 20, [1, 1], 1, 0, 1, 1),  // vec4 A and B
+        c([2, 4, 4, 6], 20, [1, 1], 1, 0, 1, 1),  // vec4 A and B, vec4 stores
+        c([2, 4, 4, 5], 12, [1, 1], 1, 0, 1, 1),  // vec4 stores, last tile half wide
         c([3, 8, 1, 1], 12, [1, 1], 1, 0, 1, 1),  // HW = 1
         c([2, 12, 4, 5], 5, [1, 1], 1, 0, 1, 1),  // fewer rows than a tile
         c([1, 4, 16, 20], 9, [1, 1], 1, 0, 1, 1), // weight gradient in 2 chunks, batch 1
