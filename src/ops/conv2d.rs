@@ -741,6 +741,11 @@ pub fn bench_cases() -> Vec<Box<dyn OpCase>> {
         v.push(Box::new(ConvCase::new(x, ch, [3, 3], 1, 1, 1, ch))); // depthwise 3x3
         v.push(Box::new(ConvCase::new(x, ch, [5, 5], 1, 2, 1, ch))); // depthwise 5x5
         v.push(Box::new(ConvCase::new(x, ch, [3, 3], 1, 2, 2, ch))); // dilated depthwise 3x3
+        // Reduction cells: the first depthwise conv of sep_conv / dil_conv has stride 2.
+        v.push(Box::new(ConvCase::new(x, ch, [3, 3], 2, 1, 1, ch)));
+        v.push(Box::new(ConvCase::new(x, ch, [5, 5], 2, 2, 1, ch)));
+        v.push(Box::new(ConvCase::new(x, ch, [3, 3], 2, 2, 2, ch)));
+        v.push(Box::new(ConvCase::new(x, ch, [5, 5], 2, 4, 2, ch)));
     }
     v
 }
