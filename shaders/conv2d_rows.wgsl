@@ -1,9 +1,9 @@
 // conv2d fast paths that keep input row segments in registers: depthwise (groups = Cin = Cout)
-// and dense (groups = 1), square KxK kernel, dilation D, stride 1; host: src/ops/conv2d.rs.
-// K and D are override constants so that the loops over a row's taps have constant trip
-// counts and unroll, and the input segments below live in registers. On lavapipe a load costs
-// far more than a multiply-add, so each loaded input value is reused for every output and tap
-// of the row that reads it.
+// and dense (groups = 1), square KxK kernel, dilation D, stride S (1 or 2); host:
+// src/ops/conv2d.rs. K, D and S are override constants so that the loops over a row's taps
+// have constant trip counts and unroll, and the input segments below live in registers. On
+// lavapipe a load costs far more than a multiply-add, so each loaded input value is reused for
+// every output and tap of the row that reads it.
 
 struct Params {
     c: u32, ih: u32, iw: u32, oh: u32,
@@ -16,14 +16,20 @@ struct Params {
 
 override K: u32 = 3u;
 override D: u32 = 1u;
+override S: u32 = 1u;
+// depthwise_t only: the residue (RY, RX) of the input pixels (iy, ix) mod S it writes, and the
+// forward padding; constants so that which taps land is known when the shader is compiled.
+override RX: u32 = 0u;
+override RY: u32 = 0u;
+override PAD: u32 = 0u;
 // 1: correlate with the kernel flipped (backward_input as a forward pass).
 override FLIP: u32 = 0u;
 // Output channels in a dense tile (1..8).
 override CT: u32 = 8u;
 
-// Room for an input row segment of 8 + (K-1)*D values and for K accumulators; the host
+// Room for an input row segment of 7*S + 1 + (K-1)*D values and for K accumulators; the host
 // checks that they fit.
-const SEG: u32 = 20u;
+const SEG: u32 = 24u;
 const KMAX: u32 = 13u;
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -39,9 +45,10 @@ fn load_x(row: u32, i: i32) -> f32 {
 }
 
 // out plane (n, c) = correlation of x plane (n, c) with the KxK kernel of c, dilation D,
-// padding pad. Tile: 8 neighbouring outputs in each of two rows D apart (oy0 and oy0 + D), so
-// that input row oy0 - pad + kr*D is kernel row kr of the first and kr - 1 of the second: each
-// input row segment (8 + (K-1)*D values) is loaded once for up to 16*K multiply-adds.
+// stride S, padding pad. Tile: 8 neighbouring outputs in each of two rows D apart (oy0 and
+// oy0 + D), so that input row oy0*S - pad + kr*D is kernel row kr of the first and kr - S of
+// the second: each input row segment (7*S + 1 + (K-1)*D values) is loaded once for up to 16*K
+// multiply-adds.
 // Row pairs: blocks of 2*D rows hold D pairs. Item order (fastest first): 8-column tile, row
 // pair, plane. A second row past the end is computed and not stored.
 @compute @workgroup_size(WG)
@@ -54,33 +61,33 @@ fn depthwise(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
     let oy0 = (pair / D) * 2u * D + pair % D;
     if (oy0 >= p.oh) { return; }
     let wbase = (plane % p.c) * K * K;
-    let ix0 = i32(ox0) - i32(p.pad);
+    let ix0 = i32(ox0 * S) - i32(p.pad);
     var a0 = vec4<f32>(0.0);
     var a1 = vec4<f32>(0.0);
     var b0 = vec4<f32>(0.0);
     var b1 = vec4<f32>(0.0);
-    for (var kr = 0u; kr <= K; kr++) {
-        let iy = i32(oy0 + kr * D) - i32(p.pad);
+    for (var kr = 0u; kr < K + S; kr++) {
+        let iy = i32(oy0 * S + kr * D) - i32(p.pad);
         if (iy < 0 || iy >= i32(p.ih)) { continue; }
         let row = (plane * p.ih + u32(iy)) * p.iw;
         var seg: array<f32, SEG>;
-        for (var i = 0u; i < 8u + (K - 1u) * D; i++) {
+        for (var i = 0u; i < 7u * S + 1u + (K - 1u) * D; i++) {
             seg[i] = load_x(row, ix0 + i32(i));
         }
         if (kr < K) {
             for (var kx = 0u; kx < K; kx++) {
                 let wv = w[wbase + tap(kr, kx)];
                 let s = kx * D;
-                a0 += vec4<f32>(seg[s], seg[s + 1u], seg[s + 2u], seg[s + 3u]) * wv;
-                a1 += vec4<f32>(seg[s + 4u], seg[s + 5u], seg[s + 6u], seg[s + 7u]) * wv;
+                a0 += vec4<f32>(seg[s], seg[s + S], seg[s + 2u * S], seg[s + 3u * S]) * wv;
+                a1 += vec4<f32>(seg[s + 4u * S], seg[s + 5u * S], seg[s + 6u * S], seg[s + 7u * S]) * wv;
             }
         }
-        if (kr > 0u) {
+        if (kr >= S) {
             for (var kx = 0u; kx < K; kx++) {
-                let wv = w[wbase + tap(kr - 1u, kx)];
+                let wv = w[wbase + tap(kr - S, kx)];
                 let s = kx * D;
-                b0 += vec4<f32>(seg[s], seg[s + 1u], seg[s + 2u], seg[s + 3u]) * wv;
-                b1 += vec4<f32>(seg[s + 4u], seg[s + 5u], seg[s + 6u], seg[s + 7u]) * wv;
+                b0 += vec4<f32>(seg[s], seg[s + S], seg[s + 2u * S], seg[s + 3u * S]) * wv;
+                b1 += vec4<f32>(seg[s + 4u * S], seg[s + 5u * S], seg[s + 6u * S], seg[s + 7u * S]) * wv;
             }
         }
     }
@@ -146,7 +153,7 @@ fn weight_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     for (var n = b * p.si; n < n1; n++) {
         let xplane = n * p.cin + g * p.cin_g + cl;
         for (var oy = 0u; oy < p.oh; oy++) {
-            let iy = i32(oy + ky * D) - i32(p.pad);
+            let iy = i32(oy * S + ky * D) - i32(p.pad);
             if (iy < 0 || iy >= i32(p.ih)) { continue; }
             let row = (xplane * p.ih + u32(iy)) * p.iw;
             let drow = ((n * p.cout + o0) * p.oh + oy) * p.ow;
@@ -156,15 +163,15 @@ fn weight_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
                 if (CT > 1u) { e1 = mat2x4<f32>(load8(drow + d1, ox0, 0u), load8(drow + d1, ox0, 4u)); }
                 if (CT > 2u) { e2 = mat2x4<f32>(load8(drow + d2, ox0, 0u), load8(drow + d2, ox0, 4u)); }
                 if (CT > 3u) { e3 = mat2x4<f32>(load8(drow + d3, ox0, 0u), load8(drow + d3, ox0, 4u)); }
-                let ix0 = i32(ox0) - i32(p.pad);
+                let ix0 = i32(ox0 * S) - i32(p.pad);
                 var seg: array<f32, SEG>;
-                for (var i = 0u; i < 8u + (K - 1u) * D; i++) {
+                for (var i = 0u; i < 7u * S + 1u + (K - 1u) * D; i++) {
                     seg[i] = load_x(row, ix0 + i32(i));
                 }
                 for (var kx = 0u; kx < K; kx++) {
                     let s = kx * D;
-                    let v0 = vec4<f32>(seg[s], seg[s + 1u], seg[s + 2u], seg[s + 3u]);
-                    let v1 = vec4<f32>(seg[s + 4u], seg[s + 5u], seg[s + 6u], seg[s + 7u]);
+                    let v0 = vec4<f32>(seg[s], seg[s + S], seg[s + 2u * S], seg[s + 3u * S]);
+                    let v1 = vec4<f32>(seg[s + 4u * S], seg[s + 5u * S], seg[s + 6u * S], seg[s + 7u * S]);
                     acc0[kx] += dot(e0[0], v0) + dot(e0[1], v1);
                     if (CT > 1u) { acc1[kx] += dot(e1[0], v0) + dot(e1[1], v1); }
                     if (CT > 2u) { acc2[kx] += dot(e2[0], v0) + dot(e2[1], v1); }
@@ -216,7 +223,7 @@ fn dense(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
     let w5 = min(o0 + 5u, p.cout - 1u) * p.so;
     let w6 = min(o0 + 6u, p.cout - 1u) * p.so;
     let w7 = min(o0 + 7u, p.cout - 1u) * p.so;
-    let ix0 = i32(ox0) - i32(p.pad);
+    let ix0 = i32(ox0 * S) - i32(p.pad);
     var a0 = vec4<f32>(0.0);
     var b0 = vec4<f32>(0.0);
     var a1 = vec4<f32>(0.0);
@@ -236,18 +243,18 @@ fn dense(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
     for (var i = 0u; i < p.cin; i++) {
         let wi = i * p.si;
         for (var ky = 0u; ky < K; ky++) {
-            let iy = i32(oy + ky * D) - i32(p.pad);
+            let iy = i32(oy * S + ky * D) - i32(p.pad);
             if (iy < 0 || iy >= i32(p.ih)) { continue; }
             let row = ((n * p.cin + i) * p.ih + u32(iy)) * p.iw;
             var seg: array<f32, SEG>;
-            for (var j = 0u; j < 8u + (K - 1u) * D; j++) {
+            for (var j = 0u; j < 7u * S + 1u + (K - 1u) * D; j++) {
                 seg[j] = load_x(row, ix0 + i32(j));
             }
             for (var kx = 0u; kx < K; kx++) {
                 let k = wi + tap(ky, kx);
                 let s = kx * D;
-                let v0 = vec4<f32>(seg[s], seg[s + 1u], seg[s + 2u], seg[s + 3u]);
-                let v1 = vec4<f32>(seg[s + 4u], seg[s + 5u], seg[s + 6u], seg[s + 7u]);
+                let v0 = vec4<f32>(seg[s], seg[s + S], seg[s + 2u * S], seg[s + 3u * S]);
+                let v1 = vec4<f32>(seg[s + 4u * S], seg[s + 5u * S], seg[s + 6u * S], seg[s + 7u * S]);
                 { let v = w[w0 + k]; a0 += v0 * v; b0 += v1 * v; }
                 if (CT > 1u) { let v = w[w1 + k]; a1 += v0 * v; b1 += v1 * v; }
                 if (CT > 2u) { let v = w[w2 + k]; a2 += v0 * v; b2 += v1 * v; }
@@ -267,4 +274,51 @@ fn dense(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
     if (CT > 5u && o0 + 5u < p.cout) { store8(p.cout * n + o0 + 5u, oy, ox0, a5, b5); }
     if (CT > 6u && o0 + 6u < p.cout) { store8(p.cout * n + o0 + 6u, oy, ox0, a6, b6); }
     if (CT > 7u && o0 + 7u < p.cout) { store8(p.cout * n + o0 + 7u, oy, ox0, a7, b7); }
+}
+
+// dx of a depthwise convolution with stride S > 1, as a gather: dx[iy, ix] = sum of
+// dy[oy, ox] * w[ky, kx] over iy + PAD = oy*S + ky*D, ix + PAD = ox*S + kx*D. The host
+// dispatches once per residue (RY, RX) of (iy, ix) mod S, so which taps land is fixed at
+// compile time, and the 8 pixels ix = RX + S*(xq + j) of a tile read dy columns
+// ox = xq + j + (RX + PAD - kx*D)/S: one dy row segment (columns xq - LO .. xq + 7 + HI) is
+// loaded once for all the row's taps. Here x = dy planes [ih, iw], out = dx planes [oh, ow];
+// pairs = rows of this residue. Item order: 8-pixel tile, row, plane.
+@compute @workgroup_size(WG)
+fn depthwise_t(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let t = flat_id(wid, nwg, lid);
+    if (t >= p.tiles) { return; }
+    let xq = (t % p.xtiles) * 8u;
+    let q = (t / p.xtiles) % p.pairs;
+    let plane = t / (p.xtiles * p.pairs);
+    let wbase = (plane % p.c) * K * K;
+    let lo = ((K - 1u) * D + S - 1u) / S;
+    let hi = (RX + PAD) / S;
+    let ox0 = i32(xq) - i32(lo);
+    var a0 = vec4<f32>(0.0);
+    var a1 = vec4<f32>(0.0);
+    for (var ky = 0u; ky < K; ky++) {
+        let ty = i32(RY + PAD) - i32(ky * D);
+        if (ty % i32(S) != 0) { continue; }
+        let oy = i32(q) + ty / i32(S);
+        if (oy < 0 || oy >= i32(p.ih)) { continue; }
+        let row = (plane * p.ih + u32(oy)) * p.iw;
+        var seg: array<f32, SEG>;
+        for (var i = 0u; i < 8u + lo + hi; i++) {
+            seg[i] = load_x(row, ox0 + i32(i));
+        }
+        for (var kx = 0u; kx < K; kx++) {
+            let tx = i32(RX + PAD) - i32(kx * D);
+            if (tx % i32(S) != 0) { continue; }
+            let s = u32(tx / i32(S) + i32(lo));
+            let wv = w[wbase + ky * K + kx];
+            a0 += vec4<f32>(seg[s], seg[s + 1u], seg[s + 2u], seg[s + 3u]) * wv;
+            a1 += vec4<f32>(seg[s + 4u], seg[s + 5u], seg[s + 6u], seg[s + 7u]) * wv;
+        }
+    }
+    let at = (plane * p.oh + RY + S * q) * p.ow;
+    for (var j = 0u; j < 4u; j++) {
+        let ix = RX + S * (xq + j);
+        if (ix < p.ow) { out[at + ix] = a0[j]; }
+        if (ix + 4u * S < p.ow) { out[at + ix + 4u * S] = a1[j]; }
+    }
 }

@@ -120,3 +120,33 @@ fn launchers_reject_mismatched_tensors() {
     assert!(matches!(conv2d::backward_weight(&mut step, &x, &wrong_y, &p, &w), Err(Error::Shape { .. })));
     assert_eq!(step.dispatches(), 0);
 }
+
+/// The stride-2 row paths: depthwise forward, depthwise_t input gradient, weight_rows.
+#[test]
+fn stride2_row_kernels_are_deterministic() {
+    assert_deterministic([2, 6, 15, 17], [6, 1, 3, 3], Conv2d { stride: 2, padding: 1, dilation: 1, groups: 6 });
+    assert_deterministic([2, 4, 14, 14], [4, 1, 5, 5], Conv2d { stride: 2, padding: 4, dilation: 2, groups: 4 });
+    assert_deterministic([40, 3, 7, 7], [3, 1, 3, 3], Conv2d { stride: 2, padding: 2, dilation: 2, groups: 3 });
+}
+
+/// Which kernel each pass of the supernet's convolutions runs.
+#[test]
+fn paths_by_shape() {
+    use cellnas::ops::Pass::{BackwardInput as Bi, BackwardWeight as Bw, Forward as F};
+    let conv = |stride, padding, dilation, groups| Conv2d { stride, padding, dilation, groups };
+    let passes = |x: [usize; 4], w: [usize; 4], p: Conv2d| [F, Bi, Bw].map(|pass| conv2d::path(&x, &w, &p, pass));
+    // Depthwise stride 1 and 2 (sep_conv, dil_conv), k3/k5, dilation 1/2.
+    assert_eq!(passes([64, 16, 28, 28], [16, 1, 3, 3], conv(1, 1, 1, 16)), ["depthwise", "depthwise", "weight_rows"]);
+    for (k, pad, d) in [(3, 1, 1), (5, 2, 1), (3, 2, 2), (5, 4, 2)] {
+        for x in [[64, 16, 28, 28], [64, 32, 14, 14], [64, 64, 7, 7], [1, 3, 9, 11]] {
+            assert_eq!(passes(x, [x[1], 1, k, k], conv(2, pad, d, x[1])), ["depthwise", "depthwise_t", "weight_rows"], "{x:?} k{k}");
+        }
+    }
+    // Dense stride 2 (forward and dw on the row kernels, dx general); 1x1 stride 2 stays general.
+    assert_eq!(passes([2, 3, 9, 7], [4, 3, 3, 3], conv(2, 1, 1, 1)), ["dense", "general", "weight_rows"]);
+    assert_eq!(passes([64, 16, 28, 28], [8, 16, 1, 1], conv(2, 0, 1, 1)), ["general", "general", "general"]);
+    assert_eq!(passes([64, 16, 28, 28], [16, 16, 1, 1], conv(1, 0, 1, 1)), ["gemm", "gemm", "gemm"]);
+    // Stride 3 and segments too long for the registers fall back.
+    assert_eq!(passes([1, 4, 20, 20], [4, 1, 3, 3], conv(3, 1, 1, 4)), ["general", "general", "general"]);
+    assert_eq!(passes([1, 4, 30, 30], [4, 1, 5, 5], conv(2, 6, 3, 4)), ["general", "general", "general"]);
+}

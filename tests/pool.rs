@@ -142,3 +142,25 @@ fn shape_errors_are_reported() {
     assert!(matches!(concat_channels(&mut step, &[], &y), Err(Error::Invalid(_))));
     assert_eq!(step.dispatches(), 0);
 }
+
+/// The general kernels of pool.wgsl stay the fallback (stride 3, long windows, and
+/// CELLNAS_POOL_GENERIC=1): run every test case on them.
+#[test]
+fn general_kernels_match_reference() {
+    let gpu = test_gpu();
+    let cases = pool::general_test_cases();
+    assert_eq!(cases.len(), 30);
+    let failures: Vec<String> = cases.iter().filter_map(|c| cellnas::ops::check::check_case(&gpu, c.as_ref()).err()).collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Which poolings take the row kernels of pool_rows.wgsl.
+#[test]
+fn row_kernels_by_shape() {
+    for stride in [1, 2] {
+        assert!(pool::fast(&Pool2d { stride, ..MAX3 }) && pool::fast(&Pool2d { stride, ..AVG3 }));
+    }
+    assert!(pool::fast(&Pool2d { kernel: 5, padding: 2, stride: 2, ..AVG3 }));
+    assert!(!pool::fast(&Pool2d { kernel: 2, stride: 3, ..MAX3 }));
+    assert!(!pool::fast(&Pool2d { kernel: 7, padding: 3, stride: 2, ..MAX3 }));
+}

@@ -190,6 +190,16 @@ struct GemmParams {
 const DEPTHWISE: Kernel = kernel!("conv2d_rows.wgsl", "depthwise", [1: Read, 2: Read, 3: ReadWrite]);
 const DENSE: Kernel = kernel!("conv2d_rows.wgsl", "dense", [1: Read, 2: Read, 3: ReadWrite]);
 const WEIGHT_ROWS: Kernel = kernel!("conv2d_rows.wgsl", "weight_rows", [1: Read, 2: Read, 3: ReadWrite]);
+const DEPTHWISE_T: Kernel = kernel!("conv2d_rows.wgsl", "depthwise_t", [1: Read, 2: Read, 3: ReadWrite]);
+
+/// Register room of conv2d_rows.wgsl: an input row segment (SEG) and K accumulators (KMAX).
+const SEG: usize = 24;
+const KMAX: usize = 13;
+
+/// The row kernels handle strides 1 and 2 where the 8-output row segment fits the registers.
+fn rows_fit(k: usize, p: &Conv2d) -> bool {
+    (p.stride == 1 || p.stride == 2) && k <= KMAX && 7 * p.stride + 1 + (k - 1) * p.dilation <= SEG
+}
 
 /// Parameters of conv2d_rows.wgsl.
 #[repr(C)]
@@ -213,16 +223,39 @@ struct DwParams {
     cout_g: u32,
 }
 
-/// Depthwise (one input and one output channel per group), square kernel, stride 1, and an
-/// input row segment 8 + (K-1)*D that fits the shader's registers.
+/// Depthwise (one input and one output channel per group), square kernel, stride 1 or 2, and
+/// an input row segment that fits the shader's registers.
 fn is_depthwise(x: &[usize], w: &[usize], p: &Conv2d) -> bool {
-    let (k, d) = (w[2], p.dilation);
-    p.groups == x[1] && w[0] == x[1] && w[2] == w[3] && p.stride == 1 && (k - 1) * d <= 12 && fast_paths()
+    p.groups == x[1] && w[0] == x[1] && w[2] == w[3] && rows_fit(w[2], p) && fast_paths()
+}
+
+/// Which kernel a pass of a convolution of this shape runs (for tests): "gemm", "depthwise",
+/// "depthwise_t", "dense", "weight_rows" or "general".
+pub fn path(x: &[usize], w: &[usize], p: &Conv2d, pass: super::Pass) -> &'static str {
+    use super::Pass;
+    let (dw, dense) = (is_depthwise(x, w, p), is_dense(w, p));
+    match pass {
+        _ if is_pointwise(w, p) => "gemm",
+        Pass::Forward if dw => "depthwise",
+        Pass::Forward if dense => "dense",
+        Pass::BackwardInput if dw && transposed_fits(w, p) => "depthwise_t",
+        Pass::BackwardInput if p.stride == 1 && p.padding <= (w[2] - 1) * p.dilation && dw => "depthwise",
+        Pass::BackwardInput if p.stride == 1 && p.padding <= (w[2] - 1) * p.dilation && dense => "dense",
+        Pass::BackwardWeight if dw || dense => "weight_rows",
+        _ => "general",
+    }
+}
+
+/// depthwise_t (stride 2): its dy segment 8 + LO + HI fits the registers.
+fn transposed_fits(w: &[usize], p: &Conv2d) -> bool {
+    let s = p.stride;
+    s > 1 && 8 + ((w[2] - 1) * p.dilation).div_ceil(s) + (s - 1 + p.padding) / s <= SEG
 }
 
 /// Records the depthwise kernel from `input` planes [N*C, ih, iw] to `output` planes with
-/// dilation `dil` and padding `pad`; `flip` turns the kernel by 180 degrees.
-fn depthwise(step: &mut Step, input: &Tensor, w: &Tensor, dil: usize, pad: usize, flip: bool, output: &Tensor) -> Result<()> {
+/// stride `s`, dilation `dil` and padding `pad`; `flip` turns the kernel by 180 degrees.
+#[allow(clippy::too_many_arguments)]
+fn depthwise(step: &mut Step, input: &Tensor, w: &Tensor, s: usize, dil: usize, pad: usize, flip: bool, output: &Tensor) -> Result<()> {
     let [n, c, ih, iw] = input.shape[..] else { unreachable!("conv2d shapes are 4-D") };
     let (oh, ow) = (output.shape[2], output.shape[3]);
     let xtiles = ow.div_ceil(8);
@@ -232,15 +265,43 @@ fn depthwise(step: &mut Step, input: &Tensor, w: &Tensor, dil: usize, pad: usize
     let pairs = oh.div_ceil(2 * dil) * dil;
     let q = DwParams { tiles: u(n * c * pairs * xtiles), pairs: u(pairs), ..q };
     let wg = step.gpu().wg1d();
-    let consts = [("WG", wg as f64), ("K", w.shape[2] as f64), ("D", dil as f64), ("FLIP", flip as u32 as f64)];
+    let consts = [("WG", wg as f64), ("K", w.shape[2] as f64), ("D", dil as f64), ("S", s as f64), ("FLIP", flip as u32 as f64)];
     let groups = step.gpu().grid(q.tiles, wg);
     step.dispatch(&DEPTHWISE, &consts, &q, &[&input.buf, &w.buf, &output.buf], groups)
 }
 
-/// Dense (groups 1), square kernel, stride 1, segment 8 + (K-1)*D within the shader's room.
+/// Records depthwise_t: dx planes from dy planes for stride > 1, one dispatch per residue of
+/// (iy, ix) mod stride (each writes its own pixels).
+fn depthwise_t(step: &mut Step, dy: &Tensor, w: &Tensor, p: &Conv2d, dx: &Tensor) -> Result<()> {
+    let [n, c, h, wd] = dx.shape[..] else { unreachable!("conv2d shapes are 4-D") };
+    let (oh, ow, s) = (dy.shape[2], dy.shape[3], p.stride);
+    let u = |v: usize| v as u32;
+    let wg = step.gpu().wg1d();
+    for ry in 0..s.min(h) {
+        for rx in 0..s.min(wd) {
+            let (rows, xtiles) = ((h - ry).div_ceil(s), (wd - rx).div_ceil(s).div_ceil(8));
+            let q = DwParams { c: u(c), ih: u(oh), iw: u(ow), oh: u(h), ow: u(wd), xtiles: u(xtiles), pairs: u(rows), ..Default::default() };
+            let q = DwParams { tiles: u(n * c * rows * xtiles), ..q };
+            let consts = [
+                ("WG", wg as f64),
+                ("K", w.shape[2] as f64),
+                ("D", p.dilation as f64),
+                ("S", s as f64),
+                ("RX", rx as f64),
+                ("RY", ry as f64),
+                ("PAD", p.padding as f64),
+            ];
+            let groups = step.gpu().grid(q.tiles, wg);
+            step.dispatch(&DEPTHWISE_T, &consts, &q, &[&dy.buf, &w.buf, &dx.buf], groups)?;
+        }
+    }
+    Ok(())
+}
+
+/// Dense (groups 1), square kernel, stride 1 or 2, row segment within the shader's room.
 fn is_dense(w: &[usize], p: &Conv2d) -> bool {
     let k = w[2];
-    p.groups == 1 && k == w[3] && (k > 1 || p.padding > 0) && p.stride == 1 && (k - 1) * p.dilation <= 12 && fast_paths()
+    p.groups == 1 && k == w[3] && (k > 1 || p.padding > 0) && rows_fit(k, p) && fast_paths()
 }
 
 /// Output channels per dense invocation.
@@ -249,7 +310,7 @@ const DENSE_CHANNELS: usize = 8;
 /// Records the dense kernel from `input` [N, cin, ih, iw] to `output` [N, cout, oh, ow]; weights
 /// of (output o, input i) start at o*so + i*si; `flip` turns the kernel by 180 degrees.
 #[allow(clippy::too_many_arguments)]
-fn dense(step: &mut Step, input: &Tensor, w: &Tensor, (so, si): (usize, usize), dil: usize, pad: usize, flip: bool, output: &Tensor) -> Result<()> {
+fn dense(step: &mut Step, input: &Tensor, w: &Tensor, (so, si): (usize, usize), s: usize, dil: usize, pad: usize, flip: bool, output: &Tensor) -> Result<()> {
     let [n, cin, ih, iw] = input.shape[..] else { unreachable!("conv2d shapes are 4-D") };
     let (cout, oh, ow) = (output.shape[1], output.shape[2], output.shape[3]);
     let ct = DENSE_CHANNELS.min(cout);
@@ -259,7 +320,7 @@ fn dense(step: &mut Step, input: &Tensor, w: &Tensor, (so, si): (usize, usize), 
     let q = DwParams { cin: u(cin), cout: u(cout), ctiles: u(ctiles), so: u(so), si: u(si), tiles: u(n * ctiles * oh * xtiles), ..q };
     let wg = step.gpu().wg1d();
     let k = w.shape[2] as f64;
-    let consts = [("WG", wg as f64), ("K", k), ("D", dil as f64), ("FLIP", flip as u32 as f64), ("CT", ct as f64)];
+    let consts = [("WG", wg as f64), ("K", k), ("D", dil as f64), ("S", s as f64), ("FLIP", flip as u32 as f64), ("CT", ct as f64)];
     let groups = step.gpu().grid(q.tiles, wg);
     step.dispatch(&DENSE, &consts, &q, &[&input.buf, &w.buf, &output.buf], groups)
 }
@@ -269,7 +330,7 @@ const WEIGHT_ROWS_OUTPUTS: usize = 256;
 /// Output channels per weight_rows invocation (the shader has four accumulator rows).
 const WEIGHT_ROWS_CHANNELS: usize = 4;
 
-/// dw for stride 1, square kernel, any groups: per chunk of images, channel tile, input channel
+/// dw for stride 1 or 2, square kernel, any groups: per chunk of images, channel tile, input channel
 /// and kernel row a sum over the planes (weight_rows), then weight_sum adds the chunks in order.
 fn weight_rows(step: &mut Step, x: &Tensor, dy: &Tensor, p: &Conv2d, dw: &Tensor) -> Result<()> {
     let [n, cin, ih, iw] = x.shape[..] else { unreachable!("conv2d shapes are 4-D") };
@@ -288,7 +349,7 @@ fn weight_rows(step: &mut Step, x: &Tensor, dy: &Tensor, p: &Conv2d, dw: &Tensor
     let q = DwParams { cin: u(cin), cout: u(cout), ctiles: u(ctiles), so: u(nw), si: u(images), pairs: u(n), ..q };
     let q = DwParams { cin_g: u(cin_g), cout_g: u(cout_g), tiles: u(items), ..q };
     let wg = step.gpu().wg1d();
-    let consts = [("WG", wg as f64), ("K", k as f64), ("D", p.dilation as f64), ("CT", ct as f64)];
+    let consts = [("WG", wg as f64), ("K", k as f64), ("D", p.dilation as f64), ("S", p.stride as f64), ("CT", ct as f64)];
     let groups = step.gpu().grid(q.tiles, wg);
     if chunks == 1 {
         return step.dispatch(&WEIGHT_ROWS, &consts, &q, &[&x.buf, &dy.buf, &dw.buf], groups);
@@ -377,11 +438,11 @@ pub fn forward(step: &mut Step, x: &Tensor, w: &Tensor, p: &Conv2d, y: &Tensor) 
         }
     }
     if is_depthwise(&x.shape, &w.shape, p) {
-        return depthwise(step, x, w, p.dilation, p.padding, false, y);
+        return depthwise(step, x, w, p.stride, p.dilation, p.padding, false, y);
     }
     if is_dense(&w.shape, p) {
         let kk = w.shape[2] * w.shape[3];
-        return dense(step, x, w, (q.cin as usize * kk, kk), p.dilation, p.padding, false, y);
+        return dense(step, x, w, (q.cin as usize * kk, kk), p.stride, p.dilation, p.padding, false, y);
     }
     let ct = TILE_C.min(q.cout_g as usize);
     q.ctiles = (q.cout_g as usize).div_ceil(ct) as u32;
@@ -412,12 +473,16 @@ pub fn backward_input(step: &mut Step, dy: &Tensor, w: &Tensor, p: &Conv2d, dx: 
     // With stride 1 the input gradient is the same correlation of dy with the kernel turned by
     // 180 degrees and padding (K-1)*D - pad on each side.
     let span = (w.shape[2] - 1) * p.dilation;
-    if is_depthwise(&dx.shape, &w.shape, p) && p.padding <= span {
-        return depthwise(step, dy, w, p.dilation, span - p.padding, true, dx);
+    let flipped = p.stride == 1 && p.padding <= span;
+    if is_depthwise(&dx.shape, &w.shape, p) && flipped {
+        return depthwise(step, dy, w, 1, p.dilation, span - p.padding, true, dx);
     }
-    if is_dense(&w.shape, p) && p.padding <= span {
+    if is_depthwise(&dx.shape, &w.shape, p) && transposed_fits(&w.shape, p) {
+        return depthwise_t(step, dy, w, p, dx);
+    }
+    if is_dense(&w.shape, p) && flipped {
         let kk = w.shape[2] * w.shape[3];
-        return dense(step, dy, w, (kk, q.cin as usize * kk), p.dilation, span - p.padding, true, dx);
+        return dense(step, dy, w, (kk, q.cin as usize * kk), 1, p.dilation, span - p.padding, true, dx);
     }
     let ct = TILE_C.min(q.cin_g as usize);
     q.ctiles = (q.cin_g as usize).div_ceil(ct) as u32;
@@ -509,7 +574,7 @@ pub fn backward_weight(step: &mut Step, x: &Tensor, dy: &Tensor, p: &Conv2d, dw:
     if is_pointwise(&dw.shape, p) && pointwise_weight(step, &q, x, dy, dw)? {
         return Ok(());
     }
-    if (is_depthwise(&x.shape, &dw.shape, p) || is_dense(&dw.shape, p)) && dw.shape[2] <= 13 {
+    if is_depthwise(&x.shape, &dw.shape, p) || is_dense(&dw.shape, p) {
         return weight_rows(step, x, dy, p, dw);
     }
     let (ct, ctiles, chunk, chunks) = weight_plan(&q, p.groups);
@@ -715,6 +780,19 @@ pub fn test_cases() -> Vec<Box<dyn OpCase>> {
         // here more than one chunk (16 + 4 images).
         c([20, 2, 4, 4], 2, [3, 3], 1, 1, 1, 2),
         c([20, 2, 4, 4], 3, [3, 3], 1, 1, 1, 1),
+        // Stride-2 row paths (depthwise forward, depthwise_t for dx, weight_rows for dw; dense
+        // forward): odd sizes, batch 1, dilation 2, k5, 7x7 -> 4x4, a 1x1 plane (one residue
+        // has no pixels), no padding, aligned planes with several 8-wide tiles, and a weight
+        // gradient in two chunks of images.
+        c([1, 3, 9, 11], 3, [3, 3], 2, 1, 1, 3),
+        c([1, 2, 11, 13], 2, [3, 3], 2, 2, 2, 2),
+        c([1, 2, 13, 9], 2, [5, 5], 2, 4, 2, 2),
+        c([2, 3, 7, 7], 3, [5, 5], 2, 2, 1, 3),
+        c([1, 2, 1, 1], 2, [3, 3], 2, 1, 1, 2),
+        c([1, 2, 3, 21], 2, [3, 3], 2, 0, 1, 2),
+        c([2, 4, 16, 40], 4, [3, 3], 2, 1, 1, 4),
+        c([20, 2, 8, 8], 2, [3, 3], 2, 1, 1, 2),
+        c([1, 3, 9, 19], 10, [3, 3], 2, 1, 1, 1),
     ]
     .into_iter()
     .map(|case| Box::new(case) as Box<dyn OpCase>)
@@ -745,6 +823,11 @@ pub fn bench_cases() -> Vec<Box<dyn OpCase>> {
         v.push(Box::new(ConvCase::new(x, ch, [3, 3], 1, 1, 1, ch))); // depthwise 3x3
         v.push(Box::new(ConvCase::new(x, ch, [5, 5], 1, 2, 1, ch))); // depthwise 5x5
         v.push(Box::new(ConvCase::new(x, ch, [3, 3], 1, 2, 2, ch))); // dilated depthwise 3x3
+        // Reduction cells: the first depthwise conv of sep_conv / dil_conv has stride 2.
+        v.push(Box::new(ConvCase::new(x, ch, [3, 3], 2, 1, 1, ch)));
+        v.push(Box::new(ConvCase::new(x, ch, [5, 5], 2, 2, 1, ch)));
+        v.push(Box::new(ConvCase::new(x, ch, [3, 3], 2, 2, 2, ch)));
+        v.push(Box::new(ConvCase::new(x, ch, [5, 5], 2, 4, 2, ch)));
     }
     v
 }

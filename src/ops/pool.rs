@@ -8,6 +8,12 @@
 //! outputs whose window covers it (max compares against each output's argmax, saved by
 //! [`forward_with_argmax`] or recomputed by [`backward`]), so no atomics are needed and results
 //! are bitwise reproducible.
+//!
+//! Fast paths (`shaders/pool_rows.wgsl`) for strides 1 and 2 and small windows (the network's
+//! 3x3, pad 1): each invocation covers 8 columns of a few rows and loads each row segment of
+//! x (or of dy and the argmax) once for all the windows that read it. Other shapes, and every
+//! shape under `CELLNAS_POOL_GENERIC=1`, run the one-element-per-invocation kernels of
+//! `shaders/pool.wgsl`.
 
 use super::{OpCase, Pass, BENCH_SHAPES};
 use crate::error::{Error, Result};
@@ -22,6 +28,55 @@ const MAX_BACKWARD_ARG: Kernel = kernel!("pool.wgsl", "max_backward_arg", [5: Re
 const AVG_BACKWARD: Kernel = kernel!("pool.wgsl", "avg_backward", [3: Read, 2: ReadWrite]);
 const GLOBAL_AVG_FORWARD: Kernel = kernel!("pool.wgsl", "global_avg_forward", [1: Read, 2: ReadWrite]);
 const GLOBAL_AVG_BACKWARD: Kernel = kernel!("pool.wgsl", "global_avg_backward", [3: Read, 2: ReadWrite]);
+const AVG_ROWS: Kernel = kernel!("pool_rows.wgsl", "avg_rows", [1: Read, 2: ReadWrite]);
+const MAX_ROWS: Kernel = kernel!("pool_rows.wgsl", "max_rows", [1: Read, 2: ReadWrite]);
+const MAX_ROWS_ARG: Kernel = kernel!("pool_rows.wgsl", "max_rows_arg", [1: Read, 2: ReadWrite, 3: ReadWrite]);
+const AVG_BACK_ROWS: Kernel = kernel!("pool_rows.wgsl", "avg_back_rows", [1: Read, 2: ReadWrite]);
+const MAX_BACK_ROWS: Kernel = kernel!("pool_rows.wgsl", "max_back_rows", [1: Read, 4: Read, 2: ReadWrite]);
+
+/// Row segment room of pool_rows.wgsl (SEG there).
+const ROWS_SEG: usize = 20;
+
+/// Whether the row kernels take this pooling (else the general ones).
+pub fn fast(p: &Pool2d) -> bool {
+    let generic = std::env::var_os("CELLNAS_POOL_GENERIC").is_some_and(|v| !v.is_empty() && v != "0");
+    (p.stride == 1 || p.stride == 2) && 7 * p.stride + p.kernel <= ROWS_SEG && !generic
+}
+
+/// Parameters of pool_rows.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct RowParams {
+    planes: u32,
+    h: u32,
+    w: u32,
+    oh: u32,
+    ow: u32,
+    xtiles: u32,
+    rtiles: u32,
+    tiles: u32,
+}
+
+/// Records a pool_rows kernel over tiles of 8 columns x `rows` rows of `cols` x `height`
+/// planes (outputs forward, inputs backward).
+fn launch_rows(step: &mut Step, k: &Kernel, q: &Params, p: &Pool2d, rows: usize, (height, cols): (u32, u32), bufs: &[&Tensor]) -> Result<()> {
+    let (xtiles, rtiles) = ((cols as usize).div_ceil(8), (height as usize).div_ceil(rows));
+    let tiles = u32::try_from(q.planes as usize * xtiles * rtiles).map_err(|_| Error::Invalid("pool2d: too many tiles".into()))?;
+    let r = RowParams { planes: q.planes, h: q.h, w: q.w, oh: q.oh, ow: q.ow, xtiles: xtiles as u32, rtiles: rtiles as u32, tiles };
+    let wg = step.gpu().wg1d();
+    let consts = [("WG", wg as f64), ("K", p.kernel as f64), ("S", p.stride as f64), ("PAD", p.padding as f64), ("R", rows as f64)];
+    let groups = step.gpu().grid(tiles, wg);
+    let bufs: Vec<_> = bufs.iter().map(|t| &t.buf).collect();
+    step.dispatch(k, &consts, &r, &bufs, groups)
+}
+
+/// Output rows per forward invocation: stride 2 windows share fewer input rows.
+fn forward_rows(p: &Pool2d) -> usize {
+    if p.stride == 1 { 4 } else { 2 }
+}
+
+/// Input rows per backward invocation (a multiple of the stride).
+const BACK_ROWS: usize = 4;
 
 /// Workgroup shape of the 2-D pooling kernels (`@workgroup_size(8, 8, 1)` in the shader).
 const TILE: u32 = 8;
@@ -135,7 +190,15 @@ fn pool_params(op: &'static str, x: &Tensor, p: &Pool2d, y_like: &Tensor, x_like
 
 /// y = pool(x); x is [N, C, H, W], y is `out_shape(x, p)`.
 pub fn forward(step: &mut Step, x: &Tensor, p: &Pool2d, y: &Tensor) -> Result<()> {
+    forward_on(step, x, p, y, fast(p))
+}
+
+fn forward_on(step: &mut Step, x: &Tensor, p: &Pool2d, y: &Tensor, rows: bool) -> Result<()> {
     let params = pool_params("pool2d", x, p, y, x)?;
+    if rows {
+        let k = if p.kind == PoolKind::Max { &MAX_ROWS } else { &AVG_ROWS };
+        return launch_rows(step, k, &params, p, forward_rows(p), (params.oh, params.ow), &[x, y]);
+    }
     let k = match p.kind {
         PoolKind::Max => &MAX_FORWARD,
         PoolKind::Avg => &AVG_FORWARD,
@@ -147,6 +210,10 @@ pub fn forward(step: &mut Step, x: &Tensor, p: &Pool2d, y: &Tensor) -> Result<()
 /// (iy * W + ix) of the input it took, as u32 bits, into `argmax` (a tensor of y's shape).
 /// [`backward_with_argmax`] then needs neither x nor a second look at the windows.
 pub fn forward_with_argmax(step: &mut Step, x: &Tensor, p: &Pool2d, y: &Tensor, argmax: &Tensor) -> Result<()> {
+    forward_with_argmax_on(step, x, p, y, argmax, fast(p))
+}
+
+fn forward_with_argmax_on(step: &mut Step, x: &Tensor, p: &Pool2d, y: &Tensor, argmax: &Tensor, rows: bool) -> Result<()> {
     const OP: &str = "max_pool forward_with_argmax";
     if p.kind != PoolKind::Max {
         return Err(Error::Invalid(format!("{OP}: needs max pooling, got {:?}", p.kind)));
@@ -155,12 +222,19 @@ pub fn forward_with_argmax(step: &mut Step, x: &Tensor, p: &Pool2d, y: &Tensor, 
     if argmax.shape != y.shape {
         return Err(Error::Shape { op: OP, message: format!("argmax is {:?}, output is {:?}", argmax.shape, y.shape) });
     }
+    if rows {
+        return launch_rows(step, &MAX_ROWS_ARG, &params, p, forward_rows(p), (params.oh, params.ow), &[x, y, argmax]);
+    }
     launch_flat(step, &MAX_FORWARD_ARG, params, p.stride, y.numel(), &[x, y, argmax])
 }
 
 /// Max pooling backward from the argmax saved by [`forward_with_argmax`]: each input gathers
 /// dy over the outputs covering it that took it, in row-major order. `x` only gives the shape.
 pub fn backward_with_argmax(step: &mut Step, x: &Tensor, dy: &Tensor, argmax: &Tensor, p: &Pool2d, dx: &Tensor) -> Result<()> {
+    backward_with_argmax_on(step, x, dy, argmax, p, dx, fast(p))
+}
+
+fn backward_with_argmax_on(step: &mut Step, x: &Tensor, dy: &Tensor, argmax: &Tensor, p: &Pool2d, dx: &Tensor, rows: bool) -> Result<()> {
     const OP: &str = "max_pool backward_with_argmax";
     if p.kind != PoolKind::Max {
         return Err(Error::Invalid(format!("{OP}: needs max pooling, got {:?}", p.kind)));
@@ -169,6 +243,9 @@ pub fn backward_with_argmax(step: &mut Step, x: &Tensor, dy: &Tensor, argmax: &T
     if argmax.shape != dy.shape {
         return Err(Error::Shape { op: OP, message: format!("argmax is {:?}, output gradient is {:?}", argmax.shape, dy.shape) });
     }
+    if rows {
+        return launch_rows(step, &MAX_BACK_ROWS, &params, p, BACK_ROWS, (params.h, params.w), &[dy, argmax, dx]);
+    }
     launch_planes(step, &MAX_BACKWARD_ARG, params, p.stride, x.shape[3], x.shape[2], &[argmax, dy, dx])
 }
 
@@ -176,14 +253,19 @@ pub fn backward_with_argmax(step: &mut Step, x: &Tensor, dy: &Tensor, argmax: &T
 /// argmax from x (same tie rule as the forward pass) into scratch, so nothing needs saving;
 /// training code that keeps the argmax from [`forward_with_argmax`] skips that.
 pub fn backward(step: &mut Step, x: &Tensor, dy: &Tensor, p: &Pool2d, dx: &Tensor) -> Result<()> {
+    backward_on(step, x, dy, p, dx, fast(p))
+}
+
+fn backward_on(step: &mut Step, x: &Tensor, dy: &Tensor, p: &Pool2d, dx: &Tensor, rows: bool) -> Result<()> {
     let params = pool_params("pool2d_backward", x, p, dy, dx)?;
     match p.kind {
         PoolKind::Max => {
             let y = Tensor::empty(step.gpu(), &dy.shape);
             let argmax = Tensor::empty(step.gpu(), &dy.shape);
-            forward_with_argmax(step, x, p, &y, &argmax)?;
-            backward_with_argmax(step, x, dy, &argmax, p, dx)
+            forward_with_argmax_on(step, x, p, &y, &argmax, rows)?;
+            backward_with_argmax_on(step, x, dy, &argmax, p, dx, rows)
         }
+        PoolKind::Avg if rows => launch_rows(step, &AVG_BACK_ROWS, &params, p, BACK_ROWS, (params.h, params.w), &[dy, dx]),
         PoolKind::Avg => launch_flat(step, &AVG_BACKWARD, params, p.stride, x.numel(), &[dy, dx]),
     }
 }
@@ -309,11 +391,16 @@ pub mod reference {
 struct PoolCase {
     shape: [usize; 4],
     p: Pool2d,
+    /// Run the general kernels even where the row kernels apply.
+    general: bool,
 }
 
 impl PoolCase {
     fn boxed(shape: [usize; 4], kind: PoolKind, kernel: usize, stride: usize, padding: usize) -> Box<dyn OpCase> {
-        Box::new(PoolCase { shape, p: Pool2d { kind, kernel, stride, padding } })
+        Box::new(PoolCase { shape, p: Pool2d { kind, kernel, stride, padding }, general: false })
+    }
+    fn rows(&self) -> bool {
+        fast(&self.p) && !self.general
     }
 }
 
@@ -345,16 +432,16 @@ impl OpCase for PoolCase {
     fn forward(&self, step: &mut Step, x: &[Tensor], y: &Tensor) -> Result<Vec<Tensor>> {
         if self.p.kind == PoolKind::Max {
             let argmax = Tensor::empty(step.gpu(), &y.shape);
-            forward_with_argmax(step, &x[0], &self.p, y, &argmax)?;
+            forward_with_argmax_on(step, &x[0], &self.p, y, &argmax, self.rows())?;
             return Ok(vec![argmax]);
         }
-        forward(step, &x[0], &self.p, y)?;
+        forward_on(step, &x[0], &self.p, y, self.rows())?;
         Ok(vec![])
     }
     fn backward(&self, step: &mut Step, x: &[Tensor], _y: &Tensor, s: &[Tensor], dy: &Tensor, _wrt: usize, dx: &Tensor) -> Result<()> {
         match s.first() {
-            Some(argmax) => backward_with_argmax(step, &x[0], dy, argmax, &self.p, dx),
-            None => backward(step, &x[0], dy, &self.p, dx),
+            Some(argmax) => backward_with_argmax_on(step, &x[0], dy, argmax, &self.p, dx, self.rows()),
+            None => backward_on(step, &x[0], dy, &self.p, dx, self.rows()),
         }
     }
     /// One comparison or add per window cell of every output, in either direction.
@@ -410,24 +497,45 @@ impl OpCase for GlobalAvgCase {
 }
 
 fn pool_test_cases(kind: PoolKind) -> Vec<Box<dyn OpCase>> {
+    pool_cases(kind, false)
+}
+
+fn pool_cases(kind: PoolKind, general: bool) -> Vec<Box<dyn OpCase>> {
+    let boxed = |shape, kind, kernel, stride, padding| -> Box<dyn OpCase> {
+        Box::new(PoolCase { shape, p: Pool2d { kind, kernel, stride, padding }, general })
+    };
     vec![
-        PoolCase::boxed([1, 3, 7, 7], kind, 3, 1, 1),
-        PoolCase::boxed([1, 5, 7, 7], kind, 3, 2, 1),
-        PoolCase::boxed([1, 17, 9, 7], kind, 3, 2, 1),
+        boxed([1, 3, 7, 7], kind, 3, 1, 1),
+        boxed([1, 5, 7, 7], kind, 3, 2, 1),
+        boxed([1, 17, 9, 7], kind, 3, 2, 1),
         // 3x3 window on a 1x1 plane: everything but the centre is padding.
-        PoolCase::boxed([2, 5, 1, 1], kind, 3, 1, 1),
-        PoolCase::boxed([1, 3, 1, 1], kind, 3, 2, 1),
+        boxed([2, 5, 1, 1], kind, 3, 1, 1),
+        boxed([1, 3, 1, 1], kind, 3, 2, 1),
         // No padding, and a stride larger than the window (some inputs get no gradient).
-        PoolCase::boxed([1, 3, 8, 6], kind, 2, 2, 0),
-        PoolCase::boxed([1, 3, 7, 7], kind, 2, 3, 1),
+        boxed([1, 3, 8, 6], kind, 2, 2, 0),
+        boxed([1, 3, 7, 7], kind, 2, 3, 1),
         // Planes wider and taller than one 8x8 workgroup tile, not multiples of it.
-        PoolCase::boxed([1, 2, 11, 19], kind, 3, 1, 1),
-        PoolCase::boxed([2, 1, 19, 10], kind, 3, 2, 1),
+        boxed([1, 2, 11, 19], kind, 3, 1, 1),
+        boxed([2, 1, 19, 10], kind, 3, 2, 1),
+        // Row kernels: tiles of 8 columns x 2 or 4 rows, whole (16x16, 8x8 outputs) and cut
+        // (tails in both directions), stride 1 and 2, a window larger than the padding allows
+        // to reach (k5 p2), k2 p1.
+        boxed([1, 2, 16, 16], kind, 3, 1, 1),
+        boxed([2, 2, 16, 16], kind, 3, 2, 1),
+        boxed([1, 3, 13, 21], kind, 3, 2, 1),
+        boxed([1, 2, 10, 9], kind, 5, 1, 2),
+        boxed([1, 2, 11, 12], kind, 5, 2, 2),
+        boxed([1, 2, 9, 10], kind, 2, 2, 1),
     ]
 }
 
 fn pool_bench_cases(kind: PoolKind) -> Vec<Box<dyn OpCase>> {
     BENCH_SHAPES.iter().flat_map(|&s| [1, 2].map(|stride| PoolCase::boxed(s, kind, 3, stride, 1))).collect()
+}
+
+/// The test cases of both kinds on the general kernels of pool.wgsl (the fallback).
+pub fn general_test_cases() -> Vec<Box<dyn OpCase>> {
+    [PoolKind::Max, PoolKind::Avg].into_iter().flat_map(|kind| pool_cases(kind, true)).collect()
 }
 
 pub fn max_pool_test_cases() -> Vec<Box<dyn OpCase>> {
