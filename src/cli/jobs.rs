@@ -164,6 +164,27 @@ fn apply_train(t: &mut TrainConfig, a: &TrainArgs) {
          flip => t.augment.flip, cutout => t.augment.cutout);
 }
 
+/// The config stored in a run folder that is being resumed.
+fn read_config<T: serde::de::DeserializeOwned>(dir: &std::path::Path, kind: &str) -> Result<T> {
+    let path = dir.join("config.json");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot resume: {} is not a cellnas run (no readable config.json)", dir.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{}: not a {kind} config", path.display()))
+}
+
+/// Size flags; a new run also takes its input channels and classes from the data.
+fn apply_net(net: &mut NetConfig, a: &NetArgs, data: &DataConfig, resume: bool) -> Result<()> {
+    if let Some(c) = a.channels {
+        net.channels = c;
+    }
+    if let Some(l) = a.layers {
+        net.layers = l;
+    }
+    if !resume {
+        (net.in_channels, net.classes) = data_shape(data)?;
+    }
+    Ok(())
+}
+
 fn apply_data(d: &mut DataConfig, a: &DataArgs) {
     if let Some(p) = &a.data {
         d.path = Some(p.clone());
@@ -188,21 +209,14 @@ fn data_shape(d: &DataConfig) -> Result<(usize, usize)> {
 pub fn search(gpu: &Arc<Gpu>, a: &SearchArgs) -> Result<()> {
     let (mut cfg, out, resume) = match &a.resume {
         Some(dir) => {
-            let path = dir.join("config.json");
-            let text = std::fs::read_to_string(&path).with_context(|| format!("cannot resume: {} is not a cellnas run (no readable config.json)", dir.display()))?;
-            let cfg: SearchConfig = serde_json::from_str(&text).with_context(|| format!("{}: not a search config", path.display()))?;
+            let cfg: SearchConfig = read_config(dir, "search")?;
             (cfg, dir.clone(), true)
         }
         None => (default_search(), PathBuf::new(), false),
     };
     apply_data(&mut cfg.data, &a.data);
     apply_train(&mut cfg.train, &a.train);
-    if let Some(c) = a.net.channels {
-        cfg.net.channels = c;
-    }
-    if let Some(l) = a.net.layers {
-        cfg.net.layers = l;
-    }
+    apply_net(&mut cfg.net, &a.net, &cfg.data, resume)?;
     if a.nodes.is_some() || a.ops.is_some() {
         let ops = match &a.ops {
             Some(names) => names.iter().map(|n| Op::from_name(n.trim())).collect::<cellnas::Result<Vec<_>>>()?,
@@ -222,11 +236,6 @@ pub fn search(gpu: &Arc<Gpu>, a: &SearchArgs) -> Result<()> {
     }
     if let Some(r) = a.recalibration_batches {
         cfg.eval.recalibration_batches = r;
-    }
-    if !resume {
-        let (c, classes) = data_shape(&cfg.data)?;
-        cfg.net.in_channels = c;
-        cfg.net.classes = classes;
     }
     let out = if resume { out } else { a.out.clone().unwrap_or_else(|| fresh_dir(&format!("runs/search-{}", cfg.train.seed))) };
     cfg.resume_ignore = json!({ "adapter": gpu.info.name, "backend": gpu.info.backend, "out": out });
@@ -297,9 +306,7 @@ pub fn train(gpu: &Arc<Gpu>, a: &TrainCmdArgs) -> Result<()> {
     let spec = a.spec.as_ref().map(|p| super::read_spec(p)).transpose()?;
     let (mut cfg, out, resume) = match &a.resume {
         Some(dir) => {
-            let path = dir.join("config.json");
-            let text = std::fs::read_to_string(&path).with_context(|| format!("cannot resume: {} is not a cellnas run (no readable config.json)", dir.display()))?;
-            let cfg: StandaloneConfig = serde_json::from_str(&text).with_context(|| format!("{}: not a training config", path.display()))?;
+            let cfg: StandaloneConfig = read_config(dir, "training")?;
             (cfg, dir.clone(), true)
         }
         None => {
@@ -328,17 +335,7 @@ pub fn train(gpu: &Arc<Gpu>, a: &TrainCmdArgs) -> Result<()> {
     }
     apply_data(&mut cfg.data, &a.data);
     apply_train(&mut cfg.train, &a.train);
-    if let Some(c) = a.net.channels {
-        cfg.net.channels = c;
-    }
-    if let Some(l) = a.net.layers {
-        cfg.net.layers = l;
-    }
-    if !resume {
-        let (c, classes) = data_shape(&cfg.data)?;
-        cfg.net.in_channels = c;
-        cfg.net.classes = classes;
-    }
+    apply_net(&mut cfg.net, &a.net, &cfg.data, resume)?;
     let out = if resume { out } else { a.out.clone().unwrap_or_else(|| fresh_dir(&format!("runs/train-{}", cfg.train.seed))) };
     cfg.resume_ignore = json!({ "adapter": gpu.info.name, "out": out });
     if !a.quiet {
