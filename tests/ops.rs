@@ -68,6 +68,14 @@ fn batch_norm_eval() {
     check_family("batch_norm_eval");
 }
 
+/// The elementwise test shapes cover both paths; the supernet's shapes take the vec4 one.
+#[test]
+fn elementwise_path_choice() {
+    use cellnas::ops::elementwise::uses_vec4;
+    assert!(!uses_vec4(3 * 49) && !uses_vec4(10) && !uses_vec4(1));
+    assert!(uses_vec4(2 * 4 * 16) && uses_vec4(36) && uses_vec4(64 * 64 * 49));
+}
+
 #[test]
 fn every_family_has_a_test_line() {
     let this = include_str!("ops.rs");
