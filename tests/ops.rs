@@ -86,6 +86,14 @@ fn concat_path_choice() {
     assert!(!part_uses_vec4(3 * 49, 9 * 49, 0) && !part_uses_vec4(2 * 6, 5 * 6, 6));
 }
 
+/// Crop sides of a multiple of 4 values take the flat path (the supernet's all do).
+#[test]
+fn crop_path_choice() {
+    use cellnas::ops::crop::uses_flat;
+    assert!(uses_flat(64 * 16 * 27 * 27) && uses_flat(64 * 64 * 7 * 7) && uses_flat(36));
+    assert!(!uses_flat(10) && !uses_flat(147) && !uses_flat(935));
+}
+
 #[test]
 fn every_family_has_a_test_line() {
     let this = include_str!("ops.rs");
