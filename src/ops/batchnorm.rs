@@ -227,6 +227,12 @@ fn check_affine(op: &'static str, g: &Geometry, gamma: Option<&Tensor>, beta: Op
     }
 }
 
+/// A coefficient buffer of `n` values, padded to whole vec4s: the unit kernels bind it as a
+/// vec4 array too, which wgpu rejects when the buffer is smaller than one vec4.
+fn coef_buffer(gpu: &crate::gpu::Gpu, n: usize) -> Tensor {
+    Tensor::empty(gpu, &[n.next_multiple_of(4)])
+}
+
 /// gamma and beta into the scale and shift slots of the coefficient buffer.
 fn copy_affine(step: &mut Step, c: usize, gamma: Option<&Tensor>, beta: Option<&Tensor>, coef: &Tensor) {
     let bytes = 4 * c as u64;
@@ -267,7 +273,7 @@ pub fn forward_train(
     }
     let gpu = step.gpu().clone();
     let part = Tensor::empty(&gpu, &[g.c * g.parts()]);
-    let coef = Tensor::empty(&gpu, &[3 * g.c]);
+    let coef = coef_buffer(&gpu, 3 * g.c);
     let chunks = g.c * g.parts();
     // Copies first: a copy between dispatches splits the compute pass.
     copy_affine(step, g.c, gamma, beta, &coef);
@@ -304,7 +310,7 @@ pub fn forward_eval(
     check_affine(OP, &g, gamma, beta)?;
     g.per_channel(OP, "running_mean", running_mean)?;
     g.per_channel(OP, "running_var", running_var)?;
-    let coef = Tensor::empty(step.gpu(), &[3 * g.c]);
+    let coef = coef_buffer(step.gpu(), 3 * g.c);
     copy_affine(step, g.c, gamma, beta, &coef);
     step.copy(&running_mean.buf, 0, &coef.buf, 8 * g.c as u64, 4 * g.c as u64);
     g.dispatch_per_channel(step, &EVAL_COEF, &[running_var, &coef])?;
@@ -337,7 +343,7 @@ pub fn backward(
     g.per_channel(OP, "save_inv_std", save_inv_std)?;
     let gpu = step.gpu().clone();
     let part = Tensor::empty(&gpu, &[2 * g.c * g.parts()]);
-    let coef = Tensor::empty(&gpu, &[6 * g.c]);
+    let coef = coef_buffer(&gpu, 6 * g.c);
     let bytes = 4 * g.c as u64;
     // Copies before and after the dispatches, not between them: a copy splits the compute pass
     // (and a timed step with three passes fails validation in the runtime).
@@ -605,9 +611,10 @@ impl OpCase for EvalCase {
 
 /// Scalar path: batch 1 at 7x7, 1x1 spatial (three values per channel), and an odd 9x11 with
 /// 17 channels. Vec4 path (see [`unit_planes`]): planes of whole vec4s (U = 1), pairs of
-/// 3x2 planes (U = 2), fours of 7x7 planes (U = 4), and fours of single values.
+/// 3x2 planes (U = 2), fours of 7x7 planes (U = 4), fours of single values, and one channel
+/// (coefficient buffers shorter than a vec4 unless padded).
 const TEST_SHAPES: &[[usize; 4]] =
-    &[[1, 3, 7, 7], [3, 5, 1, 1], [2, 17, 9, 11], [2, 4, 4, 4], [1, 3, 2, 6], [2, 6, 3, 2], [3, 4, 7, 7], [5, 8, 1, 1]];
+    &[[1, 3, 7, 7], [3, 5, 1, 1], [2, 17, 9, 11], [2, 4, 4, 4], [1, 3, 2, 6], [2, 6, 3, 2], [3, 4, 7, 7], [5, 8, 1, 1], [2, 1, 4, 4]];
 
 pub fn train_test_cases() -> Vec<Box<dyn OpCase>> {
     TEST_SHAPES
