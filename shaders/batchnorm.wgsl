@@ -27,6 +27,12 @@ struct Params {
     momentum: f32,
     // n * c * hw
     total: u32,
+    // Unit kernels (see below): number of units and vec4s per unit.
+    units: u32,
+    lvec: u32,
+    // Partial j of channel c sits at c * pc + j * pj (stage 1 layouts differ between paths).
+    pc: u32,
+    pj: u32,
     pad: u32,
 }
 
@@ -48,6 +54,10 @@ struct Params {
 @group(0) @binding(12) var<storage, read> coef_in: array<f32>;
 @group(0) @binding(13) var<storage, read_write> out: array<f32>;
 @group(0) @binding(14) var<storage, read> run_var_in: array<f32>;
+// vec4 views of x, dy and out for the unit kernels.
+@group(0) @binding(15) var<storage, read> x4: array<vec4<f32>>;
+@group(0) @binding(16) var<storage, read> dy4: array<vec4<f32>>;
+@group(0) @binding(17) var<storage, read_write> out4: array<vec4<f32>>;
 
 // Stage 1 position: partial j of channel c visits k = j, j + parts, ... < m. The flat index of
 // value k is (n * C + c) * hw + s with k = n * hw + s; (n, s) advance by (dn, ds) with a carry.
@@ -113,7 +123,7 @@ fn sq_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
 fn channel_sum(c: u32, base: u32) -> f32 {
     var acc = 0.0;
     for (var j = 0u; j < p.parts; j++) {
-        acc += part_in[base + c * p.parts + j];
+        acc += part_in[base + c * p.pc + j * p.pj];
     }
     return acc;
 }
@@ -285,5 +295,182 @@ fn backward_dx(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
         }
         out[i] = kc * (dy[i] - ac - (x[i] - mu) * bc);
         pl = plane_next(pl);
+    }
+}
+
+// ---- Unit kernels: the vec4 path. --------------------------------------------------------
+//
+// A unit is U consecutive planes (same image, channels c0 .. c0+U-1) whose U*hw values are a
+// whole number of vec4s starting at a multiple of 4: U = 1 when hw % 4 == 0, 2 when hw % 2 == 0,
+// else 4 (the host checks C % U == 0, so a unit never crosses an image). Loads and stores are
+// vec4 (on lavapipe an access costs the same for one float or four).
+//
+// Reductions: one invocation per unit sums each of its planes in order (4 lane accumulators,
+// folded as (x + y) + (z + w)) into part[plane], plane = n * C + c; stage 2 then sums a
+// channel's N planes in order (pc = 1, pj = C). Both orders depend only on the shape. A plane
+// that does not start or end on a vec4 boundary reads the shared vec4 and masks the other
+// plane's components out.
+override U: u32 = 1u;
+
+fn hsum(v: vec4<f32>) -> f32 {
+    return (v.x + v.y) + (v.z + v.w);
+}
+
+// Components of vec4 j (of the unit) that belong to plane k of the unit.
+fn in_plane(j: u32, k: u32) -> vec4<bool> {
+    let e = vec4<u32>(4u * j) + vec4<u32>(0u, 1u, 2u, 3u);
+    return (e >= vec4<u32>(k * p.hw)) & (e < vec4<u32>((k + 1u) * p.hw));
+}
+
+fn masked(v: vec4<f32>, j: u32, k: u32) -> vec4<f32> {
+    if (U == 1u) {
+        return v;
+    }
+    return select(vec4<f32>(0.0), v, in_plane(j, k));
+}
+
+// The vec4s [first, end) of the unit that hold plane k.
+fn plane_first(k: u32) -> u32 {
+    return (k * p.hw) / 4u;
+}
+fn plane_end(k: u32) -> u32 {
+    return ((k + 1u) * p.hw + 3u) / 4u;
+}
+
+@compute @workgroup_size(WG)
+fn sum_units(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let g = flat_id(wid, nwg, lid);
+    if (g >= p.units) { return; }
+    let c0 = (g * U) % p.c;
+    let base = g * p.lvec;
+    for (var k = 0u; k < U; k++) {
+        let shift = x[(c0 + k) * p.hw];
+        var acc = vec4<f32>(0.0);
+        for (var j = plane_first(k); j < plane_end(k); j++) {
+            acc += masked(x4[base + j] - shift, j, k);
+        }
+        part[g * U + k] = hsum(acc);
+    }
+}
+
+@compute @workgroup_size(WG)
+fn sq_units(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let g = flat_id(wid, nwg, lid);
+    if (g >= p.units) { return; }
+    let c0 = (g * U) % p.c;
+    let base = g * p.lvec;
+    for (var k = 0u; k < U; k++) {
+        let mu = mean[c0 + k];
+        var acc = vec4<f32>(0.0);
+        for (var j = plane_first(k); j < plane_end(k); j++) {
+            let d = masked(x4[base + j] - mu, j, k);
+            acc += d * d;
+        }
+        part[g * U + k] = hsum(acc);
+    }
+}
+
+// part[plane] = sum dy, part[N * C + plane] = sum dy * (x - mean), as backward_partial.
+@compute @workgroup_size(WG)
+fn backward_units(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let g = flat_id(wid, nwg, lid);
+    if (g >= p.units) { return; }
+    let c0 = (g * U) % p.c;
+    let base = g * p.lvec;
+    for (var k = 0u; k < U; k++) {
+        let mu = mean[c0 + k];
+        var sdy = vec4<f32>(0.0);
+        var sdx = vec4<f32>(0.0);
+        for (var j = plane_first(k); j < plane_end(k); j++) {
+            let d = masked(dy4[base + j], j, k);
+            sdy += d;
+            sdx += d * (x4[base + j] - mu);
+        }
+        part[g * U + k] = hsum(sdy);
+        part[p.c * p.n + g * U + k] = hsum(sdx);
+    }
+}
+
+// Per-element unit kernels: invocation g takes the KV consecutive vec4s from g * KV (the host
+// picks KV dividing lvec, so they lie in one unit); the unit's coefficients are loaded once.
+override KV: u32 = 1u;
+
+@group(0) @binding(18) var<storage, read> coef4: array<vec4<f32>>;
+
+// Per plane of the unit, coef_in[off + c0 + k]; one vec4 load when U == 4 (then C % 4 == 0, so
+// every slot of the coefficient buffer starts on a vec4).
+fn unit_coef(off: u32, c0: u32) -> vec4<f32> {
+    if (U == 4u) {
+        return coef4[(off + c0) / 4u];
+    }
+    var v = vec4<f32>(coef_in[off + c0]);
+    if (U == 2u) {
+        v.y = coef_in[off + c0 + 1u];
+    }
+    return v;
+}
+
+// Plane within the unit of each component of vec4 j of the unit.
+fn unit_planes(j: u32) -> vec4<u32> {
+    let e = vec4<u32>(4u * j) + vec4<u32>(0u, 1u, 2u, 3u);
+    var k = select(vec4<u32>(0u), vec4<u32>(1u), e >= vec4<u32>(p.hw));
+    if (U == 4u) {
+        k += select(vec4<u32>(0u), vec4<u32>(1u), e >= vec4<u32>(2u * p.hw));
+        k += select(vec4<u32>(0u), vec4<u32>(1u), e >= vec4<u32>(3u * p.hw));
+    }
+    return k;
+}
+
+// Per component, the entry of v (one value per plane of the unit) for that component's plane.
+fn pick(k: vec4<u32>, v: vec4<f32>) -> vec4<f32> {
+    let a = select(vec4<f32>(v.x), vec4<f32>(v.y), k >= vec4<u32>(1u));
+    if (U == 2u) {
+        return a;
+    }
+    let b = select(a, vec4<f32>(v.z), k >= vec4<u32>(2u));
+    return select(b, vec4<f32>(v.w), k >= vec4<u32>(3u));
+}
+
+@compute @workgroup_size(WG)
+fn normalize_units(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let v0 = flat_id(wid, nwg, lid) * KV;
+    if (v0 >= p.units * p.lvec) { return; }
+    let g = v0 / p.lvec;
+    let j0 = v0 - g * p.lvec;
+    let c0 = (g * U) % p.c;
+    let sc = unit_coef(0u, c0);
+    let sh = unit_coef(p.c, c0);
+    let mu = unit_coef(2u * p.c, c0);
+    for (var t = 0u; t < KV; t++) {
+        let i = v0 + t;
+        if (U == 1u) {
+            out4[i] = (x4[i] - mu.x) * sc.x + sh.x;
+        } else {
+            let k = unit_planes(j0 + t);
+            out4[i] = (x4[i] - pick(k, mu)) * pick(k, sc) + pick(k, sh);
+        }
+    }
+}
+
+@compute @workgroup_size(WG)
+fn backward_dx_units(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let v0 = flat_id(wid, nwg, lid) * KV;
+    if (v0 >= p.units * p.lvec) { return; }
+    let C = p.c;
+    let g = v0 / p.lvec;
+    let j0 = v0 - g * p.lvec;
+    let c0 = (g * U) % C;
+    let kc = unit_coef(2u * C, c0);
+    let ac = unit_coef(3u * C, c0);
+    let bc = unit_coef(4u * C, c0);
+    let mu = unit_coef(5u * C, c0);
+    for (var t = 0u; t < KV; t++) {
+        let i = v0 + t;
+        if (U == 1u) {
+            out4[i] = kc.x * (dy4[i] - ac.x - (x4[i] - mu.x) * bc.x);
+        } else {
+            let k = unit_planes(j0 + t);
+            out4[i] = pick(k, kc) * (dy4[i] - pick(k, ac) - (x4[i] - pick(k, mu)) * pick(k, bc));
+        }
     }
 }

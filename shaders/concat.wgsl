@@ -47,3 +47,35 @@ fn split_part(@builtin(global_invocation_id) gid: vec3<u32>) {
         if (i < p.blk) { dst[d0 + i] = src[s0 + i]; }
     }
 }
+
+// vec4 path: the same copies on vec4 views when blk, stride and offset are multiples of 4 (the
+// host checks); p.blk, p.stride and p.offset then count vec4s. On lavapipe a load or store
+// costs about the same for a vec4 as for a float.
+@group(0) @binding(3) var<storage, read> src4: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> dst4: array<vec4<f32>>;
+
+const PER4: u32 = 2u;
+
+@compute @workgroup_size(WG)
+fn concat_part4(@builtin(global_invocation_id) gid: vec3<u32>) {
+    if (gid.y >= p.n) { return; }
+    let b = p.n0 + gid.y;
+    let s0 = b * p.blk;
+    let d0 = b * p.stride + p.offset;
+    for (var j = 0u; j < PER4; j++) {
+        let i = gid.x * PER4 + j;
+        if (i < p.blk) { dst4[d0 + i] = src4[s0 + i]; }
+    }
+}
+
+@compute @workgroup_size(WG)
+fn split_part4(@builtin(global_invocation_id) gid: vec3<u32>) {
+    if (gid.y >= p.n) { return; }
+    let b = p.n0 + gid.y;
+    let d0 = b * p.blk;
+    let s0 = b * p.stride + p.offset;
+    for (var j = 0u; j < PER4; j++) {
+        let i = gid.x * PER4 + j;
+        if (i < p.blk) { dst4[d0 + i] = src4[s0 + i]; }
+    }
+}

@@ -80,3 +80,70 @@ fn scale(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
         if (i < p.n) { out[i] = a[i] * p.value; }
     }
 }
+
+// ---- vec4 path: the same ops on vec4 views when n % 4 == 0 (the host checks). On lavapipe a
+// load or store costs about the same for a vec4 as for a float. Invocation g handles vec4s
+// g*KV .. g*KV+KV-1; p.n counts vec4s here.
+override KV: u32 = 2u;
+
+@group(0) @binding(4) var<storage, read> a4: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read_write> out4: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read> b4: array<vec4<f32>>;
+
+fn first4(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
+    return flat_id(wid, nwg, lid) * KV;
+}
+
+@compute @workgroup_size(WG)
+fn relu_forward4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i0 = first4(wid, nwg, lid);
+    for (var k = 0u; k < KV; k++) {
+        let i = i0 + k;
+        if (i < p.n) { out4[i] = max(a4[i], vec4<f32>(0.0)); }
+    }
+}
+
+@compute @workgroup_size(WG)
+fn relu_backward4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i0 = first4(wid, nwg, lid);
+    for (var k = 0u; k < KV; k++) {
+        let i = i0 + k;
+        if (i < p.n) { out4[i] = select(vec4<f32>(0.0), b4[i], a4[i] > vec4<f32>(0.0)); }
+    }
+}
+
+@compute @workgroup_size(WG)
+fn add4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i0 = first4(wid, nwg, lid);
+    for (var k = 0u; k < KV; k++) {
+        let i = i0 + k;
+        if (i < p.n) { out4[i] = a4[i] + b4[i]; }
+    }
+}
+
+@compute @workgroup_size(WG)
+fn accumulate4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i0 = first4(wid, nwg, lid);
+    for (var k = 0u; k < KV; k++) {
+        let i = i0 + k;
+        if (i < p.n) { out4[i] = out4[i] + a4[i]; }
+    }
+}
+
+@compute @workgroup_size(WG)
+fn fill4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i0 = first4(wid, nwg, lid);
+    for (var k = 0u; k < KV; k++) {
+        let i = i0 + k;
+        if (i < p.n) { out4[i] = vec4<f32>(p.value); }
+    }
+}
+
+@compute @workgroup_size(WG)
+fn scale4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i0 = first4(wid, nwg, lid);
+    for (var k = 0u; k < KV; k++) {
+        let i = i0 + k;
+        if (i < p.n) { out4[i] = a4[i] * p.value; }
+    }
+}

@@ -102,10 +102,17 @@ fn saved_statistics_match_reference() {
 /// A large common offset: E[x^2] - E[x]^2 in f32 would lose the variance entirely.
 #[test]
 fn variance_is_stable_under_a_large_mean() {
+    // The scalar path, then the vec4 path (units of four 5x5 planes).
+    for shape in [[4, 3, 5, 5], [4, 4, 5, 5]] {
+        stable_under_large_mean(shape);
+    }
+}
+
+fn stable_under_large_mean(shape: [usize; 4]) {
     let gpu = cellnas::gpu::test_gpu();
-    let shape = [4, 3, 5, 5];
+    let c = shape[1];
     let x: Vec<f32> = random_vec(&mut rng_for("offset"), shape.iter().product()).iter().map(|v| 1000.0 + 0.1 * v).collect();
-    let layer = Layer::new(&gpu, shape, &[0.0; 3], &[1.0; 3]);
+    let layer = Layer::new(&gpu, shape, &vec![0.0; c], &vec![1.0; c]);
     let y = layer.train(&gpu, &x, &BatchNorm::default());
     let (_, var) = reference::batch_stats(&f64s(&x), shape);
     let inv_std: Vec<f64> = var.iter().map(|v| 1.0 / (v + 1e-5).sqrt()).collect();
@@ -154,19 +161,41 @@ fn bad_arguments_are_errors() {
 }
 
 /// Same inputs, same bits: forward (y, saved and running statistics) and backward.
+/// Which shapes take the vec4 (unit) path: the supernet's all do.
+#[test]
+fn vec4_path_is_taken_for_aligned_shapes() {
+    for (shape, want) in [
+        ([64, 16, 28, 28], Some(1)),
+        ([64, 32, 14, 14], Some(1)),
+        ([64, 64, 7, 7], Some(4)),
+        ([2, 6, 3, 2], Some(2)),
+        ([1, 3, 7, 7], None),
+        ([2, 17, 9, 11], None),
+        ([2, 3, 3, 2], None),
+    ] {
+        assert_eq!(batchnorm::unit_planes(&shape), want, "{shape:?}");
+    }
+}
+
 #[test]
 fn forward_and_backward_are_deterministic() {
+    deterministic([3, 17, 9, 11]);
+    // The vec4 path, units of four 7x7 planes.
+    deterministic([3, 8, 7, 7]);
+}
+
+fn deterministic(shape: [usize; 4]) {
     let gpu = cellnas::gpu::test_gpu();
-    let shape = [3, 17, 9, 11];
     let n: usize = shape.iter().product();
+    let c = shape[1];
     let mut rng = rng_for("determinism");
     let x = Tensor::from_slice(&gpu, &shape, &random_vec(&mut rng, n)).unwrap();
     let dy = Tensor::from_slice(&gpu, &shape, &random_vec(&mut rng, n)).unwrap();
-    let gamma = Tensor::from_slice(&gpu, &[17], &random_vec(&mut rng, 17)).unwrap();
-    let beta = Tensor::from_slice(&gpu, &[17], &random_vec(&mut rng, 17)).unwrap();
+    let gamma = Tensor::from_slice(&gpu, &[c], &random_vec(&mut rng, c)).unwrap();
+    let beta = Tensor::from_slice(&gpu, &[c], &random_vec(&mut rng, c)).unwrap();
     let run = || {
-        let c = |v: f32| Tensor::from_slice(&gpu, &[17], &[v; 17]).unwrap();
-        let (rm, rv, sm, sis, dg, db) = (c(0.0), c(1.0), c(0.0), c(0.0), c(0.0), c(0.0));
+        let t = |v: f32| Tensor::from_slice(&gpu, &[c], &vec![v; c]).unwrap();
+        let (rm, rv, sm, sis, dg, db) = (t(0.0), t(1.0), t(0.0), t(0.0), t(0.0), t(0.0));
         let (y, dx) = (Tensor::empty(&gpu, &shape), Tensor::empty(&gpu, &shape));
         let mut step = gpu.step();
         batchnorm::forward_train(&mut step, &x, Some(&gamma), Some(&beta), &rm, &rv, &BatchNorm::default(), &y, &sm, &sis).unwrap();

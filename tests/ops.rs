@@ -68,6 +68,32 @@ fn batch_norm_eval() {
     check_family("batch_norm_eval");
 }
 
+/// The elementwise test shapes cover both paths; the supernet's shapes take the vec4 one.
+#[test]
+fn elementwise_path_choice() {
+    use cellnas::ops::elementwise::uses_vec4;
+    assert!(!uses_vec4(3 * 49) && !uses_vec4(10) && !uses_vec4(1));
+    assert!(uses_vec4(2 * 4 * 16) && uses_vec4(36) && uses_vec4(64 * 64 * 49));
+}
+
+/// Which concat parts take the vec4 path (block, batch stride, offset in values).
+#[test]
+fn concat_path_choice() {
+    use cellnas::ops::concat::part_uses_vec4;
+    // Supernet cell output: four 16-channel 28x28 parts, and 7x7 parts of 64 channels.
+    assert!(part_uses_vec4(16 * 784, 64 * 784, 16 * 784) && part_uses_vec4(64 * 49, 256 * 49, 192 * 49));
+    // 3-channel 7x7 parts are not whole vec4s; 2x3 planes at an odd channel offset neither.
+    assert!(!part_uses_vec4(3 * 49, 9 * 49, 0) && !part_uses_vec4(2 * 6, 5 * 6, 6));
+}
+
+/// Crop sides of a multiple of 4 values take the flat path (the supernet's all do).
+#[test]
+fn crop_path_choice() {
+    use cellnas::ops::crop::uses_flat;
+    assert!(uses_flat(64 * 16 * 27 * 27) && uses_flat(64 * 64 * 7 * 7) && uses_flat(36));
+    assert!(!uses_flat(10) && !uses_flat(147) && !uses_flat(935));
+}
+
 #[test]
 fn every_family_has_a_test_line() {
     let this = include_str!("ops.rs");

@@ -24,6 +24,20 @@ const NORMALIZE: Kernel = kernel!("batchnorm.wgsl", "normalize", [1: Read, 12: R
 const BACKWARD_PARTIAL: Kernel = kernel!("batchnorm.wgsl", "backward_partial", [1: Read, 2: Read, 6: Read, 3: ReadWrite]);
 const BACKWARD_FINAL: Kernel = kernel!("batchnorm.wgsl", "backward_final", [4: Read, 6: Read, 8: Read, 11: ReadWrite]);
 const BACKWARD_DX: Kernel = kernel!("batchnorm.wgsl", "backward_dx", [1: Read, 2: Read, 12: Read, 13: ReadWrite]);
+// The vec4 path (unit kernels), for shapes whose planes group into aligned units.
+const SUM_UNITS: Kernel = kernel!("batchnorm.wgsl", "sum_units", [15: Read, 1: Read, 3: ReadWrite]);
+const SQ_UNITS: Kernel = kernel!("batchnorm.wgsl", "sq_units", [15: Read, 6: Read, 3: ReadWrite]);
+const BACKWARD_UNITS: Kernel = kernel!("batchnorm.wgsl", "backward_units", [15: Read, 16: Read, 6: Read, 3: ReadWrite]);
+const NORMALIZE_UNITS: Kernel = kernel!("batchnorm.wgsl", "normalize_units", [15: Read, 12: Read, 18: Read, 17: ReadWrite]);
+const BACKWARD_DX_UNITS: Kernel = kernel!("batchnorm.wgsl", "backward_dx_units", [15: Read, 16: Read, 12: Read, 18: Read, 17: ReadWrite]);
+
+/// Most vec4s per invocation in the per-element unit kernels (the largest divisor of the unit
+/// length up to this is taken: 7 at the supernet's 28x28, 14x14 and 7x7).
+const UNIT_VEC4S: u32 = 8;
+
+/// Workgroup size of the unit reductions (one invocation per unit): small, so that the few
+/// hundred units of a supernet layer spread over several workgroups.
+const UNIT_REDUCE_WG: u32 = 64;
 
 /// Elements per invocation in the per-element passes. One lavapipe run of batch_norm_eval
 /// (mostly normalize) at [64,16,28,28] with this code: 1 -> 16.6 ms, 4 -> 9.0, 8 -> 6.4,
@@ -56,12 +70,34 @@ struct Params {
     eps: f32,
     momentum: f32,
     total: u32,
+    units: u32,
+    lvec: u32,
+    pc: u32,
+    pj: u32,
     pad: u32,
+}
+
+/// Planes per unit of the vec4 path for this shape, or None when it must take the scalar path:
+/// U planes of H*W values fill whole vec4s (U = 1, 2 or 4), and C % U == 0 keeps a unit inside
+/// one image. Public so tests can assert which path a shape takes.
+pub fn unit_planes(shape: &[usize]) -> Option<usize> {
+    let [_, c, h, w] = crate::tensor::nchw(shape);
+    let hw = h * w;
+    let u = if hw % 4 == 0 {
+        1
+    } else if hw % 2 == 0 {
+        2
+    } else {
+        4
+    };
+    (c % u == 0 && hw > 0).then_some(u)
 }
 
 /// Shape facts every launcher needs, after validation.
 struct Geometry {
     c: usize,
+    /// Planes per unit when the vec4 path is taken.
+    unit: Option<usize>,
     params: Params,
 }
 
@@ -78,9 +114,16 @@ impl Geometry {
         if x.numel() > u32::MAX as usize / 2 {
             return Err(Error::Invalid(format!("{op}: x {:?} has too many elements for 32-bit indexing", x.shape)));
         }
-        // About sqrt(m) partials of about sqrt(m) values each: both stages stay short.
-        let parts = ((m as f64).sqrt().ceil() as usize).clamp(1, m);
         let hw = h * w;
+        let unit = unit_planes(&x.shape);
+        // Scalar path: about sqrt(m) partials of about sqrt(m) values each, so both stages stay
+        // short. Vec4 path: one partial per plane (N per channel).
+        let parts = match unit {
+            Some(_) => n,
+            None => ((m as f64).sqrt().ceil() as usize).clamp(1, m),
+        };
+        let (pc, pj) = if unit.is_some() { (1, c) } else { (parts, 1) };
+        let u = unit.unwrap_or(1);
         let params = Params {
             n: n as u32,
             c: c as u32,
@@ -93,9 +136,13 @@ impl Geometry {
             eps: bn.eps,
             momentum: bn.momentum,
             total: x.numel() as u32,
+            units: (n * c / u) as u32,
+            lvec: (u * hw / 4) as u32,
+            pc: pc as u32,
+            pj: pj as u32,
             pad: 0,
         };
-        Ok(Geometry { c, params })
+        Ok(Geometry { c, unit, params })
     }
 
     fn parts(&self) -> usize {
@@ -122,11 +169,43 @@ impl Geometry {
         step.dispatch(k, &[("WG", wg as f64), ("K", per as f64)], &self.params, &bufs, groups)
     }
 
+    /// A unit reduction: one invocation per unit.
+    fn dispatch_unit_reduce(&self, step: &mut Step, k: &Kernel, bufs: &[&Tensor]) -> Result<()> {
+        let wg = UNIT_REDUCE_WG.min(step.gpu().wg1d());
+        let groups = step.gpu().grid(self.params.units, wg);
+        let bufs: Vec<_> = bufs.iter().map(|t| &t.buf).collect();
+        step.dispatch(k, &[("WG", wg as f64), ("U", self.u() as f64)], &self.params, &bufs, groups)
+    }
+
+    /// A per-element unit kernel: each invocation takes a run of vec4s inside one unit.
+    fn dispatch_unit_elements(&self, step: &mut Step, k: &Kernel, bufs: &[&Tensor]) -> Result<()> {
+        let lvec = self.params.lvec.max(1);
+        let per = (1..=UNIT_VEC4S).rev().find(|d| lvec % d == 0).unwrap_or(1);
+        let wg = step.gpu().wg1d();
+        let groups = step.gpu().grid((self.params.units * lvec) / per, wg);
+        let bufs: Vec<_> = bufs.iter().map(|t| &t.buf).collect();
+        step.dispatch(k, &[("WG", wg as f64), ("U", self.u() as f64), ("KV", per as f64)], &self.params, &bufs, groups)
+    }
+
+    fn u(&self) -> usize {
+        self.unit.unwrap_or(1)
+    }
+
     fn dispatch(&self, step: &mut Step, k: &Kernel, n: usize, bufs: &[&Tensor]) -> Result<()> {
         let wg = step.gpu().wg1d();
         let groups = step.gpu().grid(n as u32, wg);
         let bufs: Vec<_> = bufs.iter().map(|t| &t.buf).collect();
         step.dispatch(k, &[("WG", wg as f64)], &self.params, &bufs, groups)
+    }
+}
+
+impl Geometry {
+    fn normalize(&self, step: &mut Step, x: &Tensor, coef: &Tensor, y: &Tensor) -> Result<()> {
+        if self.unit.is_some() {
+            self.dispatch_unit_elements(step, &NORMALIZE_UNITS, &[x, coef, coef, y])
+        } else {
+            self.dispatch_elements(step, &NORMALIZE, x.numel(), &[x, coef, y])
+        }
     }
 }
 
@@ -146,6 +225,12 @@ fn check_affine(op: &'static str, g: &Geometry, gamma: Option<&Tensor>, beta: Op
         (None, None) => Ok(()),
         _ => Err(Error::Invalid(format!("{op}: gamma and beta must be given together (affine) or both omitted"))),
     }
+}
+
+/// A coefficient buffer of `n` values, padded to whole vec4s: the unit kernels bind it as a
+/// vec4 array too, which wgpu rejects when the buffer is smaller than one vec4.
+fn coef_buffer(gpu: &crate::gpu::Gpu, n: usize) -> Tensor {
+    Tensor::empty(gpu, &[n.next_multiple_of(4)])
 }
 
 /// gamma and beta into the scale and shift slots of the coefficient buffer.
@@ -188,15 +273,23 @@ pub fn forward_train(
     }
     let gpu = step.gpu().clone();
     let part = Tensor::empty(&gpu, &[g.c * g.parts()]);
-    let coef = Tensor::empty(&gpu, &[3 * g.c]);
+    let coef = coef_buffer(&gpu, 3 * g.c);
     let chunks = g.c * g.parts();
     // Copies first: a copy between dispatches splits the compute pass.
     copy_affine(step, g.c, gamma, beta, &coef);
-    g.dispatch(step, &SUM_PARTIAL, chunks, &[x, &part])?;
+    if g.unit.is_some() {
+        g.dispatch_unit_reduce(step, &SUM_UNITS, &[x, x, &part])?;
+    } else {
+        g.dispatch(step, &SUM_PARTIAL, chunks, &[x, &part])?;
+    }
     g.dispatch_per_channel(step, &MEAN_FINAL, &[x, &part, save_mean])?;
-    g.dispatch(step, &SQ_PARTIAL, chunks, &[x, save_mean, &part])?;
+    if g.unit.is_some() {
+        g.dispatch_unit_reduce(step, &SQ_UNITS, &[x, save_mean, &part])?;
+    } else {
+        g.dispatch(step, &SQ_PARTIAL, chunks, &[x, save_mean, &part])?;
+    }
     g.dispatch_per_channel(step, &VAR_FINAL, &[&part, save_mean, save_inv_std, running_mean, running_var, &coef])?;
-    g.dispatch_elements(step, &NORMALIZE, x.numel(), &[x, &coef, y])
+    g.normalize(step, x, &coef, y)
 }
 
 /// Evaluation mode: running statistics.
@@ -217,11 +310,11 @@ pub fn forward_eval(
     check_affine(OP, &g, gamma, beta)?;
     g.per_channel(OP, "running_mean", running_mean)?;
     g.per_channel(OP, "running_var", running_var)?;
-    let coef = Tensor::empty(step.gpu(), &[3 * g.c]);
+    let coef = coef_buffer(step.gpu(), 3 * g.c);
     copy_affine(step, g.c, gamma, beta, &coef);
     step.copy(&running_mean.buf, 0, &coef.buf, 8 * g.c as u64, 4 * g.c as u64);
     g.dispatch_per_channel(step, &EVAL_COEF, &[running_var, &coef])?;
-    g.dispatch_elements(step, &NORMALIZE, x.numel(), &[x, &coef, y])
+    g.normalize(step, x, &coef, y)
 }
 
 /// Backward in training mode. dgamma/dbeta written when given (affine).
@@ -250,16 +343,24 @@ pub fn backward(
     g.per_channel(OP, "save_inv_std", save_inv_std)?;
     let gpu = step.gpu().clone();
     let part = Tensor::empty(&gpu, &[2 * g.c * g.parts()]);
-    let coef = Tensor::empty(&gpu, &[6 * g.c]);
+    let coef = coef_buffer(&gpu, 6 * g.c);
     let bytes = 4 * g.c as u64;
     // Copies before and after the dispatches, not between them: a copy splits the compute pass
     // (and a timed step with three passes fails validation in the runtime).
     if let Some(gm) = gamma {
         step.copy(&gm.buf, 0, &coef.buf, 2 * bytes, bytes);
     }
-    g.dispatch(step, &BACKWARD_PARTIAL, g.c * g.parts(), &[x, dy, save_mean, &part])?;
+    if g.unit.is_some() {
+        g.dispatch_unit_reduce(step, &BACKWARD_UNITS, &[x, dy, save_mean, &part])?;
+    } else {
+        g.dispatch(step, &BACKWARD_PARTIAL, g.c * g.parts(), &[x, dy, save_mean, &part])?;
+    }
     g.dispatch_per_channel(step, &BACKWARD_FINAL, &[&part, save_mean, save_inv_std, &coef])?;
-    g.dispatch_elements(step, &BACKWARD_DX, x.numel(), &[x, dy, &coef, dx])?;
+    if g.unit.is_some() {
+        g.dispatch_unit_elements(step, &BACKWARD_DX_UNITS, &[x, dy, &coef, &coef, dx])?;
+    } else {
+        g.dispatch_elements(step, &BACKWARD_DX, x.numel(), &[x, dy, &coef, dx])?;
+    }
     if let Some(db) = dbeta {
         step.copy(&coef.buf, 0, &db.buf, 0, bytes);
     }
@@ -508,8 +609,12 @@ impl OpCase for EvalCase {
     }
 }
 
-/// Batch 1 at 7x7, 1x1 spatial (three values per channel), and an odd 9x11 with 17 channels.
-const TEST_SHAPES: &[[usize; 4]] = &[[1, 3, 7, 7], [3, 5, 1, 1], [2, 17, 9, 11]];
+/// Scalar path: batch 1 at 7x7, 1x1 spatial (three values per channel), and an odd 9x11 with
+/// 17 channels. Vec4 path (see [`unit_planes`]): planes of whole vec4s (U = 1), pairs of
+/// 3x2 planes (U = 2), fours of 7x7 planes (U = 4), fours of single values, and one channel
+/// (coefficient buffers shorter than a vec4 unless padded).
+const TEST_SHAPES: &[[usize; 4]] =
+    &[[1, 3, 7, 7], [3, 5, 1, 1], [2, 17, 9, 11], [2, 4, 4, 4], [1, 3, 2, 6], [2, 6, 3, 2], [3, 4, 7, 7], [5, 8, 1, 1], [2, 1, 4, 4]];
 
 pub fn train_test_cases() -> Vec<Box<dyn OpCase>> {
     TEST_SHAPES

@@ -9,6 +9,9 @@ use crate::tensor::{nchw, numel, Tensor};
 
 const CONCAT_PART: Kernel = kernel!("concat.wgsl", "concat_part", [1: Read, 2: ReadWrite]);
 const SPLIT_PART: Kernel = kernel!("concat.wgsl", "split_part", [1: Read, 2: ReadWrite]);
+// The vec4 path; the kernels above are the fallback.
+const CONCAT_PART4: Kernel = kernel!("concat.wgsl", "concat_part4", [3: Read, 4: ReadWrite]);
+const SPLIT_PART4: Kernel = kernel!("concat.wgsl", "split_part4", [3: Read, 4: ReadWrite]);
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -52,21 +55,35 @@ fn part_params(op: &'static str, whole: &Tensor, parts: &[&Tensor]) -> Result<Ve
     Ok(out)
 }
 
-/// Values each invocation copies (`PER` in the shader).
+/// Values each invocation copies (`PER` in the shader), and vec4s on the vec4 path (`PER4`).
 const PER: u32 = 4;
+const PER4: u32 = 2;
+
+/// Whether a part's copy takes the vec4 path: its block, the batch stride and its offset all
+/// whole vec4s. Public so tests can assert it.
+pub fn part_uses_vec4(blk: usize, stride: usize, offset: usize) -> bool {
+    blk % 4 == 0 && stride % 4 == 0 && offset % 4 == 0 && blk > 0
+}
 
 /// x over the block, y over batch items (split into several dispatches past the grid limit).
-fn launch(step: &mut Step, k: &Kernel, params: &Params, src: &Tensor, dst: &Tensor) -> Result<()> {
+/// `kernels` = (scalar, vec4).
+fn launch(step: &mut Step, kernels: (&Kernel, &Kernel), params: &Params, src: &Tensor, dst: &Tensor) -> Result<()> {
     let wg = step.gpu().wg1d();
     let maxd = step.gpu().limits.max_compute_workgroups_per_dimension.max(1);
-    let gx = params.blk.div_ceil(PER * wg);
+    let vec4 = part_uses_vec4(params.blk as usize, params.stride as usize, params.offset as usize);
+    let (k, params, per) = if vec4 {
+        (kernels.1, Params { blk: params.blk / 4, stride: params.stride / 4, offset: params.offset / 4, ..*params }, PER4)
+    } else {
+        (kernels.0, *params, PER)
+    };
+    let gx = params.blk.div_ceil(per * wg);
     if gx > maxd {
         return Err(Error::Invalid(format!("concat: blocks of {} values exceed the grid limit", params.blk)));
     }
     let mut at = 0;
     while at < params.n {
         let n = (params.n - at).min(maxd);
-        let p = Params { n, n0: at, ..*params };
+        let p = Params { n, n0: at, ..params };
         step.dispatch(k, &[("WG", wg as f64)], &p, &[&src.buf, &dst.buf], [gx, n, 1])?;
         at += n;
     }
@@ -76,7 +93,7 @@ fn launch(step: &mut Step, k: &Kernel, params: &Params, src: &Tensor, dst: &Tens
 /// y = the inputs stacked along channels, in order: all [N, Ci, H, W] -> [N, sum Ci, H, W].
 pub fn concat_channels(step: &mut Step, xs: &[&Tensor], y: &Tensor) -> Result<()> {
     for (params, x) in part_params("concat_channels", y, xs)?.iter().zip(xs) {
-        launch(step, &CONCAT_PART, params, x, y)?;
+        launch(step, (&CONCAT_PART, &CONCAT_PART4), params, x, y)?;
     }
     Ok(())
 }
@@ -84,7 +101,7 @@ pub fn concat_channels(step: &mut Step, xs: &[&Tensor], y: &Tensor) -> Result<()
 /// The backward of [`concat_channels`]: each dxs[i] gets its channel slice of dy.
 pub fn split_channels(step: &mut Step, dy: &Tensor, dxs: &[&Tensor]) -> Result<()> {
     for (params, dx) in part_params("split_channels", dy, dxs)?.iter().zip(dxs) {
-        launch(step, &SPLIT_PART, params, dy, dx)?;
+        launch(step, (&SPLIT_PART, &SPLIT_PART4), params, dy, dx)?;
     }
     Ok(())
 }
@@ -164,7 +181,18 @@ impl OpCase for ConcatCase {
 
 pub fn concat_test_cases() -> Vec<Box<dyn OpCase>> {
     let case = |n, chans: &[usize], h, w| Box::new(ConcatCase { n, chans: chans.to_vec(), h, w }) as Box<dyn OpCase>;
-    vec![case(1, &[3, 5, 1], 7, 7), case(2, &[5, 17], 1, 1), case(3, &[1, 3], 9, 7), case(1, &[17, 3, 5], 2, 3)]
+    vec![
+        case(1, &[3, 5, 1], 7, 7),
+        case(2, &[5, 17], 1, 1),
+        case(3, &[1, 3], 9, 7),
+        case(1, &[17, 3, 5], 2, 3),
+        // vec4 path for every part (blocks of 8 and 36 vec4s: partial last runs).
+        case(2, &[4, 8, 4], 7, 7),
+        // 2x6 planes are whole vec4s at any offset. 2x3 planes, 8 channels: only the first
+        // part (12 values at offset 0) takes the vec4 path.
+        case(2, &[1, 3, 2], 2, 6),
+        case(2, &[2, 1, 2, 3], 2, 3),
+    ]
 }
 
 /// A cell's output: four node outputs of C channels each.

@@ -9,6 +9,26 @@ use crate::tensor::Tensor;
 
 const FORWARD: Kernel = kernel!("crop.wgsl", "crop_forward", [1: Read, 2: ReadWrite]);
 const BACKWARD: Kernel = kernel!("crop.wgsl", "crop_backward", [1: Read, 2: ReadWrite]);
+// The flat path (vec4 stores); the tile kernels above are the fallback.
+const FORWARD4: Kernel = kernel!("crop.wgsl", "crop_forward4", [1: Read, 3: ReadWrite]);
+const BACKWARD4: Kernel = kernel!("crop.wgsl", "crop_backward4", [1: Read, 3: ReadWrite]);
+
+/// vec4s each invocation of the flat path writes.
+const VEC4S_PER_INVOCATION: u32 = 2;
+
+/// Whether a crop writing `n` values takes the flat path (vec4 stores). Public so tests can
+/// assert it.
+pub fn uses_flat(n: usize) -> bool {
+    n % 4 == 0 && n > 0
+}
+
+/// The flat path over the `n` written values (all planes in one dispatch).
+fn launch_flat(step: &mut Step, k: &Kernel, p: &Params, n: usize, src: &Tensor, dst: &Tensor) -> Result<()> {
+    let wg = step.gpu().wg1d();
+    let groups = step.gpu().grid(((n / 4) as u32).div_ceil(VEC4S_PER_INVOCATION), wg);
+    let consts = [("WG", wg as f64), ("KV", VEC4S_PER_INVOCATION as f64)];
+    step.dispatch(k, &consts, p, &[&src.buf, &dst.buf], groups)
+}
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -68,12 +88,18 @@ fn launch(step: &mut Step, k: &Kernel, p: &Params, cols: u32, rows: u32, src: &T
 /// y = x[:, :, top..top+oh, left..left+ow]
 pub fn forward(step: &mut Step, x: &Tensor, c: &Crop, y: &Tensor) -> Result<()> {
     let p = params(&x.shape, &y.shape, c)?;
+    if uses_flat(y.numel()) {
+        return launch_flat(step, &FORWARD4, &p, y.numel(), x, y);
+    }
     launch(step, &FORWARD, &p, p.ow, p.oh, x, y)
 }
 
 /// dx = dy placed in the window, zeros elsewhere.
 pub fn backward(step: &mut Step, dy: &Tensor, c: &Crop, dx: &Tensor) -> Result<()> {
     let p = params(&dx.shape, &dy.shape, c)?;
+    if uses_flat(dx.numel()) {
+        return launch_flat(step, &BACKWARD4, &p, dx.numel(), dy, dx);
+    }
     launch(step, &BACKWARD, &p, p.w, p.h, dy, dx)
 }
 
@@ -161,6 +187,11 @@ pub fn test_cases() -> Vec<Box<dyn OpCase>> {
         ([3, 1, 4, 6], Crop { top: 0, left: 3, oh: 4, ow: 3 }),
         // Wider and taller than one 8x8 tile, not multiples of it.
         ([1, 2, 19, 13], Crop { top: 1, left: 2, oh: 17, ow: 10 }),
+        // The cases above already mix the paths (a side of 36, 340 or 40 values is flat, of 10,
+        // 147 or 935 is not). These are flat both ways, with vec4s that span rows and planes.
+        ([2, 2, 3, 6], Crop { top: 1, left: 1, oh: 2, ow: 3 }),
+        ([2, 2, 6, 6], shift_window(6, 6)),
+        ([4, 1, 7, 7], Crop { top: 1, left: 0, oh: 6, ow: 6 }),
     ];
     cases.into_iter().map(|(x, c)| Box::new(CropCase { x, c }) as Box<dyn OpCase>).collect()
 }

@@ -13,6 +13,23 @@ const ADD: Kernel = kernel!("elementwise.wgsl", "add", [1: Read, 3: Read, 2: Rea
 const ACCUMULATE: Kernel = kernel!("elementwise.wgsl", "accumulate", [1: Read, 2: ReadWrite]);
 const FILL: Kernel = kernel!("elementwise.wgsl", "fill", [2: ReadWrite]);
 const SCALE: Kernel = kernel!("elementwise.wgsl", "scale", [1: Read, 2: ReadWrite]);
+// The vec4 path, when the length is a multiple of 4; the kernels above are the fallback.
+const RELU4: Kernel = kernel!("elementwise.wgsl", "relu_forward4", [4: Read, 5: ReadWrite]);
+const RELU_BACKWARD4: Kernel = kernel!("elementwise.wgsl", "relu_backward4", [4: Read, 6: Read, 5: ReadWrite]);
+const ADD4: Kernel = kernel!("elementwise.wgsl", "add4", [4: Read, 6: Read, 5: ReadWrite]);
+const ACCUMULATE4: Kernel = kernel!("elementwise.wgsl", "accumulate4", [4: Read, 5: ReadWrite]);
+const FILL4: Kernel = kernel!("elementwise.wgsl", "fill4", [5: ReadWrite]);
+const SCALE4: Kernel = kernel!("elementwise.wgsl", "scale4", [4: Read, 5: ReadWrite]);
+
+/// vec4s per invocation on the vec4 path. relu and accumulate at the bench shapes on lavapipe
+/// (min of 15 GPU times): 1, 2 and 4 within noise of each other (4 a little ahead for relu,
+/// 2 for accumulate), 8 clearly slower.
+const VEC4S_PER_INVOCATION: u32 = 2;
+
+/// Whether a flat op over `n` values takes the vec4 path. Public so tests can assert it.
+pub fn uses_vec4(n: usize) -> bool {
+    n % 4 == 0 && n > 0
+}
 
 /// Elements per invocation (contiguous). On lavapipe, relu at [64,16,28,28] and wg1d: 8 was
 /// ~1.3x faster than 1 (median over shapes and two runs); 4 and 16, a workgroup of 64, and
@@ -41,41 +58,54 @@ fn launch(step: &mut Step, k: &Kernel, n: usize, value: f32, bufs: &[&Tensor]) -
     step.dispatch(k, &[("WG", wg as f64), ("K", PER_INVOCATION as f64)], &Params { n: n as u32, value }, &bufs, groups)
 }
 
+/// The vec4 kernel `k4` when n allows it, else the scalar `k`.
+fn launch_either(step: &mut Step, k: &Kernel, k4: &Kernel, n: usize, value: f32, bufs: &[&Tensor]) -> Result<()> {
+    if !uses_vec4(n) {
+        return launch(step, k, n, value, bufs);
+    }
+    let wg = step.gpu().wg1d();
+    let per = VEC4S_PER_INVOCATION;
+    let n4 = (n / 4) as u32;
+    let groups = step.gpu().grid(n4.div_ceil(per), wg);
+    let bufs: Vec<_> = bufs.iter().map(|t| &t.buf).collect();
+    step.dispatch(k4, &[("WG", wg as f64), ("KV", per as f64)], &Params { n: n4, value }, &bufs, groups)
+}
+
 /// y = max(x, 0)
 pub fn relu(step: &mut Step, x: &Tensor, y: &Tensor) -> Result<()> {
     same_len("relu", x, y)?;
-    launch(step, &RELU, x.numel(), 0.0, &[x, y])
+    launch_either(step, &RELU, &RELU4, x.numel(), 0.0, &[x, y])
 }
 
 /// dx = dy * (x > 0)
 pub fn relu_backward(step: &mut Step, x: &Tensor, dy: &Tensor, dx: &Tensor) -> Result<()> {
     same_len("relu_backward", x, dy)?;
     same_len("relu_backward", x, dx)?;
-    launch(step, &RELU_BACKWARD, x.numel(), 0.0, &[x, dy, dx])
+    launch_either(step, &RELU_BACKWARD, &RELU_BACKWARD4, x.numel(), 0.0, &[x, dy, dx])
 }
 
 /// y = a + b
 pub fn add(step: &mut Step, a: &Tensor, b: &Tensor, y: &Tensor) -> Result<()> {
     same_len("add", a, b)?;
     same_len("add", a, y)?;
-    launch(step, &ADD, a.numel(), 0.0, &[a, b, y])
+    launch_either(step, &ADD, &ADD4, a.numel(), 0.0, &[a, b, y])
 }
 
 /// acc += x: a value that feeds several consumers sums their gradients this way.
 pub fn accumulate(step: &mut Step, x: &Tensor, acc: &Tensor) -> Result<()> {
     same_len("accumulate", x, acc)?;
-    launch(step, &ACCUMULATE, x.numel(), 0.0, &[x, acc])
+    launch_either(step, &ACCUMULATE, &ACCUMULATE4, x.numel(), 0.0, &[x, acc])
 }
 
 /// y = value everywhere (the `none` op's output, gradient reset).
 pub fn fill(step: &mut Step, y: &Tensor, value: f32) -> Result<()> {
-    launch(step, &FILL, y.numel(), value, &[y])
+    launch_either(step, &FILL, &FILL4, y.numel(), value, &[y])
 }
 
 /// y = x * value
 pub fn scale(step: &mut Step, x: &Tensor, value: f32, y: &Tensor) -> Result<()> {
     same_len("scale", x, y)?;
-    launch(step, &SCALE, x.numel(), value, &[x, y])
+    launch_either(step, &SCALE, &SCALE4, x.numel(), value, &[x, y])
 }
 
 pub mod reference {
@@ -211,22 +241,28 @@ impl OpCase for ZeroCase {
     }
 }
 
+/// ODD_SHAPES all take the scalar path; these take the vec4 path (9 vec4s: a partial last run).
+const ALIGNED_SHAPES: &[[usize; 4]] = &[[2, 4, 4, 4], [1, 3, 2, 6]];
+
+fn test_shapes() -> impl Iterator<Item = &'static [usize; 4]> {
+    ODD_SHAPES.iter().chain(ALIGNED_SHAPES)
+}
+
 pub fn zero_test_cases() -> Vec<Box<dyn OpCase>> {
-    ODD_SHAPES.iter().map(|s| Box::new(ZeroCase(s.to_vec())) as Box<dyn OpCase>).collect()
+    test_shapes().map(|s| Box::new(ZeroCase(s.to_vec())) as Box<dyn OpCase>).collect()
 }
 pub fn zero_bench_cases() -> Vec<Box<dyn OpCase>> {
     BENCH_SHAPES.iter().map(|s| Box::new(ZeroCase(s.to_vec())) as Box<dyn OpCase>).collect()
 }
 
 pub fn relu_test_cases() -> Vec<Box<dyn OpCase>> {
-    ODD_SHAPES.iter().map(|s| Box::new(ReluCase(s.to_vec())) as Box<dyn OpCase>).collect()
+    test_shapes().map(|s| Box::new(ReluCase(s.to_vec())) as Box<dyn OpCase>).collect()
 }
 pub fn relu_bench_cases() -> Vec<Box<dyn OpCase>> {
     BENCH_SHAPES.iter().map(|s| Box::new(ReluCase(s.to_vec())) as Box<dyn OpCase>).collect()
 }
 pub fn add_test_cases() -> Vec<Box<dyn OpCase>> {
-    ODD_SHAPES
-        .iter()
+    test_shapes()
         .flat_map(|s| [false, true].map(|accumulate| Box::new(AddCase { shape: s.to_vec(), accumulate }) as Box<dyn OpCase>))
         .collect()
 }
