@@ -24,6 +24,9 @@ override RY: u32 = 0u;
 override PAD: u32 = 0u;
 // 1: correlate with the kernel flipped (backward_input as a forward pass).
 override FLIP: u32 = 0u;
+// Output rows of a depthwise tile (1..RMAX).
+override R: u32 = 2u;
+const RMAX: u32 = 4u;
 // Output channels in a dense tile (1..8).
 override CT: u32 = 8u;
 
@@ -45,12 +48,12 @@ fn load_x(row: u32, i: i32) -> f32 {
 }
 
 // out plane (n, c) = correlation of x plane (n, c) with the KxK kernel of c, dilation D,
-// stride S, padding pad. Tile: 8 neighbouring outputs in each of two rows D apart (oy0 and
-// oy0 + D), so that input row oy0*S - pad + kr*D is kernel row kr of the first and kr - S of
-// the second: each input row segment (7*S + 1 + (K-1)*D values) is loaded once for up to 16*K
-// multiply-adds.
-// Row pairs: blocks of 2*D rows hold D pairs. Item order (fastest first): 8-column tile, row
-// pair, plane. A second row past the end is computed and not stored.
+// stride S, padding pad. Tile: 8 neighbouring outputs in each of R rows D apart (oy0,
+// oy0 + D, ...), so that input row oy0*S - pad + kr*D is kernel row kr - r*S of row r: each
+// input row segment (7*S + 1 + (K-1)*D values) is loaded once for up to 8*R*K multiply-adds,
+// and the plane's K*K weights once for all R rows.
+// Row groups: blocks of R*D rows hold D groups. Item order (fastest first): 8-column tile, row
+// group, plane. Rows past the end are computed and not stored.
 @compute @workgroup_size(WG)
 fn depthwise(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let t = flat_id(wid, nwg, lid);
@@ -58,15 +61,15 @@ fn depthwise(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
     let ox0 = (t % p.xtiles) * 8u;
     let pair = (t / p.xtiles) % p.pairs;
     let plane = t / (p.xtiles * p.pairs);
-    let oy0 = (pair / D) * 2u * D + pair % D;
+    let oy0 = (pair / D) * R * D + pair % D;
     if (oy0 >= p.oh) { return; }
     let wbase = (plane % p.c) * K * K;
     let ix0 = i32(ox0 * S) - i32(p.pad);
-    var a0 = vec4<f32>(0.0);
-    var a1 = vec4<f32>(0.0);
-    var b0 = vec4<f32>(0.0);
-    var b1 = vec4<f32>(0.0);
-    for (var kr = 0u; kr < K + S; kr++) {
+    var wk: array<f32, KMAX * KMAX>;
+    for (var i = 0u; i < K * K; i++) { wk[i] = w[wbase + i]; }
+    var acc: array<vec4<f32>, 2u * RMAX>;
+    for (var r = 0u; r < 2u * R; r++) { acc[r] = vec4<f32>(0.0); }
+    for (var kr = 0u; kr < K + (R - 1u) * S; kr++) {
         let iy = i32(oy0 * S + kr * D) - i32(p.pad);
         if (iy < 0 || iy >= i32(p.ih)) { continue; }
         let row = (plane * p.ih + u32(iy)) * p.iw;
@@ -74,25 +77,23 @@ fn depthwise(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
         for (var i = 0u; i < 7u * S + 1u + (K - 1u) * D; i++) {
             seg[i] = load_x(row, ix0 + i32(i));
         }
-        if (kr < K) {
+        for (var r = 0u; r < R; r++) {
+            if (kr < r * S || kr >= K + r * S) { continue; }
+            var a0 = acc[2u * r];
+            var a1 = acc[2u * r + 1u];
             for (var kx = 0u; kx < K; kx++) {
-                let wv = w[wbase + tap(kr, kx)];
+                let wv = wk[tap(kr - r * S, kx)];
                 let s = kx * D;
                 a0 += vec4<f32>(seg[s], seg[s + S], seg[s + 2u * S], seg[s + 3u * S]) * wv;
                 a1 += vec4<f32>(seg[s + 4u * S], seg[s + 5u * S], seg[s + 6u * S], seg[s + 7u * S]) * wv;
             }
-        }
-        if (kr >= S) {
-            for (var kx = 0u; kx < K; kx++) {
-                let wv = w[wbase + tap(kr - S, kx)];
-                let s = kx * D;
-                b0 += vec4<f32>(seg[s], seg[s + S], seg[s + 2u * S], seg[s + 3u * S]) * wv;
-                b1 += vec4<f32>(seg[s + 4u * S], seg[s + 5u * S], seg[s + 6u * S], seg[s + 7u * S]) * wv;
-            }
+            acc[2u * r] = a0;
+            acc[2u * r + 1u] = a1;
         }
     }
-    store8(plane, oy0, ox0, a0, a1);
-    if (oy0 + D < p.oh) { store8(plane, oy0 + D, ox0, b0, b1); }
+    for (var r = 0u; r < R; r++) {
+        if (oy0 + r * D < p.oh) { store8(plane, oy0 + r * D, ox0, acc[2u * r], acc[2u * r + 1u]); }
+    }
 }
 
 // Index of weight (ky, kx) in a channel's kernel, turned by 180 degrees when FLIP = 1.
