@@ -32,8 +32,11 @@ struct Tile4 {
     at: u32,
     j0: u32,
     m0: u32,
-    c: array<vec4<f32>, 8>,
-    d: array<vec4<f32>, 8>,
+    // Named, not arrays: a dynamically indexed array would live in memory, not registers.
+    c0: vec4<f32>, c1: vec4<f32>, c2: vec4<f32>, c3: vec4<f32>,
+    c4: vec4<f32>, c5: vec4<f32>, c6: vec4<f32>, c7: vec4<f32>,
+    d0: vec4<f32>, d1: vec4<f32>, d2: vec4<f32>, d3: vec4<f32>,
+    d4: vec4<f32>, d5: vec4<f32>, d6: vec4<f32>, d7: vec4<f32>,
 }
 
 // How gemm4 reads A: 1 = contiguous along k (sak = 1), 2 = contiguous along m (sam = 1).
@@ -237,8 +240,8 @@ fn tile4(wid: vec3<u32>, lid: vec3<u32>) -> Tile4 {
     t.at = bt * p.c_batch + m0 * p.j + j0;
     t.j0 = j0;
     t.m0 = m0;
-    t.c = array(c0, c1, c2, c3, c4, c5, c6, c7);
-    t.d = array(d0, d1, d2, d3, d4, d5, d6, d7);
+    t.c0 = c0; t.c1 = c1; t.c2 = c2; t.c3 = c3; t.c4 = c4; t.c5 = c5; t.c6 = c6; t.c7 = c7;
+    t.d0 = d0; t.d1 = d1; t.d2 = d2; t.d3 = d3; t.d4 = d4; t.d5 = d5; t.d6 = d6; t.d7 = d7;
     return t;
 }
 
@@ -246,9 +249,14 @@ fn tile4(wid: vec3<u32>, lid: vec3<u32>) -> Tile4 {
 fn gemm4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let t = tile4(wid, lid);
     if (!t.ok) { return; }
-    for (var r = 0u; r < 8u; r++) {
-        if (t.m0 + r < p.m) { store8(t.at + r * p.j, t.j0, t.c[r], t.d[r]); }
-    }
+    store8(t.at, t.j0, t.c0, t.d0);
+    if (t.m0 + 1u < p.m) { store8(t.at + p.j, t.j0, t.c1, t.d1); }
+    if (t.m0 + 2u < p.m) { store8(t.at + 2u * p.j, t.j0, t.c2, t.d2); }
+    if (t.m0 + 3u < p.m) { store8(t.at + 3u * p.j, t.j0, t.c3, t.d3); }
+    if (t.m0 + 4u < p.m) { store8(t.at + 4u * p.j, t.j0, t.c4, t.d4); }
+    if (t.m0 + 5u < p.m) { store8(t.at + 5u * p.j, t.j0, t.c5, t.d5); }
+    if (t.m0 + 6u < p.m) { store8(t.at + 6u * p.j, t.j0, t.c6, t.d6); }
+    if (t.m0 + 7u < p.m) { store8(t.at + 7u * p.j, t.j0, t.c7, t.d7); }
 }
 
 // gemm4 for outputs whose rows are whole vec4s (the host checks j and c_batch are multiples
@@ -261,12 +269,20 @@ fn gemm4v(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
     let q = t.at / 4u;
     let row = p.j / 4u;
     let second = JV > 1u && t.j0 + 4u < p.j;
-    for (var r = 0u; r < 8u; r++) {
-        if (t.m0 + r < p.m) {
-            out4[q + r * row] = t.c[r];
-            if (second) { out4[q + r * row + 1u] = t.d[r]; }
-        }
-    }
+    put4(q, t.c0, t.d0, second);
+    if (t.m0 + 1u < p.m) { put4(q + row, t.c1, t.d1, second); }
+    if (t.m0 + 2u < p.m) { put4(q + 2u * row, t.c2, t.d2, second); }
+    if (t.m0 + 3u < p.m) { put4(q + 3u * row, t.c3, t.d3, second); }
+    if (t.m0 + 4u < p.m) { put4(q + 4u * row, t.c4, t.d4, second); }
+    if (t.m0 + 5u < p.m) { put4(q + 5u * row, t.c5, t.d5, second); }
+    if (t.m0 + 6u < p.m) { put4(q + 6u * row, t.c6, t.d6, second); }
+    if (t.m0 + 7u < p.m) { put4(q + 7u * row, t.c7, t.d7, second); }
+}
+
+// A row of a gemm4v tile: 4 columns, and 4 more when the tile is two groups wide.
+fn put4(at: u32, c: vec4<f32>, d: vec4<f32>, second: bool) {
+    out4[at] = c;
+    if (second) { out4[at + 1u] = d; }
 }
 
 // A row of a gemm4 tile: 4 columns, and 4 more when JV = 2.

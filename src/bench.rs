@@ -15,6 +15,8 @@ pub struct BenchRow {
     pub shape: String,
     /// Median time of one pass.
     pub ms: f64,
+    /// Fastest rep: on a machine shared with other work, the least disturbed measurement.
+    pub min_ms: f64,
     pub gflops: f64,
     pub gbps: f64,
     /// "timestamp" (GPU timestamp queries) or "host" (wall clock around submit + wait).
@@ -105,11 +107,13 @@ impl Prepared {
             }
         }
         let ms = median(&mut times);
+        let min_ms = times.iter().copied().fold(f64::INFINITY, f64::min);
         Ok(BenchRow {
             kernel: self.case.name().to_string(),
             pass: pass.as_str(),
             shape: self.case.shape(),
             ms,
+            min_ms,
             gflops: self.case.flops(pass) / (ms * 1e6),
             gbps: self.case.bytes(pass) / (ms * 1e6),
             timing,

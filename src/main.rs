@@ -151,7 +151,7 @@ fn bench(opts: &AdapterOptions, args: &BenchArgs) -> Result<()> {
     }
     if !args.json {
         println!("adapter: {} ({}), timing: {}", gpu.info.name, gpu.info.backend, if gpu.timestamps { "GPU timestamps" } else { "host clock" });
-        println!("{:<22} {:<16} {:<34} {:>10} {:>9} {:>9}", "kernel", "pass", "shape", "ms", "GFLOP/s", "GB/s");
+        println!("{:<22} {:<16} {:<34} {:>10} {:>9} {:>9} {:>9}", "kernel", "pass", "shape", "ms", "min ms", "GFLOP/s", "GB/s");
     }
     for case in cases {
         let prepared = cellnas::bench::Prepared::new(&gpu, case)?;
@@ -163,7 +163,7 @@ fn bench(opts: &AdapterOptions, args: &BenchArgs) -> Result<()> {
                 v["backend"] = gpu.info.backend.clone().into();
                 println!("{v}");
             } else {
-                println!("{:<22} {:<16} {:<34} {:>10.3} {:>9.2} {:>9.2}", row.kernel, row.pass, row.shape, row.ms, row.gflops, row.gbps);
+                println!("{:<22} {:<16} {:<34} {:>10.3} {:>9.3} {:>9.2} {:>9.2}", row.kernel, row.pass, row.shape, row.ms, row.min_ms, row.gflops, row.gbps);
             }
         }
     }
