@@ -77,6 +77,14 @@ fn pointwise_is_deterministic() {
     assert_deterministic([2, 5, 7, 7], [9, 5, 1, 1], p);
 }
 
+/// The 1x1 stride-2 path (gather, gemm, scatter), vec4 and scalar scatters.
+#[test]
+fn strided_pointwise_is_deterministic() {
+    let p = Conv2d { stride: 2, padding: 0, dilation: 1, groups: 1 };
+    assert_deterministic([3, 8, 27, 27], [4, 8, 1, 1], p);
+    assert_deterministic([3, 8, 28, 28], [4, 8, 1, 1], p);
+}
+
 /// The depthwise and dense stride-1 paths (forward and, through a flipped kernel,
 /// backward_input) and their weight gradients.
 #[test]
@@ -142,9 +150,14 @@ fn paths_by_shape() {
             assert_eq!(passes(x, [x[1], 1, k, k], conv(2, pad, d, x[1])), ["depthwise", "depthwise_t", "weight_rows"], "{x:?} k{k}");
         }
     }
-    // Dense stride 2 (forward and dw on the row kernels, dx general); 1x1 stride 2 stays general.
+    // Dense stride 2 (forward and dw on the row kernels, dx general).
     assert_eq!(passes([2, 3, 9, 7], [4, 3, 3, 3], conv(2, 1, 1, 1)), ["dense", "general", "weight_rows"]);
-    assert_eq!(passes([64, 16, 28, 28], [8, 16, 1, 1], conv(2, 0, 1, 1)), ["general", "general", "general"]);
+    // FactorizedReduce: 1x1 stride 2 on the input and on its one-pixel crop; with padding it
+    // is a dense conv.
+    for (x, cout) in [([64, 32, 28, 28], 8), ([100, 32, 27, 27], 8), ([64, 64, 14, 14], 16), ([64, 64, 13, 13], 16)] {
+        assert_eq!(passes(x, [cout, x[1], 1, 1], conv(2, 0, 1, 1)), ["gather+gemm", "gemm+scatter", "gather+gemm"], "{x:?}");
+    }
+    assert_eq!(passes([64, 16, 28, 28], [8, 16, 1, 1], conv(2, 1, 1, 1)), ["dense", "general", "weight_rows"]);
     assert_eq!(passes([64, 16, 28, 28], [16, 16, 1, 1], conv(1, 0, 1, 1)), ["gemm", "gemm", "gemm"]);
     // Stride 3 and segments too long for the registers fall back.
     assert_eq!(passes([1, 4, 20, 20], [4, 1, 3, 3], conv(3, 1, 1, 4)), ["general", "general", "general"]);
