@@ -111,3 +111,42 @@ fn scatter4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     dst4[b.at / 4u] = b.v;
     for (var r = 1u; r < b.rows; r++) { dst4[b.at / 4u + r * w4] = vec4<f32>(0.0); }
 }
+
+// Where rows are not whole vec4s, scatter stores a float at a time; instead dx is zeroed with
+// vec4 stores (zero4) and only the stride-grid pixels written after (spread): about half the
+// memory accesses.
+@group(0) @binding(4) var<storage, read> src4: array<vec4<f32>>;
+
+// p.total vec4s of zeros, 4 per invocation (fewer invocations), lanes on neighbouring vec4s.
+@compute @workgroup_size(WG)
+fn zero4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let base = (wid.y * nwg.x + wid.x) * 4u * WG + lid.x;
+    for (var k = 0u; k < 4u; k++) {
+        let i = base + k * WG;
+        if (i < p.total) { dst4[i] = vec4<f32>(0.0); }
+    }
+}
+
+fn spread_store(e: u32, v: vec4<f32>) {
+    dst[gather_at(e)] = v.x;
+    if (e + 1u < p.total) { dst[gather_at(e + 1u)] = v.y; }
+    if (e + 2u < p.total) { dst[gather_at(e + 2u)] = v.z; }
+    if (e + 3u < p.total) { dst[gather_at(e + 3u)] = v.w; }
+}
+
+// dx[plane, S*oy, S*ox] = src[e], 4 consecutive e per invocation (p.total = src elements).
+@compute @workgroup_size(WG)
+fn spread(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let e = 4u * flat_id(wid, nwg, lid);
+    if (e >= p.total) { return; }
+    let last = p.total - 1u;
+    spread_store(e, vec4<f32>(src[e], src[min(e + 1u, last)], src[min(e + 2u, last)], src[min(e + 3u, last)]));
+}
+
+// The same with one vec4 load (p.total % 4 == 0).
+@compute @workgroup_size(WG)
+fn spread4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = flat_id(wid, nwg, lid);
+    if (4u * i >= p.total) { return; }
+    spread_store(4u * i, src4[i]);
+}

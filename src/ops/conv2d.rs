@@ -378,6 +378,9 @@ const GATHER: Kernel = kernel!("conv2d_stride.wgsl", "gather", [1: Read, 2: Read
 const GATHER4: Kernel = kernel!("conv2d_stride.wgsl", "gather4", [1: Read, 3: ReadWrite]);
 const SCATTER: Kernel = kernel!("conv2d_stride.wgsl", "scatter", [1: Read, 2: ReadWrite]);
 const SCATTER4: Kernel = kernel!("conv2d_stride.wgsl", "scatter4", [1: Read, 3: ReadWrite]);
+const ZERO4: Kernel = kernel!("conv2d_stride.wgsl", "zero4", [3: ReadWrite]);
+const SPREAD: Kernel = kernel!("conv2d_stride.wgsl", "spread", [1: Read, 2: ReadWrite]);
+const SPREAD4: Kernel = kernel!("conv2d_stride.wgsl", "spread4", [4: Read, 2: ReadWrite]);
 
 /// Parameters of conv2d_stride.wgsl.
 #[repr(C)]
@@ -424,12 +427,21 @@ fn gather(step: &mut Step, x: &Tensor, s: usize, ho: usize, wo: usize) -> Result
 /// dx from the gradient `sub` of its stride-grid pixels: those copied, every other pixel zero.
 fn scatter(step: &mut Step, sub: &Tensor, s: usize, dx: &Tensor) -> Result<()> {
     let [n, c, h, w] = dx.shape[..] else { unreachable!("conv2d shapes are 4-D") };
-    let q = stride_params(dx, sub, n * c * sub.shape[2] * w.div_ceil(4));
-    let k = if w.is_multiple_of(4) { &SCATTER4 } else { &SCATTER };
-    let wg = step.gpu().wg1d();
-    let groups = step.gpu().grid(q.total, wg);
     debug_assert!(sub.shape[2] == h.div_ceil(s));
-    step.dispatch(k, &[("WG", wg as f64), ("S", s as f64)], &q, &[&sub.buf, &dx.buf], groups)
+    let wg = step.gpu().wg1d();
+    let consts = [("WG", wg as f64), ("S", s as f64)];
+    let (rows_whole, all_whole) = (w.is_multiple_of(4), dx.numel().is_multiple_of(4));
+    if !rows_whole && all_whole {
+        // Rows of scalars: zero dx as vec4s, then write the grid pixels (measured faster).
+        let q = stride_params(dx, sub, dx.numel() / 4);
+        step.dispatch(&ZERO4, &consts, &q, &[&dx.buf], step.gpu().grid(q.total.div_ceil(4), wg))?;
+        let q = stride_params(dx, sub, sub.numel());
+        let k = if sub.numel().is_multiple_of(4) { &SPREAD4 } else { &SPREAD };
+        return step.dispatch(k, &consts, &q, &[&sub.buf, &dx.buf], step.gpu().grid(q.total.div_ceil(4), wg));
+    }
+    let q = stride_params(dx, sub, n * c * sub.shape[2] * w.div_ceil(4));
+    let k = if rows_whole { &SCATTER4 } else { &SCATTER };
+    step.dispatch(k, &consts, &q, &[&sub.buf, &dx.buf], step.gpu().grid(q.total, wg))
 }
 
 /// Rows of C per gemm invocation.
@@ -882,9 +894,10 @@ pub fn test_cases() -> Vec<Box<dyn OpCase>> {
         c([20, 2, 8, 8], 2, [3, 3], 2, 1, 1, 2),
         c([1, 3, 9, 19], 10, [3, 3], 2, 1, 1, 1),
         // 1x1 stride > 1 (gather / scatter around the gemm): FactorizedReduce's 27x27 and
-        // 13x13 (scalar scatter), odd sizes, batch 1, scalar and vec4 gathers, rows of whole
-        // vec4s (vec4 scatter), strides 3 and 4, dilation (ignored by a 1x1 kernel); with
-        // padding it takes the dense / general kernels.
+        // 13x13 (zero4 + spread, and the scalar scatter where dx is not whole vec4s), odd
+        // sizes, batch 1, scalar and vec4 gathers, rows of whole vec4s (vec4 scatter), strides
+        // 3 and 4, dilation (ignored by a 1x1 kernel); with padding it takes the dense /
+        // general kernels.
         c([1, 4, 27, 27], 3, [1, 1], 2, 0, 1, 1),
         c([2, 6, 13, 13], 5, [1, 1], 2, 0, 1, 1),
         c([1, 3, 13, 13], 2, [1, 1], 2, 0, 1, 1),
@@ -894,6 +907,7 @@ pub fn test_cases() -> Vec<Box<dyn OpCase>> {
         c([1, 2, 10, 8], 3, [1, 1], 3, 0, 1, 1),
         c([1, 2, 9, 8], 3, [1, 1], 4, 0, 1, 1),
         c([1, 3, 7, 7], 2, [1, 1], 2, 0, 2, 1),
+        c([1, 2, 6, 5], 3, [1, 1], 2, 0, 1, 1),   // zero4 + spread with scalar loads
         c([1, 5, 6, 6], 3, [1, 1], 2, 1, 1, 1),
     ]
     .into_iter()
