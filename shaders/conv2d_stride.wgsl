@@ -21,20 +21,34 @@ override S: u32 = 2u;
 @group(0) @binding(2) var<storage, read_write> dst: array<f32>;
 @group(0) @binding(3) var<storage, read_write> dst4: array<vec4<f32>>;
 
-// Index in x [planes, h, w] of element e of the gathered [planes, ho, wo].
-fn gather_at(e: u32) -> u32 {
+// Indices in x [planes, h, w] of elements e .. e+3 of the gathered [planes, ho, wo], those
+// past the end clamped to x's last. One set of divisions, then steps: integer division is
+// slow in SIMD lanes on a CPU.
+fn gather_at(e: u32) -> vec4<u32> {
     let hw = p.ho * p.wo;
-    let plane = e / hw;
+    var plane = e / hw;
     let r = e - plane * hw;
-    let oy = r / p.wo;
-    let ox = r - oy * p.wo;
-    return (plane * p.h + oy * S) * p.w + ox * S;
+    var oy = r / p.wo;
+    var ox = r - oy * p.wo;
+    let xlast = p.total / hw * p.h * p.w - 1u;
+    var at: vec4<u32>;
+    for (var c = 0u; c < 4u; c++) {
+        at[c] = min((plane * p.h + oy * S) * p.w + ox * S, xlast);
+        ox += 1u;
+        let wrap = ox == p.wo;
+        ox = select(ox, 0u, wrap);
+        oy = select(oy, oy + 1u, wrap);
+        let next = oy == p.ho;
+        oy = select(oy, 0u, next);
+        plane = select(plane, plane + 1u, next);
+    }
+    return at;
 }
 
 // Four consecutive elements of the gathered tensor from element e (p.total elements).
 fn gathered(e: u32) -> vec4<f32> {
-    let last = p.total - 1u;
-    return vec4<f32>(src[gather_at(e)], src[gather_at(min(e + 1u, last))], src[gather_at(min(e + 2u, last))], src[gather_at(min(e + 3u, last))]);
+    let at = gather_at(e);
+    return vec4<f32>(src[at.x], src[at.y], src[at.z], src[at.w]);
 }
 
 // dst[e] = x[plane, S*oy, S*ox], 4 consecutive e per invocation.
@@ -128,10 +142,11 @@ fn zero4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
 }
 
 fn spread_store(e: u32, v: vec4<f32>) {
-    dst[gather_at(e)] = v.x;
-    if (e + 1u < p.total) { dst[gather_at(e + 1u)] = v.y; }
-    if (e + 2u < p.total) { dst[gather_at(e + 2u)] = v.z; }
-    if (e + 3u < p.total) { dst[gather_at(e + 3u)] = v.w; }
+    let at = gather_at(e);
+    dst[at.x] = v.x;
+    if (e + 1u < p.total) { dst[at.y] = v.y; }
+    if (e + 2u < p.total) { dst[at.z] = v.z; }
+    if (e + 3u < p.total) { dst[at.w] = v.w; }
 }
 
 // dx[plane, S*oy, S*ox] = src[e], 4 consecutive e per invocation (p.total = src elements).
