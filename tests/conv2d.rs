@@ -94,6 +94,8 @@ fn row_kernels_are_deterministic() {
     assert_deterministic([1, 4, 9, 9], [4, 1, 5, 5], Conv2d { stride: 1, padding: 2, dilation: 1, groups: 4 });
     // Small planes: weight gradient in chunks of several images.
     assert_deterministic([40, 3, 5, 5], [3, 1, 3, 3], Conv2d { stride: 1, padding: 1, dilation: 1, groups: 3 });
+    // weight_rows4.
+    assert_deterministic([3, 4, 12, 28], [4, 1, 5, 5], Conv2d { stride: 1, padding: 2, dilation: 1, groups: 4 });
 }
 
 #[test]
@@ -144,7 +146,9 @@ fn paths_by_shape() {
     let conv = |stride, padding, dilation, groups| Conv2d { stride, padding, dilation, groups };
     let passes = |x: [usize; 4], w: [usize; 4], p: Conv2d| [F, Bi, Bw].map(|pass| conv2d::path(&x, &w, &p, pass));
     // Depthwise stride 1 and 2 (sep_conv, dil_conv), k3/k5, dilation 1/2.
-    assert_eq!(passes([64, 16, 28, 28], [16, 1, 3, 3], conv(1, 1, 1, 16)), ["depthwise", "depthwise", "weight_rows"]);
+    // (28-wide rows are whole vec4s: weight_rows4; the stride-2 outputs below are not.)
+    assert_eq!(passes([64, 16, 28, 28], [16, 1, 3, 3], conv(1, 1, 1, 16)), ["depthwise", "depthwise", "weight_rows4"]);
+    assert_eq!(passes([64, 32, 14, 14], [32, 1, 3, 3], conv(1, 1, 1, 32)), ["depthwise", "depthwise", "weight_rows"]);
     for (k, pad, d) in [(3, 1, 1), (5, 2, 1), (3, 2, 2), (5, 4, 2)] {
         for x in [[64, 16, 28, 28], [64, 32, 14, 14], [64, 64, 7, 7], [1, 3, 9, 11]] {
             assert_eq!(passes(x, [x[1], 1, k, k], conv(2, pad, d, x[1])), ["depthwise", "depthwise_t", "weight_rows"], "{x:?} k{k}");

@@ -193,6 +193,7 @@ struct GemmParams {
 const DEPTHWISE: Kernel = kernel!("conv2d_rows.wgsl", "depthwise", [1: Read, 2: Read, 3: ReadWrite]);
 const DENSE: Kernel = kernel!("conv2d_rows.wgsl", "dense", [1: Read, 2: Read, 3: ReadWrite]);
 const WEIGHT_ROWS: Kernel = kernel!("conv2d_rows.wgsl", "weight_rows", [1: Read, 2: Read, 3: ReadWrite]);
+const WEIGHT_ROWS4: Kernel = kernel!("conv2d_rows.wgsl", "weight_rows4", [4: Read, 5: Read, 3: ReadWrite]);
 const DEPTHWISE_T: Kernel = kernel!("conv2d_rows.wgsl", "depthwise_t", [1: Read, 2: Read, 3: ReadWrite]);
 
 /// Register room of conv2d_rows.wgsl: an input row segment (SEG) and K accumulators (KMAX).
@@ -233,7 +234,7 @@ fn is_depthwise(x: &[usize], w: &[usize], p: &Conv2d) -> bool {
 }
 
 /// Which kernel a pass of a convolution of this shape runs (for tests): "gemm", "depthwise",
-/// "depthwise_t", "dense", "weight_rows", "gather+gemm", "gemm+scatter" or "general".
+/// "depthwise_t", "dense", "weight_rows", "weight_rows4", "gather+gemm", "gemm+scatter" or "general".
 pub fn path(x: &[usize], w: &[usize], p: &Conv2d, pass: super::Pass) -> &'static str {
     use super::Pass;
     let (dw, dense) = (is_depthwise(x, w, p), is_dense(w, p));
@@ -246,6 +247,7 @@ pub fn path(x: &[usize], w: &[usize], p: &Conv2d, pass: super::Pass) -> &'static
         Pass::BackwardInput if dw && transposed_fits(w, p) => "depthwise_t",
         Pass::BackwardInput if p.stride == 1 && p.padding <= (w[2] - 1) * p.dilation && dw => "depthwise",
         Pass::BackwardInput if p.stride == 1 && p.padding <= (w[2] - 1) * p.dilation && dense => "dense",
+        Pass::BackwardWeight if (dw || dense) && weight_rows_aligned(x[3], out_shape(x, w, p).map_or(1, |y| y[3])) => "weight_rows4",
         Pass::BackwardWeight if dw || dense => "weight_rows",
         _ => "general",
     }
@@ -365,11 +367,16 @@ fn weight_rows(step: &mut Step, x: &Tensor, dy: &Tensor, p: &Conv2d, dw: &Tensor
     let wg = step.gpu().wg1d();
     let consts = [("WG", wg as f64), ("K", k as f64), ("D", p.dilation as f64), ("S", p.stride as f64), ("CT", ct as f64)];
     let groups = step.gpu().grid(q.tiles, wg);
-    if chunks == 1 {
-        return step.dispatch(&WEIGHT_ROWS, &consts, &q, &[&x.buf, &dy.buf, &dw.buf], groups);
+    let partial = (chunks > 1).then(|| Tensor::empty(step.gpu(), &[chunks, nw]));
+    let out = partial.as_ref().unwrap_or(dw);
+    if weight_rows_aligned(iw, ow) {
+        let off = (4 - p.padding % 4) % 4;
+        let consts = [consts[0], consts[1], consts[2], consts[3], consts[4], ("OFF", off as f64)];
+        step.dispatch(&WEIGHT_ROWS4, &consts, &q, &[&x.buf, &dy.buf, &out.buf], groups)?;
+    } else {
+        step.dispatch(&WEIGHT_ROWS, &consts, &q, &[&x.buf, &dy.buf, &out.buf], groups)?;
     }
-    let partial = Tensor::empty(step.gpu(), &[chunks, nw]);
-    step.dispatch(&WEIGHT_ROWS, &consts, &q, &[&x.buf, &dy.buf, &partial.buf], groups)?;
+    let Some(partial) = partial else { return Ok(()) };
     let s = Params { nw: u(nw), chunks: u(chunks), total: u(nw), ..Params::default() };
     launch(step, &WEIGHT_SUM, 1, &s, &[&partial, dw])
 }
@@ -442,6 +449,11 @@ fn scatter(step: &mut Step, sub: &Tensor, s: usize, dx: &Tensor) -> Result<()> {
     let q = stride_params(dx, sub, n * c * sub.shape[2] * w.div_ceil(4));
     let k = if rows_whole { &SCATTER4 } else { &SCATTER };
     step.dispatch(k, &consts, &q, &[&sub.buf, &dx.buf], step.gpu().grid(q.total, wg))
+}
+
+/// weight_rows4 (vec4 loads) needs input and dy rows of whole vec4s.
+fn weight_rows_aligned(iw: usize, ow: usize) -> bool {
+    iw.is_multiple_of(4) && ow.is_multiple_of(4)
 }
 
 /// Rows of C per gemm invocation.
@@ -892,6 +904,11 @@ pub fn test_cases() -> Vec<Box<dyn OpCase>> {
         c([1, 2, 3, 21], 2, [3, 3], 2, 0, 1, 2),
         c([2, 4, 16, 40], 4, [3, 3], 2, 1, 1, 4),
         c([20, 2, 8, 8], 2, [3, 3], 2, 1, 1, 2),
+        // weight_rows4 (rows of whole vec4s): padding 0 and 3 (segment offsets 0 and 1), a
+        // 28-wide dense case with a tail tile.
+        c([1, 2, 6, 12], 2, [5, 5], 1, 0, 1, 2),
+        c([1, 2, 9, 8], 2, [7, 7], 1, 3, 1, 2),
+        c([2, 3, 5, 28], 5, [3, 3], 1, 1, 1, 1),
         c([1, 3, 9, 19], 10, [3, 3], 2, 1, 1, 1),
         // 1x1 stride > 1 (gather / scatter around the gemm): FactorizedReduce's 27x27 and
         // 13x13 (zero4 + spread, and the scalar scatter where dx is not whole vec4s), odd
