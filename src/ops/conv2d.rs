@@ -28,6 +28,8 @@
 //! - backward_weight of both (same shader, `weight_rows`): per image, tile of up to 4 output
 //!   channels, input channel and kernel row, a sum over the plane that reuses each loaded dy
 //!   and input segment for all K taps and channels; then weight_sum over the images in order.
+//!   Where input and output rows are whole vec4s (28 wide at stride 1), `weight_rows4` loads
+//!   them as vec4s: a quarter of the loads, ~1.8x faster on lavapipe.
 //!
 //! `CELLNAS_CONV_GENERIC=1` turns the fast paths off, to compare them with the kernels above.
 //!
