@@ -113,82 +113,162 @@ fn store8(plane: u32, oy: u32, ox0: u32, v0: vec4<f32>, v1: vec4<f32>) {
 // Weight gradient, stage 1, for any groups: for chunk b of si images, output channels o0..
 // o0+CT-1 of a group, input channel cl of the group and kernel row ky, out[b][o, cl, ky, kx] =
 // sum over the chunk's planes of dy[n, o] * the x it multiplied, in image, row, column order.
-// (Several images per chunk keep invocations busy and the partial sums few on small planes.) Each step loads 8 dy
-// values per channel and the input segment they meet (8 + (K-1)*D values) once for all K taps
-// and CT channels. Stage 2 (weight_sum in conv2d.wgsl) adds the images in order.
-// Item order (fastest first): ky, cl, channel tile, group, image. Tile channels past the
-// group's end re-read the last one's dy and are never stored.
-@compute @workgroup_size(WG)
-fn weight_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let t = flat_id(wid, nwg, lid);
-    if (t >= p.tiles) { return; }
+// (Several images per chunk keep invocations busy and the partial sums few on small planes.)
+// Each step loads 8 dy values per channel and the input segment they meet (8 + (K-1)*D values)
+// once for all K taps and CT channels. Stage 2 (weight_sum in conv2d.wgsl) adds the images in
+// order. Item order (fastest first): ky, cl, channel tile, group, image. Tile channels past
+// the group's end re-read the last one's dy and are never stored. weight_rows4 is the same
+// with vec4 loads where rows are whole vec4s; the two share everything but the loads.
+struct WItem {
+    ky: u32,
+    g: u32,
+    b: u32,
+    cl: u32,
+    o0: u32,
+    gend: u32,
+    d: vec4<u32>,
+}
+
+var<private> acc0: array<f32, KMAX>;
+var<private> acc1: array<f32, KMAX>;
+var<private> acc2: array<f32, KMAX>;
+var<private> acc3: array<f32, KMAX>;
+
+fn witem(t: u32) -> WItem {
     let ky = t % K;
     let cl = (t / K) % p.cin_g;
     let r = t / (K * p.cin_g);
     let ct = r % p.ctiles;
     let gb = r / p.ctiles;
     let g = gb % p.c;
-    let b = gb / p.c;
     let gend = (g + 1u) * p.cout_g;
     let o0 = g * p.cout_g + ct * CT;
     let dplane = p.oh * p.ow;
-    let d1 = (min(o0 + 1u, gend - 1u) - o0) * dplane;
-    let d2 = (min(o0 + 2u, gend - 1u) - o0) * dplane;
-    let d3 = (min(o0 + 3u, gend - 1u) - o0) * dplane;
-    let d0 = 0u;
-    var acc0: array<f32, KMAX>;
-    var acc1: array<f32, KMAX>;
-    var acc2: array<f32, KMAX>;
-    var acc3: array<f32, KMAX>;
+    let d = vec4<u32>(0u, min(o0 + 1u, gend - 1u) - o0, min(o0 + 2u, gend - 1u) - o0, min(o0 + 3u, gend - 1u) - o0) * dplane;
     for (var kx = 0u; kx < K; kx++) {
         acc0[kx] = 0.0;
         acc1[kx] = 0.0;
         acc2[kx] = 0.0;
         acc3[kx] = 0.0;
     }
+    return WItem(ky, g, gb / p.c, cl, o0, gend, d);
+}
+
+// All K taps of one step: 8 dy per channel (e0..e3) against the input segment.
+fn wstep(seg: array<f32, SEG>, e0: mat2x4<f32>, e1: mat2x4<f32>, e2: mat2x4<f32>, e3: mat2x4<f32>) {
+    for (var kx = 0u; kx < K; kx++) {
+        let s = kx * D;
+        let v0 = vec4<f32>(seg[s], seg[s + S], seg[s + 2u * S], seg[s + 3u * S]);
+        let v1 = vec4<f32>(seg[s + 4u * S], seg[s + 5u * S], seg[s + 6u * S], seg[s + 7u * S]);
+        acc0[kx] += dot(e0[0], v0) + dot(e0[1], v1);
+        if (CT > 1u) { acc1[kx] += dot(e1[0], v0) + dot(e1[1], v1); }
+        if (CT > 2u) { acc2[kx] += dot(e2[0], v0) + dot(e2[1], v1); }
+        if (CT > 3u) { acc3[kx] += dot(e3[0], v0) + dot(e3[1], v1); }
+    }
+}
+
+fn wstore(it: WItem) {
+    let wsz = p.cin_g * K * K;
+    let at = it.b * p.so + it.o0 * wsz + (it.cl * K + it.ky) * K;
+    for (var kx = 0u; kx < K; kx++) {
+        { out[at + 0u * wsz + kx] = acc0[kx]; }
+        if (CT > 1u && it.o0 + 1u < it.gend) { out[at + 1u * wsz + kx] = acc1[kx]; }
+        if (CT > 2u && it.o0 + 2u < it.gend) { out[at + 2u * wsz + kx] = acc2[kx]; }
+        if (CT > 3u && it.o0 + 3u < it.gend) { out[at + 3u * wsz + kx] = acc3[kx]; }
+    }
+}
+
+@compute @workgroup_size(WG)
+fn weight_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let t = flat_id(wid, nwg, lid);
+    if (t >= p.tiles) { return; }
+    let it = witem(t);
     var e0: mat2x4<f32>;
     var e1: mat2x4<f32>;
     var e2: mat2x4<f32>;
     var e3: mat2x4<f32>;
-    let n1 = min((b + 1u) * p.si, p.pairs);
-    for (var n = b * p.si; n < n1; n++) {
-        let xplane = n * p.cin + g * p.cin_g + cl;
+    let n1 = min((it.b + 1u) * p.si, p.pairs);
+    for (var n = it.b * p.si; n < n1; n++) {
+        let xplane = n * p.cin + it.g * p.cin_g + it.cl;
         for (var oy = 0u; oy < p.oh; oy++) {
-            let iy = i32(oy * S + ky * D) - i32(p.pad);
+            let iy = i32(oy * S + it.ky * D) - i32(p.pad);
             if (iy < 0 || iy >= i32(p.ih)) { continue; }
             let row = (xplane * p.ih + u32(iy)) * p.iw;
-            let drow = ((n * p.cout + o0) * p.oh + oy) * p.ow;
+            let drow = ((n * p.cout + it.o0) * p.oh + oy) * p.ow;
             for (var ox0 = 0u; ox0 < p.ow; ox0 += 8u) {
                 // dy past the row's end is zero: it must not add to the sums.
-                e0 = mat2x4<f32>(load8(drow + d0, ox0, 0u), load8(drow + d0, ox0, 4u));
-                if (CT > 1u) { e1 = mat2x4<f32>(load8(drow + d1, ox0, 0u), load8(drow + d1, ox0, 4u)); }
-                if (CT > 2u) { e2 = mat2x4<f32>(load8(drow + d2, ox0, 0u), load8(drow + d2, ox0, 4u)); }
-                if (CT > 3u) { e3 = mat2x4<f32>(load8(drow + d3, ox0, 0u), load8(drow + d3, ox0, 4u)); }
+                e0 = mat2x4<f32>(load8(drow + it.d.x, ox0, 0u), load8(drow + it.d.x, ox0, 4u));
+                if (CT > 1u) { e1 = mat2x4<f32>(load8(drow + it.d.y, ox0, 0u), load8(drow + it.d.y, ox0, 4u)); }
+                if (CT > 2u) { e2 = mat2x4<f32>(load8(drow + it.d.z, ox0, 0u), load8(drow + it.d.z, ox0, 4u)); }
+                if (CT > 3u) { e3 = mat2x4<f32>(load8(drow + it.d.w, ox0, 0u), load8(drow + it.d.w, ox0, 4u)); }
                 let ix0 = i32(ox0 * S) - i32(p.pad);
                 var seg: array<f32, SEG>;
                 for (var i = 0u; i < 7u * S + 1u + (K - 1u) * D; i++) {
                     seg[i] = load_x(row, ix0 + i32(i));
                 }
-                for (var kx = 0u; kx < K; kx++) {
-                    let s = kx * D;
-                    let v0 = vec4<f32>(seg[s], seg[s + S], seg[s + 2u * S], seg[s + 3u * S]);
-                    let v1 = vec4<f32>(seg[s + 4u * S], seg[s + 5u * S], seg[s + 6u * S], seg[s + 7u * S]);
-                    acc0[kx] += dot(e0[0], v0) + dot(e0[1], v1);
-                    if (CT > 1u) { acc1[kx] += dot(e1[0], v0) + dot(e1[1], v1); }
-                    if (CT > 2u) { acc2[kx] += dot(e2[0], v0) + dot(e2[1], v1); }
-                    if (CT > 3u) { acc3[kx] += dot(e3[0], v0) + dot(e3[1], v1); }
-                }
+                wstep(seg, e0, e1, e2, e3);
             }
         }
     }
-    let wsz = p.cin_g * K * K;
-    let at = b * p.so + o0 * wsz + (cl * K + ky) * K;
-    for (var kx = 0u; kx < K; kx++) {
-        { out[at + 0u * wsz + kx] = acc0[kx]; }
-        if (CT > 1u && o0 + 1u < gend) { out[at + 1u * wsz + kx] = acc1[kx]; }
-        if (CT > 2u && o0 + 2u < gend) { out[at + 2u * wsz + kx] = acc2[kx]; }
-        if (CT > 3u && o0 + 3u < gend) { out[at + 3u * wsz + kx] = acc3[kx]; }
+    wstore(it);
+}
+
+// weight_rows4's views of x and dy.
+@group(0) @binding(4) var<storage, read> x4: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read> dy4: array<vec4<f32>>;
+
+// (4 - pad % 4) % 4: the input segment starts this far into its first aligned vec4.
+override OFF: u32 = 0u;
+
+// dy[row + o .. row + o + 3], zero past the row's end (ow % 4 == 0, row % 4 == 0: a vec4 is all
+// inside or all outside).
+fn dyv(row: u32, o: u32) -> vec4<f32> {
+    return select(vec4<f32>(0.0), dy4[(row + min(o, p.ow - 4u)) / 4u], o < p.ow);
+}
+
+// weight_rows where iw and ow are multiples of 4: each vec4 of x or dy is one load instead of
+// four (lavapipe pays per access, not per byte).
+@compute @workgroup_size(WG)
+fn weight_rows4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let t = flat_id(wid, nwg, lid);
+    if (t >= p.tiles) { return; }
+    let it = witem(t);
+    var e0: mat2x4<f32>;
+    var e1: mat2x4<f32>;
+    var e2: mat2x4<f32>;
+    var e3: mat2x4<f32>;
+    let len = 7u * S + 1u + (K - 1u) * D;
+    let nv = (OFF + len + 3u) / 4u;
+    let iw = i32(p.iw);
+    let n1 = min((it.b + 1u) * p.si, p.pairs);
+    for (var n = it.b * p.si; n < n1; n++) {
+        let xplane = n * p.cin + it.g * p.cin_g + it.cl;
+        for (var oy = 0u; oy < p.oh; oy++) {
+            let iy = i32(oy * S + it.ky * D) - i32(p.pad);
+            if (iy < 0 || iy >= i32(p.ih)) { continue; }
+            let row = (xplane * p.ih + u32(iy)) * p.iw;
+            let drow = ((n * p.cout + it.o0) * p.oh + oy) * p.ow;
+            for (var ox0 = 0u; ox0 < p.ow; ox0 += 8u) {
+                e0 = mat2x4<f32>(dyv(drow + it.d.x, ox0), dyv(drow + it.d.x, ox0 + 4u));
+                if (CT > 1u) { e1 = mat2x4<f32>(dyv(drow + it.d.y, ox0), dyv(drow + it.d.y, ox0 + 4u)); }
+                if (CT > 2u) { e2 = mat2x4<f32>(dyv(drow + it.d.z, ox0), dyv(drow + it.d.z, ox0 + 4u)); }
+                if (CT > 3u) { e3 = mat2x4<f32>(dyv(drow + it.d.w, ox0), dyv(drow + it.d.w, ox0 + 4u)); }
+                // Aligned start: ox0 * S is a multiple of 8 and ix0 = ox0 * S - pad.
+                let a = i32(ox0 * S) - i32(p.pad) - i32(OFF);
+                var sv: array<vec4<f32>, 7>;
+                for (var j = 0u; j < nv; j++) {
+                    let xi = a + 4 * i32(j);
+                    sv[j] = select(vec4<f32>(0.0), x4[(row + u32(clamp(xi, 0, iw - 4))) / 4u], xi >= 0 && xi < iw);
+                }
+                var seg: array<f32, SEG>;
+                for (var i = 0u; i < len; i++) {
+                    seg[i] = sv[(i + OFF) / 4u][(i + OFF) % 4u];
+                }
+                wstep(seg, e0, e1, e2, e3);
+            }
+        }
     }
+    wstore(it);
 }
 
 // dy[row + ox0 + j + i] for i < 4, zero past the row's end.

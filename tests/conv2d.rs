@@ -77,6 +77,14 @@ fn pointwise_is_deterministic() {
     assert_deterministic([2, 5, 7, 7], [9, 5, 1, 1], p);
 }
 
+/// The 1x1 stride-2 path (gather, gemm, scatter), vec4 and scalar scatters.
+#[test]
+fn strided_pointwise_is_deterministic() {
+    let p = Conv2d { stride: 2, padding: 0, dilation: 1, groups: 1 };
+    assert_deterministic([3, 8, 27, 27], [4, 8, 1, 1], p);
+    assert_deterministic([3, 8, 28, 28], [4, 8, 1, 1], p);
+}
+
 /// The depthwise and dense stride-1 paths (forward and, through a flipped kernel,
 /// backward_input) and their weight gradients.
 #[test]
@@ -86,6 +94,8 @@ fn row_kernels_are_deterministic() {
     assert_deterministic([1, 4, 9, 9], [4, 1, 5, 5], Conv2d { stride: 1, padding: 2, dilation: 1, groups: 4 });
     // Small planes: weight gradient in chunks of several images.
     assert_deterministic([40, 3, 5, 5], [3, 1, 3, 3], Conv2d { stride: 1, padding: 1, dilation: 1, groups: 3 });
+    // weight_rows4.
+    assert_deterministic([3, 4, 12, 28], [4, 1, 5, 5], Conv2d { stride: 1, padding: 2, dilation: 1, groups: 4 });
 }
 
 #[test]
@@ -136,15 +146,22 @@ fn paths_by_shape() {
     let conv = |stride, padding, dilation, groups| Conv2d { stride, padding, dilation, groups };
     let passes = |x: [usize; 4], w: [usize; 4], p: Conv2d| [F, Bi, Bw].map(|pass| conv2d::path(&x, &w, &p, pass));
     // Depthwise stride 1 and 2 (sep_conv, dil_conv), k3/k5, dilation 1/2.
-    assert_eq!(passes([64, 16, 28, 28], [16, 1, 3, 3], conv(1, 1, 1, 16)), ["depthwise", "depthwise", "weight_rows"]);
+    // (28-wide rows are whole vec4s: weight_rows4; the stride-2 outputs below are not.)
+    assert_eq!(passes([64, 16, 28, 28], [16, 1, 3, 3], conv(1, 1, 1, 16)), ["depthwise", "depthwise", "weight_rows4"]);
+    assert_eq!(passes([64, 32, 14, 14], [32, 1, 3, 3], conv(1, 1, 1, 32)), ["depthwise", "depthwise", "weight_rows"]);
     for (k, pad, d) in [(3, 1, 1), (5, 2, 1), (3, 2, 2), (5, 4, 2)] {
         for x in [[64, 16, 28, 28], [64, 32, 14, 14], [64, 64, 7, 7], [1, 3, 9, 11]] {
             assert_eq!(passes(x, [x[1], 1, k, k], conv(2, pad, d, x[1])), ["depthwise", "depthwise_t", "weight_rows"], "{x:?} k{k}");
         }
     }
-    // Dense stride 2 (forward and dw on the row kernels, dx general); 1x1 stride 2 stays general.
+    // Dense stride 2 (forward and dw on the row kernels, dx general).
     assert_eq!(passes([2, 3, 9, 7], [4, 3, 3, 3], conv(2, 1, 1, 1)), ["dense", "general", "weight_rows"]);
-    assert_eq!(passes([64, 16, 28, 28], [8, 16, 1, 1], conv(2, 0, 1, 1)), ["general", "general", "general"]);
+    // FactorizedReduce: 1x1 stride 2 on the input and on its one-pixel crop; with padding it
+    // is a dense conv.
+    for (x, cout) in [([64, 32, 28, 28], 8), ([100, 32, 27, 27], 8), ([64, 64, 14, 14], 16), ([64, 64, 13, 13], 16)] {
+        assert_eq!(passes(x, [cout, x[1], 1, 1], conv(2, 0, 1, 1)), ["gather+gemm", "gemm+scatter", "gather+gemm"], "{x:?}");
+    }
+    assert_eq!(passes([64, 16, 28, 28], [8, 16, 1, 1], conv(2, 1, 1, 1)), ["dense", "general", "weight_rows"]);
     assert_eq!(passes([64, 16, 28, 28], [16, 16, 1, 1], conv(1, 0, 1, 1)), ["gemm", "gemm", "gemm"]);
     // Stride 3 and segments too long for the registers fall back.
     assert_eq!(passes([1, 4, 20, 20], [4, 1, 3, 3], conv(3, 1, 1, 4)), ["general", "general", "general"]);
