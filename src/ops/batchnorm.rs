@@ -180,7 +180,7 @@ impl Geometry {
     /// A per-element unit kernel: each invocation takes a run of vec4s inside one unit.
     fn dispatch_unit_elements(&self, step: &mut Step, k: &Kernel, bufs: &[&Tensor]) -> Result<()> {
         let lvec = self.params.lvec.max(1);
-        let per = (1..=UNIT_VEC4S).rev().find(|d| lvec % d == 0).unwrap_or(1);
+        let per = (1..=UNIT_VEC4S).rev().find(|d| lvec.is_multiple_of(*d)).unwrap_or(1);
         let wg = step.gpu().wg1d();
         let groups = step.gpu().grid((self.params.units * lvec) / per, wg);
         let bufs: Vec<_> = bufs.iter().map(|t| &t.buf).collect();

@@ -62,7 +62,7 @@ const PER4: u32 = 2;
 /// Whether a part's copy takes the vec4 path: its block, the batch stride and its offset all
 /// whole vec4s. Public so tests can assert it.
 pub fn part_uses_vec4(blk: usize, stride: usize, offset: usize) -> bool {
-    blk % 4 == 0 && stride % 4 == 0 && offset % 4 == 0 && blk > 0
+    blk.is_multiple_of(4) && stride.is_multiple_of(4) && offset.is_multiple_of(4) && blk > 0
 }
 
 /// x over the block, y over batch items (split into several dispatches past the grid limit).

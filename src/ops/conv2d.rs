@@ -258,7 +258,7 @@ pub fn path(x: &[usize], w: &[usize], p: &Conv2d, pass: super::Pass) -> &'static
 /// depthwise_t (stride 2): its dy segment 8 + LO + HI fits the registers.
 fn transposed_fits(w: &[usize], p: &Conv2d) -> bool {
     let s = p.stride;
-    s > 1 && 8 + ((w[2] - 1) * p.dilation).div_ceil(s) + (s - 1 + p.padding) / s <= SEG
+    s > 1 && 8 + ((w[2] - 1) * p.dilation).div_ceil(s) + p.padding.div_ceil(s) <= SEG
 }
 
 /// Records the depthwise kernel from `input` planes [N*C, ih, iw] to `output` planes with

@@ -19,7 +19,7 @@ const VEC4S_PER_INVOCATION: u32 = 2;
 /// Whether a crop writing `n` values takes the flat path (vec4 stores). Public so tests can
 /// assert it.
 pub fn uses_flat(n: usize) -> bool {
-    n % 4 == 0 && n > 0
+    n.is_multiple_of(4) && n > 0
 }
 
 /// The flat path over the `n` written values (all planes in one dispatch).

@@ -28,7 +28,7 @@ const VEC4S_PER_INVOCATION: u32 = 2;
 
 /// Whether a flat op over `n` values takes the vec4 path. Public so tests can assert it.
 pub fn uses_vec4(n: usize) -> bool {
-    n % 4 == 0 && n > 0
+    n.is_multiple_of(4) && n > 0
 }
 
 /// Elements per invocation (contiguous). On lavapipe, relu at [64,16,28,28] and wg1d: 8 was
