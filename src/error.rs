@@ -37,8 +37,10 @@ pub enum Error {
     #[error("architecture spec: {0}")]
     Spec(String),
 
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    // The reason is in the message and deliberately not a `source`: anyhow's `{:#}` would
+    // print it twice.
+    #[error("{path}: {reason}")]
+    Io { path: PathBuf, reason: std::io::Error },
 
     /// A dataset file (or directory) that is missing, truncated or not in the expected format.
     #[error("{path}: {message}")]
@@ -72,7 +74,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io { path: path.into(), reason: source }
     }
     pub fn data(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
         Error::Data { path: path.into(), message: message.into() }

@@ -49,6 +49,8 @@ enum Command {
     Eval(cli::jobs::EvalArgs),
     /// Train the stand-alone network of a spec from scratch and report test accuracy.
     Train(Box<cli::jobs::TrainCmdArgs>),
+    /// Test accuracy of a `cellnas train` run: its final weights, or its latest checkpoint.
+    Test(cli::jobs::TestArgs),
     /// Convert between DARTS genotype text and spec JSON (the other form is printed).
     Genotype {
         /// A spec JSON file or a file with DARTS text; `-` reads standard input.
@@ -88,6 +90,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Search(args) => with_gpu(&cli.adapter, |gpu| cli::jobs::search(gpu, &args)),
         Command::Eval(args) => with_gpu(&cli.adapter, |gpu| cli::jobs::eval(gpu, &args)),
         Command::Train(args) => with_gpu(&cli.adapter, |gpu| cli::jobs::train(gpu, &args)),
+        Command::Test(args) => with_gpu(&cli.adapter, |gpu| cli::jobs::test(gpu, &args)),
         Command::Genotype { file } => genotype(&file),
     }
 }

@@ -57,6 +57,10 @@ fn bits(path: &Path) -> Vec<(String, Vec<u32>)> {
     t.into_iter().map(|(n, _, v)| (n, v.iter().map(|x| x.to_bits()).collect())).collect()
 }
 
+fn test_json(dir: &Path) -> serde_json::Value {
+    serde_json::from_str(&ok(bin().args(["test", "--run", dir.to_str().unwrap(), "--json"]).output().unwrap())).unwrap()
+}
+
 /// Per-epoch (loss, accuracy) bits from metrics.jsonl: time fields differ between runs.
 fn epochs(dir: &Path) -> Vec<(u64, u64)> {
     let text = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
@@ -91,6 +95,12 @@ fn train_killed_mid_epoch_and_resumed_equals_an_uninterrupted_run() {
     assert!(killed, "the run finished before it could be killed mid-epoch");
     assert_eq!(position(&b).0, 0, "killed in the first epoch");
     kill_at(&["train", "--resume", bs, "--quiet", "--checkpoint-minutes", "0.00001"], &b, (1, 3));
+    // `cellnas test` follows an unfinished run on its latest checkpoint.
+    let t = test_json(&b);
+    assert_eq!(t["finished"], false, "{t}");
+    let (epoch, step) = position(&b);
+    assert_eq!((t["epoch"].as_u64(), t["step"].as_u64()), (Some(epoch), (step > 0).then_some(step)), "{t}");
+    assert!((0.0..=1.0).contains(&t["test_accuracy"].as_f64().unwrap()), "{t}");
     let resumed = ok(bin().args(["train", "--resume", bs, "--quiet"]).output().unwrap());
 
     assert_eq!(epochs(&a), epochs(&b));
@@ -98,6 +108,18 @@ fn train_killed_mid_epoch_and_resumed_equals_an_uninterrupted_run() {
     assert!(bits(&a.join("weights.safetensors")) == bits(&b.join("weights.safetensors")), "weights differ after resume");
     let acc = |s: &str| s.split("test accuracy ").nth(1).and_then(|r| r.split('%').next()).map(str::to_string);
     assert_eq!(acc(&whole), acc(&resumed), "{whole}\n{resumed}");
+    // On a finished run it tests the saved weights: the same accuracy and loss as training
+    // reported, bit for bit (BN running statistics included in the file).
+    let t = test_json(&a);
+    let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(a.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!((t["finished"].as_bool(), t["epoch"].as_u64()), (Some(true), Some(2)), "{t}");
+    for k in ["test_accuracy", "test_loss"] {
+        assert_eq!(t[k].as_f64().map(f64::to_bits), m[k].as_f64().map(f64::to_bits), "{k}: {t} vs {m}");
+    }
+    let o = bin().args(["test", "--run", spec]).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("config.json"), "test on a folder that is not a run must name what is missing: {err}");
 
     // A resume must not change the config: a different flag is refused, naming the field.
     let o = bin().args(["train", "--resume", bs, "--epochs", "3"]).output().unwrap();

@@ -391,3 +391,29 @@ pub fn eval(gpu: &Arc<Gpu>, a: &EvalArgs) -> Result<()> {
     );
     Ok(())
 }
+
+#[derive(Args, Debug)]
+pub struct TestArgs {
+    /// A `cellnas train` run folder: its final weights, or its latest checkpoint while it trains.
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Print the result as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn test(gpu: &Arc<Gpu>, a: &TestArgs) -> Result<()> {
+    let r = cellnas::pipeline::standalone::test_run(gpu, &a.run)?;
+    if a.json {
+        println!("{}", serde_json::to_string(&r)?);
+        return Ok(());
+    }
+    let trained = match (r.finished, r.step) {
+        (true, _) => format!("final weights after {} epochs", r.epoch),
+        (false, Some(s)) => format!("checkpoint after {} epochs and {s} steps of the next", r.epoch),
+        (false, None) => format!("checkpoint after {} epochs (training unfinished)", r.epoch),
+    };
+    let val = r.val_accuracy.map(|v| format!("; val accuracy {:.2}%", 100.0 * v)).unwrap_or_default();
+    println!("test accuracy {:.2}% (loss {:.4}){val}; {trained}: {}", 100.0 * r.test_accuracy, r.test_loss, r.weights.display());
+    Ok(())
+}

@@ -1,4 +1,4 @@
-//! Subcommands beyond `devices` and `bench`: search, eval, train, genotype.
+//! Subcommands beyond `devices` and `bench`: search, eval, train, test, genotype.
 
 pub mod jobs;
 pub mod table;

@@ -7,7 +7,7 @@ use crate::gpu::Gpu;
 use crate::nn::darts::{self, NetConfig};
 use super::fit::{fit, FitOptions};
 use super::JobOptions;
-use crate::run::{save_tensors, write_json_atomic, RunDir};
+use crate::run::{load_checkpoint, load_tensors, save_tensors, write_json_atomic, RunDir};
 use crate::space::Spec;
 use crate::train::{evaluate, EpochMetrics, Model, TrainConfig};
 use serde_json::json;
@@ -71,4 +71,56 @@ pub fn run_train(gpu: &Arc<Gpu>, cfg: &StandaloneConfig, out: &Path, job: &JobOp
         &json!({ "test_accuracy": test_accuracy, "test_loss": test_loss, "val_accuracy": val_accuracy, "params": params, "flops": flops, "train_seconds": train_seconds }),
     )?;
     Ok(summary)
+}
+
+/// What `cellnas test` measured, and on which weights.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct TestReport {
+    /// The file the weights came from.
+    pub weights: std::path::PathBuf,
+    /// Whole epochs trained into those weights.
+    pub epoch: usize,
+    /// Steps of the next epoch also trained, for a mid-epoch checkpoint.
+    pub step: Option<usize>,
+    pub finished: bool,
+    pub test_accuracy: f64,
+    pub test_loss: f64,
+    pub val_accuracy: Option<f64>,
+}
+
+/// Test accuracy of a stand-alone training run: its final weights when it has finished,
+/// else its latest checkpoint, so a long run can be followed (or rescued) while it trains.
+/// Reads the run folder only; checkpoints are renamed into place, so a run that is still
+/// writing them is safe to read.
+pub fn test_run(gpu: &Arc<Gpu>, dir: &Path) -> Result<TestReport> {
+    let config_path = dir.join("config.json");
+    let text = std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?;
+    let cfg: StandaloneConfig = serde_json::from_str(&text).map_err(|e| Error::Config {
+        path: config_path.clone(),
+        message: format!("not the config of a `cellnas train` run ({e})"),
+    })?;
+    let run = RunDir::resume(dir, &serde_json::to_value(&cfg).map_err(|e| Error::Invalid(format!("config: {e}")))?)?
+        .with_checkpoint_file("checkpoint.safetensors");
+    let final_path = run.dir().join("weights.safetensors");
+    let (tensors, epoch, step, finished, weights) = if final_path.exists() {
+        let (tensors, _) = load_tensors(&final_path)?;
+        (tensors, cfg.train.epochs, None, true, final_path)
+    } else {
+        let Some((tensors, state)) = load_checkpoint(&run)? else {
+            return Err(Error::Checkpoint { path: run.checkpoint_path(), message: "no weights yet: the run has not written its first checkpoint".into() });
+        };
+        let epoch = state["epoch"].as_u64().unwrap_or(0) as usize;
+        let step = state.get("progress").and_then(|p| p["step"].as_u64()).map(|s| s as usize);
+        (tensors, epoch, step, false, run.checkpoint_path())
+    };
+    let data = load(gpu, &cfg.data, cfg.train.seed)?;
+    let mut model = Model::new(gpu, cfg.net.clone(), cfg.train.seed)?;
+    model.restore(&tensors)?;
+    let genotype = &cfg.spec.genotype;
+    let (test_accuracy, test_loss) = evaluate(&model.net, &mut model.store, &mut model.bn, genotype, &data.test, cfg.eval_batch_size)?;
+    let val_accuracy = match &data.val {
+        Some(v) => Some(evaluate(&model.net, &mut model.store, &mut model.bn, genotype, v, cfg.eval_batch_size)?.0),
+        None => None,
+    };
+    Ok(TestReport { weights, epoch, step, finished, test_accuracy, test_loss, val_accuracy })
 }
