@@ -55,11 +55,7 @@ pub fn run_train(gpu: &Arc<Gpu>, cfg: &StandaloneConfig, out: &Path, job: &JobOp
     let epochs = fit(&mut model, &data.train, &cfg.train, &opts, &mut |_, _| vec![genotype.clone()])?;
     // Training time over every process that ran it (a resumed run included).
     let train_seconds: f64 = epochs.iter().map(|m| m.seconds).sum();
-    let (test_accuracy, test_loss) = evaluate(&model.net, &mut model.store, &mut model.bn, genotype, &data.test, cfg.eval_batch_size)?;
-    let val_accuracy = match &data.val {
-        Some(v) => Some(evaluate(&model.net, &mut model.store, &mut model.bn, genotype, v, cfg.eval_batch_size)?.0),
-        None => None,
-    };
+    let (test_accuracy, test_loss, val_accuracy) = test_and_val(&mut model, genotype, &data, cfg.eval_batch_size)?;
     let mut meta = BTreeMap::new();
     meta.insert("genotype".to_string(), genotype.to_darts());
     meta.insert("network".to_string(), serde_json::to_string(&cfg.net).unwrap_or_default());
@@ -71,6 +67,16 @@ pub fn run_train(gpu: &Arc<Gpu>, cfg: &StandaloneConfig, out: &Path, job: &JobOp
         &json!({ "test_accuracy": test_accuracy, "test_loss": test_loss, "val_accuracy": val_accuracy, "params": params, "flops": flops, "train_seconds": train_seconds }),
     )?;
     Ok(summary)
+}
+
+/// Test accuracy and loss, and validation accuracy when the run holds a validation split out.
+fn test_and_val(model: &mut Model, genotype: &crate::space::Genotype, data: &super::data::Loaded, batch: usize) -> Result<(f64, f64, Option<f64>)> {
+    let (acc, loss) = evaluate(&model.net, &mut model.store, &mut model.bn, genotype, &data.test, batch)?;
+    let val = match &data.val {
+        Some(v) => Some(evaluate(&model.net, &mut model.store, &mut model.bn, genotype, v, batch)?.0),
+        None => None,
+    };
+    Ok((acc, loss, val))
 }
 
 /// What `cellnas test` measured, and on which weights.
@@ -117,10 +123,6 @@ pub fn test_run(gpu: &Arc<Gpu>, dir: &Path) -> Result<TestReport> {
     let mut model = Model::new(gpu, cfg.net.clone(), cfg.train.seed)?;
     model.restore(&tensors)?;
     let genotype = &cfg.spec.genotype;
-    let (test_accuracy, test_loss) = evaluate(&model.net, &mut model.store, &mut model.bn, genotype, &data.test, cfg.eval_batch_size)?;
-    let val_accuracy = match &data.val {
-        Some(v) => Some(evaluate(&model.net, &mut model.store, &mut model.bn, genotype, v, cfg.eval_batch_size)?.0),
-        None => None,
-    };
+    let (test_accuracy, test_loss, val_accuracy) = test_and_val(&mut model, genotype, &data, cfg.eval_batch_size)?;
     Ok(TestReport { weights, epoch, step, finished, test_accuracy, test_loss, val_accuracy })
 }
