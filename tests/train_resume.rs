@@ -95,8 +95,12 @@ fn train_killed_mid_epoch_and_resumed_equals_an_uninterrupted_run() {
     assert!(killed, "the run finished before it could be killed mid-epoch");
     assert_eq!(position(&b).0, 0, "killed in the first epoch");
     kill_at(&["train", "--resume", bs, "--quiet", "--checkpoint-minutes", "0.00001"], &b, (1, 3));
-    // `cellnas test` follows an unfinished run on its latest checkpoint.
+    // `cellnas test` follows an unfinished run on its latest checkpoint, and leaves the temp
+    // files of the writer it may be running beside alone.
+    let writing = b.join(".checkpoint.safetensors.tmp-4294967295-0");
+    std::fs::write(&writing, b"half a checkpoint").unwrap();
     let t = test_json(&b);
+    assert!(writing.is_file(), "cellnas test deleted a live writer's temp file");
     assert_eq!(t["finished"], false, "{t}");
     let (epoch, step) = position(&b);
     assert_eq!((t["epoch"].as_u64(), t["step"].as_u64()), (Some(epoch), (step > 0).then_some(step)), "{t}");

@@ -96,8 +96,8 @@ pub struct TestReport {
 
 /// Test accuracy of a stand-alone training run: its final weights when it has finished,
 /// else its latest checkpoint, so a long run can be followed (or rescued) while it trains.
-/// Reads the run folder only; checkpoints are renamed into place, so a run that is still
-/// writing them is safe to read.
+/// Only reads the run folder (checkpoints are renamed into place), so a run that is still
+/// writing them is safe to read, and nothing of it is touched.
 pub fn test_run(gpu: &Arc<Gpu>, dir: &Path) -> Result<TestReport> {
     let config_path = dir.join("config.json");
     let text = std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?;
@@ -105,8 +105,7 @@ pub fn test_run(gpu: &Arc<Gpu>, dir: &Path) -> Result<TestReport> {
         path: config_path.clone(),
         message: format!("not the config of a `cellnas train` run ({e})"),
     })?;
-    let run = RunDir::resume(dir, &serde_json::to_value(&cfg).map_err(|e| Error::Invalid(format!("config: {e}")))?)?
-        .with_checkpoint_file("checkpoint.safetensors");
+    let run = RunDir::open(dir).with_checkpoint_file("checkpoint.safetensors");
     let final_path = run.dir().join("weights.safetensors");
     let (tensors, epoch, step, finished, weights) = if final_path.exists() {
         let (tensors, _) = load_tensors(&final_path)?;

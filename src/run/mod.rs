@@ -48,7 +48,7 @@ impl RunDir {
     /// that already has files is refused, with a message that says whether it is another
     /// cellnas run (to resume, or delete) or something else (never written into).
     pub fn create(dir: &Path, config: &Value) -> Result<RunDir> {
-        let run = RunDir { dir: dir.to_path_buf(), checkpoint: "supernet.safetensors" };
+        let run = RunDir::open(dir);
         let refuse = |message: String| Error::Config { path: dir.to_path_buf(), message };
         match fs::read_dir(dir) {
             Ok(mut entries) => {
@@ -79,7 +79,7 @@ impl RunDir {
     /// under `"resume_ignore"` keys); otherwise the error lists each differing field as
     /// `path: stored X, given Y`. Temp files left by a killed writer are removed.
     pub fn resume(dir: &Path, config: &Value) -> Result<RunDir> {
-        let run = RunDir { dir: dir.to_path_buf(), checkpoint: "supernet.safetensors" };
+        let run = RunDir::open(dir);
         if !dir.is_dir() {
             return Err(Error::Config {
                 path: dir.to_path_buf(),
@@ -111,6 +111,13 @@ impl RunDir {
         }
         atomic::remove_stale_temps(dir)?;
         Ok(run)
+    }
+
+    /// A run folder to read, not to continue (`cellnas eval`, `cellnas test`), whose
+    /// `config.json` the caller has read. Nothing is checked or changed: `resume`'s cleanup of
+    /// temp files would delete those of the run's own process if it is still writing.
+    pub fn open(dir: &Path) -> RunDir {
+        RunDir { dir: dir.to_path_buf(), checkpoint: "supernet.safetensors" }
     }
 
     /// Name the checkpoint's weights file (default `supernet.safetensors`).
