@@ -123,6 +123,10 @@ fn resume_refuses_a_changed_config_and_a_folder_that_is_not_a_run() {
     let spec = a.join("best.genotype.txt");
     let text = ok(run(&["eval", "--spec", spec.to_str().unwrap(), "--run", s]));
     assert!(text.contains("inherited-weight val accuracy"), "{text}");
+    // The search's best.json (spec beside its metrics) is accepted as the same spec.
+    let best = ok(run(&["eval", "--spec", a.join("best.json").to_str().unwrap(), "--run", s]));
+    let score = |t: &str| t.split("; ").next().map(str::to_string);
+    assert_eq!(score(&best), score(&text), "{best}\n{text}");
     let _ = std::fs::remove_dir_all(&a);
 }
 

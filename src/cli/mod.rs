@@ -13,12 +13,27 @@ pub fn read_spec(path: &Path) -> Result<Spec> {
     parse_spec(&text, path)
 }
 
-/// `text` as a JSON spec when it starts with `{`, else as DARTS genotype text.
+/// `text` as a JSON spec when it starts with `{` (a search's `best.json` included), else as
+/// DARTS genotype text.
 pub fn parse_spec(text: &str, path: &Path) -> Result<Spec> {
     let spec = if text.trim_start().starts_with('{') {
-        Spec::from_json(text)
+        match best_json_spec(text) {
+            Some(inner) => Spec::from_json(&inner),
+            None => Spec::from_json(text),
+        }
     } else {
         Genotype::from_darts(text.trim()).map(Spec::new)
     };
     spec.with_context(|| format!("{} is not a valid spec (JSON, docs/spec.md) or DARTS genotype text", path.display()))
+}
+
+/// The spec inside a search's `best.json` (`{"spec": {...}, "metrics": {...}}`), so the file
+/// the search hands the user can be passed on as it is. A spec itself has "version" at the top.
+fn best_json_spec(text: &str) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_str(text).ok()?;
+    let fields = value.as_object()?;
+    if fields.contains_key("version") {
+        return None;
+    }
+    fields.get("spec").filter(|s| s.is_object()).map(|s| s.to_string())
 }
