@@ -1,6 +1,8 @@
 //! Kernel benchmarks shared by `cellnas bench` and the criterion benches: every registered op
 //! family's bench cases, each pass timed separately, medians reported.
 
+pub mod net;
+
 use crate::error::Result;
 use crate::gpu::Gpu;
 use crate::ops::{check, OpCase, Pass, FAMILIES};

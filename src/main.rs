@@ -59,19 +59,43 @@ enum Command {
 }
 
 #[derive(Args)]
-struct BenchArgs {
+pub(crate) struct BenchArgs {
     /// One JSON object per line instead of a table.
     #[arg(long)]
     json: bool,
     /// Only kernels whose family name contains this text (e.g. conv2d), and with FAMILY/SHAPE only cases whose shape contains SHAPE (e.g. 'conv2d/k1x1 s1').
     #[arg(long, default_value = "")]
     filter: String,
-    /// Untimed runs before measuring each pass.
-    #[arg(long, default_value_t = 2)]
-    warmup: usize,
-    /// Timed runs per pass; the median is reported.
-    #[arg(long, default_value_t = 7)]
-    reps: usize,
+    /// Untimed runs before measuring each pass (with --net: untimed steps; default 2).
+    #[arg(long)]
+    warmup: Option<usize>,
+    /// Timed runs per pass, the median is reported (default 7; with --net: repeats of
+    /// --steps steps, default 3).
+    #[arg(long)]
+    reps: Option<usize>,
+    /// Time a whole network instead of single kernels: training steps and evaluation forwards.
+    #[arg(long)]
+    net: bool,
+    /// With --net: the cell (spec JSON, a search's best.json, or DARTS genotype text; default:
+    /// the reference genotype built in, docs/PERFORMANCE.md).
+    #[arg(long, requires = "net")]
+    spec: Option<PathBuf>,
+    /// With --net: channels of the first cells.
+    #[arg(long, default_value_t = 16, requires = "net")]
+    channels: usize,
+    /// With --net: cells.
+    #[arg(long, default_value_t = 5, requires = "net")]
+    layers: usize,
+    /// With --net: images per step.
+    #[arg(long, default_value_t = 64, requires = "net")]
+    batch_size: usize,
+    /// With --net: timed steps per repeat.
+    #[arg(long, default_value_t = 10, requires = "net")]
+    steps: usize,
+    /// With --net: supernet conventions (BN without affine, BN after pools), as a search
+    /// trains one path.
+    #[arg(long, requires = "net")]
+    supernet: bool,
 }
 
 fn main() {
@@ -148,6 +172,10 @@ fn devices(opts: &AdapterOptions, json: bool) -> Result<()> {
 
 fn bench(opts: &AdapterOptions, args: &BenchArgs) -> Result<()> {
     let gpu = Gpu::new(opts)?;
+    if args.net {
+        return cli::bench_net(&gpu, args);
+    }
+    let (warmup, reps) = (args.warmup.unwrap_or(2), args.reps.unwrap_or(7));
     let cases = cellnas::bench::cases(&args.filter);
     if cases.is_empty() {
         anyhow::bail!("no kernel family matches '{}'", args.filter);
@@ -159,7 +187,7 @@ fn bench(opts: &AdapterOptions, args: &BenchArgs) -> Result<()> {
     for case in cases {
         let prepared = cellnas::bench::Prepared::new(&gpu, case)?;
         for pass in prepared.passes() {
-            let row = prepared.measure(&gpu, pass, args.warmup, args.reps)?;
+            let row = prepared.measure(&gpu, pass, warmup, reps)?;
             if args.json {
                 let mut v = serde_json::to_value(&row)?;
                 v["adapter"] = gpu.info.name.clone().into();

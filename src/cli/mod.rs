@@ -1,6 +1,9 @@
-//! Subcommands beyond `devices` and `bench`: search, eval, train, test, genotype.
+//! Subcommands beyond `devices` and the kernel `bench`: search, eval, train, test, genotype, bench --net.
 
+pub mod bench;
 pub mod jobs;
+
+pub use bench::bench_net;
 pub mod table;
 
 use anyhow::{Context, Result};

@@ -3,10 +3,12 @@
 
 mod pipeline;
 mod pool;
+mod stats;
 mod step;
 
 pub use pipeline::{Access, Kernel};
 pub use pool::Buffer;
+pub use stats::StepStats;
 pub use step::{ReadHandle, Step, StepOutput};
 
 use crate::error::{Error, Result};
@@ -132,6 +134,8 @@ pub struct Gpu {
     sink: Arc<Mutex<ErrorSink>>,
     /// Per-kernel (count, GPU ms) when CELLNAS_PROFILE is set and timestamps exist.
     pub(crate) profile: Option<Mutex<std::collections::BTreeMap<(&'static str, &'static str), (u64, f64)>>>,
+    stats: Mutex<StepStats>,
+    time_steps: std::sync::atomic::AtomicBool,
 }
 
 impl Gpu {
@@ -227,6 +231,8 @@ impl Gpu {
             pool: pool::Pool::default(),
             sink,
             profile: std::env::var_os("CELLNAS_PROFILE").filter(|v| !v.is_empty() && v != "0").map(|_| Mutex::new(Default::default())),
+            stats: Mutex::new(StepStats::default()),
+            time_steps: Default::default(),
         }))
     }
 

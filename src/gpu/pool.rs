@@ -16,6 +16,8 @@ type Free = Arc<Mutex<HashMap<(std::thread::ThreadId, u64), Vec<wgpu::Buffer>>>>
 pub(crate) struct Pool {
     free: Free,
     created: Mutex<u64>,
+    /// Bytes of the storage buffers created (device memory the pool holds or lent out).
+    bytes: Mutex<u64>,
     /// Uniform buffers for steps' parameter arenas, power-of-two sizes. A step owns one from
     /// record to submit; after the submit it may be rewritten, because queue writes are
     /// ordered after work already submitted.
@@ -58,6 +60,7 @@ impl Gpu {
         let reused = self.pool.free.lock().unwrap().get_mut(&(std::thread::current().id(), size)).and_then(|v| v.pop());
         let raw = reused.unwrap_or_else(|| {
             *self.pool.created.lock().unwrap() += 1;
+            *self.pool.bytes.lock().unwrap() += size;
             self.device.create_buffer(&wgpu::BufferDescriptor {
                 label: None,
                 size,
@@ -97,8 +100,18 @@ impl Gpu {
         *self.pool.created.lock().unwrap()
     }
 
+    /// Bytes of storage buffers created so far (all of them are kept by the pool until
+    /// `trim_pool`): the device memory a job holds.
+    pub fn pool_bytes(&self) -> u64 {
+        *self.pool.bytes.lock().unwrap()
+    }
+
     /// Releases every idle pooled buffer back to the driver.
     pub fn trim_pool(&self) {
-        self.pool.free.lock().unwrap().clear();
+        let mut free = self.pool.free.lock().unwrap();
+        let released: u64 = free.iter().map(|((_, size), v)| size * v.len() as u64).sum();
+        free.clear();
+        let mut bytes = self.pool.bytes.lock().unwrap();
+        *bytes = bytes.saturating_sub(released);
     }
 }

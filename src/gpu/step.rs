@@ -48,7 +48,8 @@ pub struct Step {
 impl Step {
     pub(crate) fn new(gpu: Arc<Gpu>) -> Step {
         let stride = PARAMS_BYTES.max(gpu.limits.min_uniform_buffer_offset_alignment as u64);
-        Step { gpu, params: Vec::new(), commands: Vec::new(), reads: Vec::new(), timed: false, stride }
+        let timed = gpu.step_timing();
+        Step { gpu, params: Vec::new(), commands: Vec::new(), reads: Vec::new(), timed, stride }
     }
 
     pub fn gpu(&self) -> &Arc<Gpu> {
@@ -197,6 +198,7 @@ impl Step {
             (set, resolve)
         });
         let n_passes = count_passes(&self.commands);
+        let n_dispatches = self.dispatches();
         // Profiling (CELLNAS_PROFILE): every dispatch in its own pass with its own timestamps.
         let profiling = gpu.profile.is_some() && gpu.timestamps && !self.timed;
         let mut prof_sets: Vec<wgpu::QuerySet> = Vec::new();
@@ -336,6 +338,7 @@ impl Step {
             return Err(Error::Gpu { context: "step".into(), message: e.to_string() });
         }
         gpu.check("step")?;
+        gpu.record_submit(n_dispatches, gpu_ms);
         Ok(StepOutput { reads, gpu_ms })
     }
 }
