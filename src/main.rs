@@ -173,7 +173,11 @@ fn devices(opts: &AdapterOptions, json: bool) -> Result<()> {
 fn bench(opts: &AdapterOptions, args: &BenchArgs) -> Result<()> {
     let gpu = Gpu::new(opts)?;
     if args.net {
-        return cli::bench_net(&gpu, args);
+        let r = cli::bench_net(&gpu, args);
+        if let Some(report) = gpu.profile_report() {
+            eprint!("{report}");
+        }
+        return r;
     }
     let (warmup, reps) = (args.warmup.unwrap_or(2), args.reps.unwrap_or(7));
     let cases = cellnas::bench::cases(&args.filter);

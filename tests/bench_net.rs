@@ -49,3 +49,15 @@ fn bench_net_command_prints_json() {
     assert!(v["eval"]["dispatches_per_step"].as_f64().unwrap() > 0.0);
     assert!(v["genotype"].as_str().unwrap().starts_with("Genotype("));
 }
+
+#[test]
+fn a_batch_too_large_for_the_adapter_is_refused_before_allocation() {
+    let gpu = test_gpu();
+    let before = gpu.buffers_created();
+    for batch in [10_000_000, usize::MAX] {
+        let err = NetBench { batch, ..tiny(false) }.run(&gpu).unwrap_err().to_string();
+        assert!(err.contains(&format!("batch size {batch} does not fit")), "{err}");
+        assert!(err.contains("max_storage_buffer_binding_size") && err.contains("largest batch that fits"), "{err}");
+    }
+    assert_eq!(gpu.buffers_created(), before, "nothing allocated");
+}

@@ -105,6 +105,7 @@ impl NetBench {
         let net = self.net_config();
         net.validate()?;
         let [c, h, w] = self.image;
+        darts::check_batch_fits(gpu, &net, &self.genotype, self.batch, h, w)?;
         let (params, flops) = darts::size(&NetConfig { supernet: false, ..net.clone() }, &self.genotype, h, w)?;
         // Enough random images for every step of a repeat to see a different batch.
         let n = self.batch.checked_mul(self.steps.max(self.warmup).max(1)).ok_or_else(|| Error::Invalid("--batch-size x --steps overflows".into()))?;

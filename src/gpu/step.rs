@@ -48,7 +48,7 @@ pub struct Step {
 impl Step {
     pub(crate) fn new(gpu: Arc<Gpu>) -> Step {
         let stride = PARAMS_BYTES.max(gpu.limits.min_uniform_buffer_offset_alignment as u64);
-        let timed = gpu.step_timing();
+        let timed = gpu.step_timing() && gpu.profile.is_none();
         Step { gpu, params: Vec::new(), commands: Vec::new(), reads: Vec::new(), timed, stride }
     }
 

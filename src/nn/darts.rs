@@ -163,3 +163,30 @@ pub fn size(cfg: &NetConfig, genotype: &Genotype, h: usize, w: usize) -> Result<
     forward(&mut g, cfg, genotype, x)?;
     Ok((g.params_used(), g.flops as u64))
 }
+
+/// Fails with a clear error, before anything is allocated, when a batch of `batch` images
+/// needs a tensor larger than the adapter can bind (`max_storage_buffer_binding_size`, or
+/// `max_buffer_size` when smaller); the message names the tensor, the limit and the largest
+/// batch that fits. Every activation is proportional to the batch, so the largest one decides.
+pub fn check_batch_fits(gpu: &crate::gpu::Gpu, cfg: &NetConfig, genotype: &Genotype, batch: usize, h: usize, w: usize) -> Result<()> {
+    let mut g = Graph::count();
+    let x = g.input_shape(&[1, cfg.in_channels, h, w]);
+    forward(&mut g, cfg, genotype, x)?;
+    let Some(shape) = g.largest_value().map(|s| s.to_vec()) else { return Ok(()) };
+    let per_image = shape.iter().product::<usize>() as u64 * 4;
+    let limit = gpu.limits.max_storage_buffer_binding_size.min(gpu.limits.max_buffer_size);
+    let need = per_image.checked_mul(batch as u64);
+    if need.is_some_and(|n| n <= limit) {
+        return Ok(());
+    }
+    let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+    let mut full = shape;
+    full[0] = batch;
+    Err(Error::Invalid(format!(
+        "batch size {batch} does not fit adapter '{}': the activation {full:?} needs {} in one storage buffer, the adapter binds at most {:.0} MiB (max_storage_buffer_binding_size); the largest batch that fits this network is {}",
+        gpu.info.name,
+        need.map_or("more than 2^64 bytes".to_string(), |n| format!("{:.0} MiB", mib(n))),
+        mib(limit),
+        limit / per_image.max(1),
+    )))
+}

@@ -96,6 +96,11 @@ impl<'a> Graph<'a> {
         self.vals[v.0].t.as_ref()
     }
 
+    /// Shape of the largest value recorded (activations; their gradients have the same shapes).
+    pub fn largest_value(&self) -> Option<&[usize]> {
+        self.vals.iter().map(|v| v.shape.as_slice()).max_by_key(|s| numel(s))
+    }
+
     /// Number of parameters (scalars) the recorded network uses.
     pub fn params_used(&self) -> u64 {
         self.used.iter().map(|(_, n)| *n as u64).sum()

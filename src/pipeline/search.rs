@@ -86,6 +86,12 @@ pub fn run_search(gpu: &Arc<Gpu>, cfg: &SearchConfig, out: &Path, job: &JobOptio
             data.classes, data.channels, cfg.net.classes, cfg.net.in_channels
         )));
     }
+    // Every path has the same activation shapes, so one sampled path tells whether a batch fits.
+    let [_, h, w] = data.train.image_shape();
+    let probe = cfg.space.sample(&mut ChaCha8Rng::seed_from_u64(0));
+    for batch in [cfg.train.batch_size, cfg.eval.batch_size] {
+        crate::nn::darts::check_batch_fits(gpu, &cfg.net, &probe, batch, h, w)?;
+    }
 
     // Supernet training, resumable (see fit.rs). Paths come from one generator per epoch,
     // seeded by (seed, epoch), so a resumed epoch redraws the same paths.

@@ -50,6 +50,9 @@ pub fn run_train(gpu: &Arc<Gpu>, cfg: &StandaloneConfig, out: &Path, job: &JobOp
     let data = load(gpu, &cfg.data, cfg.train.seed)?;
     let [_, h, w] = data.train.image_shape();
     let (params, flops) = darts::size(&cfg.net, genotype, h, w)?;
+    for batch in [cfg.train.batch_size, cfg.eval_batch_size] {
+        darts::check_batch_fits(gpu, &cfg.net, genotype, batch, h, w)?;
+    }
     let mut model = Model::new(gpu, cfg.net.clone(), cfg.train.seed)?;
     let opts = FitOptions { run: &run, checkpoint_every: job.checkpoint_every, quiet: job.quiet };
     let epochs = fit(&mut model, &data.train, &cfg.train, &opts, &mut |_, _| vec![genotype.clone()])?;
@@ -119,9 +122,11 @@ pub fn test_run(gpu: &Arc<Gpu>, dir: &Path) -> Result<TestReport> {
         (tensors, epoch, step, false, run.checkpoint_path())
     };
     let data = load(gpu, &cfg.data, cfg.train.seed)?;
+    let genotype = &cfg.spec.genotype;
+    let [_, h, w] = data.train.image_shape();
+    darts::check_batch_fits(gpu, &cfg.net, genotype, cfg.eval_batch_size, h, w)?;
     let mut model = Model::new(gpu, cfg.net.clone(), cfg.train.seed)?;
     model.restore(&tensors)?;
-    let genotype = &cfg.spec.genotype;
     let (test_accuracy, test_loss, val_accuracy) = test_and_val(&mut model, genotype, &data, cfg.eval_batch_size)?;
     Ok(TestReport { weights, epoch, step, finished, test_accuracy, test_loss, val_accuracy })
 }
