@@ -238,3 +238,42 @@ fn an_update_costs_a_few_dispatches_per_arena_block_not_three_per_tensor() {
     assert!(single >= 2 * touched, "per-tensor path took {single} for {touched} tensors");
     assert_eq!(values[0], values[1], "multi-tensor and per-tensor updates give the same weights and momenta");
 }
+
+#[test]
+fn bad_plans_views_and_configs_are_errors() {
+    let gpu = test_gpu();
+    let mut step = gpu.step();
+    let (arena, t) = filled_arena(&gpu, &mut step);
+    step.submit().unwrap();
+    let elems: Vec<u64> = arena.blocks().iter().map(|b| b.elems()).collect();
+    let seg = |block, offset, len| Segment { block, offset, len };
+    let invalid = |r: cellnas::Result<Plan>| matches!(r, Err(cellnas::Error::Invalid(_)));
+    assert!(invalid(Plan::new(&gpu, &[seg(0, 0, 10), seg(0, 5, 10)], &elems)), "overlapping segments");
+    assert!(invalid(Plan::new(&gpu, &[seg(0, elems[0] as u32 - 3, 4)], &elems)), "segment past its block");
+    assert!(invalid(Plan::new(&gpu, &[seg(elems.len(), 0, 1)], &elems)), "unknown block");
+
+    let segs: Vec<Segment> = t.iter().map(|(s, ..)| seg(s.block, s.offset, s.len)).collect();
+    let plan = Plan::new(&gpu, &segs, &elems).unwrap();
+    let table = gpu.alloc(plan.table_bytes());
+    let small = gpu.alloc(16);
+    let mut step = gpu.step();
+    let err = |r: cellnas::Result<()>| matches!(r, Err(cellnas::Error::Invalid(_)));
+    assert!(err(optim_multi::sgd_multi(&mut step, &blocks(&arena), &plan, &small, &SGD, None, None)), "table too small");
+    assert!(err(optim_multi::sgd_multi(&mut step, &blocks(&arena)[..1], &plan, &table, &SGD, None, None)), "missing block");
+    for m in [0.0, -1.0, f32::NAN, f32::INFINITY] {
+        assert!(err(optim_multi::sgd_multi(&mut step, &blocks(&arena), &plan, &table, &SGD, Some(m), None)), "max_norm {m}");
+    }
+    let nesterov = Sgd { momentum: 0.0, nesterov: true, ..SGD };
+    assert!(err(optim_multi::sgd_multi(&mut step, &blocks(&arena), &plan, &table, &nesterov, None, None)), "nesterov without momentum");
+    assert_eq!(step.dispatches(), 0, "a rejected call records nothing");
+
+    let parent = gpu.alloc(1024);
+    let align = gpu.limits.min_storage_buffer_offset_alignment as u64;
+    assert!(gpu.view(&parent, align, 64).is_ok());
+    assert!(gpu.view(&parent, 4, 64).is_err() || align <= 4, "misaligned offset");
+    assert!(gpu.view(&parent, 0, 6).is_err(), "size not a multiple of 4");
+    assert!(gpu.view(&parent, 0, 2048).is_err(), "larger than the parent");
+    // Reading one view while writing another of the same buffer is something wgpu rejects.
+    let (a, b) = (Tensor { buf: gpu.view(&parent, 0, 64).unwrap(), shape: vec![16] }, Tensor { buf: gpu.view(&parent, 512, 64).unwrap(), shape: vec![16] });
+    assert!(err(optim::sgd_step(&mut step, &a, &b, &Tensor::empty(&gpu, &[16]), &SGD)), "grad read and param written in one buffer");
+}
