@@ -121,7 +121,7 @@ impl Gpu {
         if offset.checked_add(bytes).is_none_or(|end| end > parent.size) {
             return bad(format!("it does not fit in the parent's {} bytes", parent.size));
         }
-        if bytes > self.limits.max_storage_buffer_binding_size as u64 {
+        if bytes > self.limits.max_storage_buffer_binding_size {
             return bad(format!("larger than the adapter's max storage binding of {} bytes", self.limits.max_storage_buffer_binding_size));
         }
         Ok(Buffer { inner: parent.inner.clone(), offset: start, size: bytes })

@@ -37,6 +37,9 @@ pub struct Param {
 /// path, and older entries are dropped.
 const PLAN_CACHE: usize = 8;
 
+/// A touched set's chunk table and the device buffer it was uploaded into.
+type CachedPlan = Arc<(Plan, Buffer)>;
+
 pub struct ParamStore {
     gpu: Arc<Gpu>,
     seed: u64,
@@ -44,7 +47,7 @@ pub struct ParamStore {
     /// Parameters whose `grad` holds a gradient written since the last update.
     touched: BTreeSet<String>,
     arena: Arena,
-    plans: VecDeque<(Vec<String>, Arc<(Plan, Buffer)>)>,
+    plans: VecDeque<(Vec<String>, CachedPlan)>,
 }
 
 pub fn name_seed(seed: u64, name: &str) -> u64 {
@@ -181,7 +184,7 @@ impl ParamStore {
 
     /// The uploaded chunk table of a touched set, from the cache or built and uploaded in
     /// `step`; it ends up as the cache's newest entry.
-    fn plan_for(&mut self, step: &mut Step, names: Vec<String>) -> Result<Arc<(Plan, Buffer)>> {
+    fn plan_for(&mut self, step: &mut Step, names: Vec<String>) -> Result<CachedPlan> {
         if let Some(i) = self.plans.iter().position(|(n, _)| *n == names) {
             let hit = self.plans.remove(i).expect("position is in range");
             let plan = hit.1.clone();

@@ -54,7 +54,7 @@ impl Arena {
     pub fn new(gpu: &Arc<Gpu>, block_bytes: Option<u64>) -> Arena {
         let l = &gpu.limits;
         let align = (l.min_storage_buffer_offset_alignment as u64).max(16);
-        let cap = (l.max_storage_buffer_binding_size as u64).min(l.max_buffer_size).min(4 * u32::MAX as u64);
+        let cap = l.max_storage_buffer_binding_size.min(l.max_buffer_size).min(4 * u32::MAX as u64);
         let bytes = block_bytes.unwrap_or(DEFAULT_BLOCK_BYTES).min(cap).max(align);
         let block_elems = (bytes / align * align / 4).max(1);
         Arena { gpu: gpu.clone(), block_elems, align_elems: align / 4, blocks: Vec::new() }
@@ -82,10 +82,10 @@ impl Arena {
                 let elems = self.block_elems.max(len64.next_multiple_of(a));
                 let bytes = 4 * elems;
                 let l = &self.gpu.limits;
-                if bytes > l.max_storage_buffer_binding_size as u64 || bytes > l.max_buffer_size || elems > u32::MAX as u64 {
+                if bytes > l.max_storage_buffer_binding_size || bytes > l.max_buffer_size || elems > u32::MAX as u64 {
                     return Err(Error::Invalid(format!(
                         "a parameter of {len} elements does not fit in one storage binding of this adapter (max {} bytes)",
-                        (l.max_storage_buffer_binding_size as u64).min(l.max_buffer_size)
+                        l.max_storage_buffer_binding_size.min(l.max_buffer_size)
                     )));
                 }
                 let (value, grad, momentum) = (self.gpu.alloc(bytes), self.gpu.alloc(bytes), self.gpu.alloc(bytes));
