@@ -1,7 +1,8 @@
 //! The multi-tensor optimizer (flat arenas, one update per arena block) against the per-tensor
 //! path it replaces: same results with a segment list that skips tensors, clipping on both
 //! sides of max_norm, supernet training that is deterministic and resumes bitwise with a
-//! different arena layout, and the number of dispatches an update costs.
+//! different arena layout, the number of dispatches an update costs, and no new buffers (nor
+//! chunk tables) in the steady state of one path.
 
 use cellnas::data::{Augment, DeviceData};
 use cellnas::gpu::{test_gpu, Gpu, Step};
@@ -276,4 +277,26 @@ fn bad_plans_views_and_configs_are_errors() {
     // Reading one view while writing another of the same buffer is something wgpu rejects.
     let (a, b) = (Tensor { buf: gpu.view(&parent, 0, 64).unwrap(), shape: vec![16] }, Tensor { buf: gpu.view(&parent, 512, 64).unwrap(), shape: vec![16] });
     assert!(err(optim::sgd_step(&mut step, &a, &b, &Tensor::empty(&gpu, &[16]), &SGD)), "grad read and param written in one buffer");
+}
+
+#[test]
+fn a_repeated_path_creates_no_buffers_and_reuses_its_chunk_table() {
+    // A private device so other tests' allocations do not interfere with the count.
+    let gpu = Gpu::new(&cellnas::gpu::AdapterOptions::default()).unwrap();
+    let s = cellnas::data::embedded().unwrap();
+    let ds = s.train.subset(&(0..16).collect::<Vec<_>>());
+    let (mean, std) = ds.channel_stats();
+    let data = DeviceData::upload(&gpu, &ds, &mean, &std).unwrap();
+    let space = SearchSpace::new(Op::SEARCHABLE.to_vec(), 2).unwrap();
+    let paths = sample_paths(&space, Sampling::Uniform, &mut rand_chacha::ChaCha8Rng::seed_from_u64(2));
+    let mut model = Model::new(&gpu, tiny_net(), 3).unwrap();
+    let batch: Vec<u32> = (0..16).collect();
+    let mut step = |i: u32| train_step(&mut model, &data, &batch, &Augment::default(), i, &paths, &SGD, 0.5).unwrap();
+    step(0);
+    step(1);
+    let created = gpu.buffers_created();
+    for i in 2..5 {
+        step(i);
+    }
+    assert_eq!(gpu.buffers_created(), created, "steady-state steps of one path must not create buffers");
 }

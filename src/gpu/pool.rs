@@ -48,8 +48,9 @@ pub struct Buffer {
 
 /// What a recorded dispatch keeps of a [`Buffer`]: the raw buffer and the window to bind, but
 /// not the pool handle, so a buffer freed during recording can be handed out again (see the
-/// module docs for why that is safe).
-#[derive(Clone)]
+/// module docs for why that is safe). Equal windows bind the same bytes (a bind-group cache
+/// can key on them).
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub(crate) struct Window {
     pub raw: wgpu::Buffer,
     pub offset: u64,
