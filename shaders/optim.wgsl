@@ -143,3 +143,74 @@ fn clip(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let coef = min(1.0, p.max_norm / (sqrt(norm_sq[0]) + 1e-6));
     param[i] = param[i] * coef;
 }
+
+// Multi-tensor entry points: one dispatch covers every touched parameter of one arena block.
+// The host splits each parameter into chunks of WG * PER_INVOCATION elements, counted from the
+// parameter's start exactly as norm_partial counts blocks, so the partial sums (and their
+// order, by partial index) do not depend on where the arena put the parameter. One workgroup
+// per chunk: chunks[p.offset + k] = (first element in the block, length, partial index, 0);
+// p.n is the number of chunks of this dispatch.
+@group(0) @binding(9) var<storage, read> chunks: array<vec4<u32>>;
+
+fn chunk_id(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return wid.y * nwg.x + wid.x;
+}
+
+@compute @workgroup_size(WG)
+fn norm_partial_multi(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let k = chunk_id(wid, nwg);
+    let l = lid.x;
+    // A folded grid has spare workgroups; they still join the barriers of the tree.
+    var c = vec4<u32>(0u, 0u, 0u, 0u);
+    if (k < p.n) {
+        c = chunks[p.offset + k];
+    }
+    var s = 0.0;
+    for (var j = 0u; j < PER_INVOCATION; j++) {
+        let i = j * WG + l;
+        if (i < c.y) {
+            let g = grad[c.x + i];
+            s = s + g * g;
+        }
+    }
+    sums[l] = s;
+    let total = reduce_workgroup(l);
+    if (l == 0u && k < p.n) {
+        partial_out[c.z] = total;
+    }
+}
+
+// Clip (when p.max_norm > 0: the clip kernel's coefficient from the global norm), weight
+// decay and the SGD momentum update of sgd_step, fused. The clipped gradient is not written
+// back: nothing reads it after the update.
+@compute @workgroup_size(WG)
+fn sgd_multi(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let k = chunk_id(wid, nwg);
+    if (k >= p.n) { return; }
+    let c = chunks[p.offset + k];
+    var coef = 1.0;
+    if (p.max_norm > 0.0) {
+        coef = min(1.0, p.max_norm / (sqrt(norm_sq[0]) + 1e-6));
+    }
+    for (var j = 0u; j < PER_INVOCATION; j++) {
+        let i = j * WG + lid.x;
+        if (i >= c.y) { break; }
+        let at = c.x + i;
+        var gr = grad[at];
+        if (p.max_norm > 0.0) {
+            gr = gr * coef;
+        }
+        let w = param[at];
+        let g = gr + p.weight_decay * w;
+        var b = g;
+        if (p.momentum != 0.0) {
+            b = p.momentum * moment1[at] + g;
+        }
+        moment1[at] = b;
+        var update = b;
+        if (p.nesterov != 0u) {
+            update = g + p.momentum * b;
+        }
+        param[at] = w - p.lr * update;
+    }
+}

@@ -41,7 +41,7 @@ impl Tensor {
             return Err(Error::Shape { op: "write", message: format!("{} values for shape {:?}", data.len(), self.shape) });
         }
         if !data.is_empty() {
-            gpu.queue.write_buffer(self.buf.raw(), 0, bytemuck::cast_slice(data));
+            gpu.queue.write_buffer(self.buf.raw(), self.buf.offset(), bytemuck::cast_slice(data));
         }
         Ok(())
     }

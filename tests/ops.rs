@@ -36,6 +36,10 @@ fn sgd() {
     check_family("sgd");
 }
 #[test]
+fn sgd_multi() {
+    check_family("sgd_multi");
+}
+#[test]
 fn adam() {
     check_family("adam");
 }

@@ -38,17 +38,54 @@ impl Drop for Inner {
     }
 }
 
-/// A pooled storage buffer (STORAGE | COPY_SRC | COPY_DST). Cloning shares it.
+/// A pooled storage buffer (STORAGE | COPY_SRC | COPY_DST), or a view of a window of one (a
+/// parameter inside an arena block). Cloning shares it; the parent returns to the pool when the
+/// last handle, views included, is dropped.
 #[derive(Clone)]
-pub struct Buffer(Arc<Inner>);
+pub struct Buffer {
+    inner: Arc<Inner>,
+    offset: u64,
+    size: u64,
+}
+
+/// What a recorded dispatch keeps of a [`Buffer`]: the raw buffer and the window to bind, but
+/// not the pool handle, so a buffer freed during recording can be handed out again (see the
+/// module docs for why that is safe). Equal windows bind the same bytes (a bind-group cache
+/// can key on them).
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub(crate) struct Window {
+    pub raw: wgpu::Buffer,
+    pub offset: u64,
+    pub size: u64,
+}
+
+impl Window {
+    pub fn resource(&self) -> wgpu::BindingResource<'_> {
+        wgpu::BindingResource::Buffer(wgpu::BufferBinding { buffer: &self.raw, offset: self.offset, size: wgpu::BufferSize::new(self.size) })
+    }
+
+    /// Whether two windows share bytes.
+    pub fn overlaps(&self, other: &Window) -> bool {
+        self.raw == other.raw && self.offset < other.offset + other.size && other.offset < self.offset + self.size
+    }
+}
 
 impl Buffer {
+    /// The whole underlying wgpu buffer (a view's parent): add [`Buffer::offset`] when
+    /// addressing it directly.
     pub fn raw(&self) -> &wgpu::Buffer {
-        &self.0.raw
+        &self.inner.raw
     }
-    /// Size in bytes (a multiple of 4, at least 4).
+    /// Size in bytes (a multiple of 4, at least 4); a view's own size.
     pub fn size(&self) -> u64 {
-        self.0.size
+        self.size
+    }
+    /// Byte offset of a view inside its parent (0 for a whole buffer).
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+    pub(crate) fn window(&self) -> Window {
+        Window { raw: self.inner.raw.clone(), offset: self.offset, size: self.size }
     }
 }
 
@@ -68,7 +105,30 @@ impl Gpu {
                 mapped_at_creation: false,
             })
         });
-        Buffer(Arc::new(Inner { raw, size, free: self.pool.free.clone() }))
+        Buffer { inner: Arc::new(Inner { raw, size, free: self.pool.free.clone() }), offset: 0, size }
+    }
+
+    /// A window of `bytes` bytes at `offset` inside `parent` (relative to the parent's own
+    /// window), bindable as a storage buffer: the offset must be a multiple of the adapter's
+    /// `min_storage_buffer_offset_alignment` and the size a multiple of 4 within
+    /// `max_storage_buffer_binding_size`.
+    pub fn view(&self, parent: &Buffer, offset: u64, bytes: u64) -> crate::Result<Buffer> {
+        let align = self.limits.min_storage_buffer_offset_alignment.max(4) as u64;
+        let start = parent.offset + offset;
+        let bad = |why: String| Err(crate::Error::Invalid(format!("buffer view of {bytes} bytes at {offset}: {why}")));
+        if !start.is_multiple_of(align) {
+            return bad(format!("offset {start} is not a multiple of the adapter's storage offset alignment {align}"));
+        }
+        if bytes == 0 || !bytes.is_multiple_of(4) {
+            return bad("the size must be a positive multiple of 4".into());
+        }
+        if offset.checked_add(bytes).is_none_or(|end| end > parent.size) {
+            return bad(format!("it does not fit in the parent's {} bytes", parent.size));
+        }
+        if bytes > self.limits.max_storage_buffer_binding_size {
+            return bad(format!("larger than the adapter's max storage binding of {} bytes", self.limits.max_storage_buffer_binding_size));
+        }
+        Ok(Buffer { inner: parent.inner.clone(), offset: start, size: bytes })
     }
 
     /// A uniform buffer of at least `bytes` for a step's parameters (reused across steps).

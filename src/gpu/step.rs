@@ -2,12 +2,13 @@
 //! readback happens only for buffers the caller asked for with [`Step::read`], after the submit.
 
 use super::pipeline::{Access, Kernel, Pipeline, PARAMS_BYTES};
+use super::pool::Window;
 use super::{Buffer, Gpu};
 use crate::error::{Error, Result};
 use std::sync::Arc;
 
 enum Command {
-    Dispatch { pipeline: Arc<Pipeline>, shader: &'static str, label: &'static str, offset: u32, buffers: Vec<(u32, wgpu::Buffer)>, groups: [u32; 3] },
+    Dispatch { pipeline: Arc<Pipeline>, shader: &'static str, label: &'static str, offset: u32, buffers: Vec<(u32, Window)>, groups: [u32; 3] },
     Copy { src: wgpu::Buffer, src_offset: u64, dst: wgpu::Buffer, dst_offset: u64, bytes: u64 },
 }
 
@@ -94,12 +95,15 @@ impl Step {
         if groups.iter().any(|&g| g > max) {
             return Err(Error::Invalid(format!("{}: grid {groups:?} exceeds {max} workgroups per dimension", kernel.entry)));
         }
-        // wgpu forbids a buffer bound read-only and read-write in one dispatch; say which.
+        // wgpu forbids a buffer bound read-only and read-write in one dispatch (views of one
+        // parent included), and two written windows that overlap would race; say which.
         for (i, a) in buffers.iter().enumerate() {
             for (j, b) in buffers.iter().enumerate().skip(i + 1) {
-                if a.raw() == b.raw() && (kernel.bindings[i].1 == Access::ReadWrite || kernel.bindings[j].1 == Access::ReadWrite) {
+                let (wa, wb) = (kernel.bindings[i].1 == Access::ReadWrite, kernel.bindings[j].1 == Access::ReadWrite);
+                let both_written_apart = wa && wb && !a.window().overlaps(&b.window());
+                if a.raw() == b.raw() && (wa || wb) && !both_written_apart {
                     return Err(Error::Invalid(format!(
-                        "{}::{}: buffer {i} and buffer {j} are the same buffer and one is written (in-place use is not supported)",
+                        "{}::{}: buffer {i} and buffer {j} are the same buffer (or views of one) and one is written (in-place use is not supported)",
                         kernel.shader, kernel.entry
                     )));
                 }
@@ -117,15 +121,16 @@ impl Step {
             shader: kernel.shader,
             label: kernel.entry,
             offset: offset as u32,
-            buffers: kernel.bindings.iter().zip(buffers).map(|((n, _), b)| (*n, b.raw().clone())).collect(),
+            buffers: kernel.bindings.iter().zip(buffers).map(|((n, _), b)| (*n, b.window())).collect(),
             groups,
         });
         Ok(())
     }
 
-    /// Copy bytes between buffers at this point of the step.
+    /// Copy bytes between buffers at this point of the step (offsets relative to each view).
     pub fn copy(&mut self, src: &Buffer, src_offset: u64, dst: &Buffer, dst_offset: u64, bytes: u64) {
         if bytes > 0 {
+            let (src_offset, dst_offset) = (src.offset() + src_offset, dst.offset() + dst_offset);
             self.commands.push(Command::Copy { src: src.raw().clone(), src_offset, dst: dst.raw().clone(), dst_offset, bytes });
         }
     }
@@ -152,7 +157,7 @@ impl Step {
             Err(e) => return Err(Error::Gpu { context: "upload".into(), message: e.to_string() }),
         }
         staging.unmap();
-        self.commands.push(Command::Copy { src: staging, src_offset: 0, dst: buf.raw().clone(), dst_offset: offset, bytes: len });
+        self.commands.push(Command::Copy { src: staging, src_offset: 0, dst: buf.raw().clone(), dst_offset: buf.offset() + offset, bytes: len });
         Ok(())
     }
 
@@ -168,7 +173,7 @@ impl Step {
                 usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
             });
-            self.commands.push(Command::Copy { src: buf.raw().clone(), src_offset: offset, dst: st.clone(), dst_offset: 0, bytes: len });
+            self.commands.push(Command::Copy { src: buf.raw().clone(), src_offset: buf.offset() + offset, dst: st.clone(), dst_offset: 0, bytes: len });
             st
         });
         self.reads.push((staging, bytes));
@@ -346,13 +351,13 @@ impl Step {
 /// Dispatches per profiling query set (two timestamps each; wgpu allows 4096 queries a set).
 const PROFILE_SET: usize = 2048;
 
-fn bind_group(dev: &wgpu::Device, params: &wgpu::Buffer, pipeline: &Pipeline, label: &str, buffers: &[(u32, wgpu::Buffer)]) -> wgpu::BindGroup {
+fn bind_group(dev: &wgpu::Device, params: &wgpu::Buffer, pipeline: &Pipeline, label: &str, buffers: &[(u32, Window)]) -> wgpu::BindGroup {
     let mut entries = vec![wgpu::BindGroupEntry {
         binding: 0,
         resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding { buffer: params, offset: 0, size: wgpu::BufferSize::new(PARAMS_BYTES) }),
     }];
     for (n, b) in buffers {
-        entries.push(wgpu::BindGroupEntry { binding: *n, resource: b.as_entire_binding() });
+        entries.push(wgpu::BindGroupEntry { binding: *n, resource: b.resource() });
     }
     dev.create_bind_group(&wgpu::BindGroupDescriptor { label: Some(label), layout: &pipeline.layout, entries: &entries })
 }

@@ -4,10 +4,13 @@
 
 use crate::error::Result;
 use crate::gpu::{Gpu, Step};
+use crate::gpu::Buffer;
+use crate::ops::arena::{Arena, Slot};
+use crate::ops::optim_multi::{self, BlockBufs, Plan, Segment};
 use crate::ops::{elementwise, optim};
 use crate::tensor::{numel, Tensor};
 use rand::{Rng, SeedableRng};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 /// How a parameter starts. Values come from a generator seeded by (seed, name), so creation
@@ -22,9 +25,20 @@ pub enum Init {
 pub struct Param {
     pub value: Tensor,
     pub grad: Tensor,
-    /// SGD momentum buffer, created zero on the first update.
+    /// SGD momentum buffer: Some once the parameter has been updated (or loaded with one); it
+    /// lives in the arena from the start, zero until then.
     pub momentum: Option<Tensor>,
+    slot: Slot,
+    arena_momentum: Tensor,
 }
+
+/// Distinct touched sets whose uploaded chunk tables are kept: a stand-alone network (or a
+/// FairNAS round) repeats its set every step and then uploads nothing; SPOS rarely repeats a
+/// path, and older entries are dropped.
+const PLAN_CACHE: usize = 8;
+
+/// A touched set's chunk table and the device buffer it was uploaded into.
+type CachedPlan = Arc<(Plan, Buffer)>;
 
 pub struct ParamStore {
     gpu: Arc<Gpu>,
@@ -32,6 +46,8 @@ pub struct ParamStore {
     params: BTreeMap<String, Param>,
     /// Parameters whose `grad` holds a gradient written since the last update.
     touched: BTreeSet<String>,
+    arena: Arena,
+    plans: VecDeque<(Vec<String>, CachedPlan)>,
 }
 
 pub fn name_seed(seed: u64, name: &str) -> u64 {
@@ -44,7 +60,13 @@ pub fn name_seed(seed: u64, name: &str) -> u64 {
 
 impl ParamStore {
     pub fn new(gpu: &Arc<Gpu>, seed: u64) -> ParamStore {
-        ParamStore { gpu: gpu.clone(), seed, params: BTreeMap::new(), touched: BTreeSet::new() }
+        ParamStore::with_block_bytes(gpu, seed, None)
+    }
+
+    /// A store whose arena blocks hold `block_bytes` (tests use small ones to get many).
+    pub fn with_block_bytes(gpu: &Arc<Gpu>, seed: u64, block_bytes: Option<u64>) -> ParamStore {
+        let arena = Arena::new(gpu, block_bytes);
+        ParamStore { gpu: gpu.clone(), seed, params: BTreeMap::new(), touched: BTreeSet::new(), arena, plans: VecDeque::new() }
     }
 
     pub fn gpu(&self) -> &Arc<Gpu> {
@@ -71,6 +93,11 @@ impl ParamStore {
         self.params.keys()
     }
 
+    /// Arena blocks holding the parameters (each costs the multi-tensor update a dispatch or two).
+    pub fn arena_blocks(&self) -> usize {
+        self.arena.blocks().len()
+    }
+
     /// The parameter's value, created (in order within `step`) on first use.
     pub fn value(&mut self, step: &mut Step, name: &str, shape: &[usize], init: Init) -> Result<Tensor> {
         if let Some(p) = self.params.get(name) {
@@ -94,12 +121,28 @@ impl ParamStore {
         self.insert(step, name, shape, &data)
     }
 
-    /// Create or overwrite a parameter with given values (checkpoint load, tests).
+    /// Create or overwrite a parameter with given values (checkpoint load, tests). Overwriting
+    /// keeps its arena slot when the shape is the same and resets its momentum to zero.
     pub fn insert(&mut self, step: &mut Step, name: &str, shape: &[usize], data: &[f32]) -> Result<Tensor> {
-        let value = Tensor::empty(&self.gpu, shape);
+        if data.len() != numel(shape) {
+            return Err(crate::Error::Shape { op: "parameter", message: format!("'{name}': {} values for shape {shape:?}", data.len()) });
+        }
+        let reuse = self.params.get(name).filter(|p| p.value.shape == shape).map(|p| p.slot);
+        let fresh = reuse.is_none();
+        if fresh && self.params.contains_key(name) {
+            // The name moves to a new slot: cached tables still point at the old one.
+            self.plans.clear();
+        }
+        let slot = match reuse {
+            Some(s) => s,
+            None => self.arena.alloc(step, data.len())?,
+        };
+        let (value, grad, momentum) = self.arena.tensors(&slot, shape)?;
         step.upload(&value.buf, 0, bytemuck::cast_slice(data))?;
-        let grad = Tensor::empty(&self.gpu, shape);
-        self.params.insert(name.to_string(), Param { value: value.clone(), grad, momentum: None });
+        if !fresh {
+            step.upload(&momentum.buf, 0, bytemuck::cast_slice(&vec![0f32; data.len()]))?;
+        }
+        self.params.insert(name.to_string(), Param { value: value.clone(), grad, momentum: None, slot, arena_momentum: momentum });
         Ok(value)
     }
 
@@ -120,8 +163,57 @@ impl ParamStore {
     }
 
     /// Clip the touched gradients to `max_norm` (if any) and apply SGD to the touched
-    /// parameters only — the rest of the supernet, its momentum included, is left alone.
+    /// parameters only — the rest of the supernet, its momentum included, is left alone. One
+    /// multi-tensor update over the arena (`ops::optim_multi`): a few dispatches per arena
+    /// block, the global norm summed in name order as the per-tensor path does.
     pub fn sgd_update(&mut self, step: &mut Step, cfg: &optim::Sgd, max_norm: Option<f32>) -> Result<()> {
+        let names: Vec<String> = std::mem::take(&mut self.touched).into_iter().collect();
+        if names.is_empty() {
+            return Ok(());
+        }
+        let plan = self.plan_for(step, names)?;
+        let blocks: Vec<BlockBufs> = self.arena.blocks().iter().map(|b| BlockBufs { value: &b.value, grad: &b.grad, momentum: &b.momentum }).collect();
+        optim_multi::sgd_multi(step, &blocks, &plan.0, &plan.1, cfg, max_norm, None)?;
+        let names = &self.plans.back().expect("plan_for keeps the plan it returns").0;
+        for name in names {
+            let p = self.params.get_mut(name).expect("touched names are parameters");
+            p.momentum.get_or_insert_with(|| p.arena_momentum.clone());
+        }
+        Ok(())
+    }
+
+    /// The uploaded chunk table of a touched set, from the cache or built and uploaded in
+    /// `step`; it ends up as the cache's newest entry.
+    fn plan_for(&mut self, step: &mut Step, names: Vec<String>) -> Result<CachedPlan> {
+        if let Some(i) = self.plans.iter().position(|(n, _)| *n == names) {
+            let hit = self.plans.remove(i).expect("position is in range");
+            let plan = hit.1.clone();
+            self.plans.push_back(hit);
+            return Ok(plan);
+        }
+        let segments: Vec<Segment> = names
+            .iter()
+            .map(|n| {
+                let s = self.params[n].slot;
+                Segment { block: s.block, offset: s.offset, len: s.len }
+            })
+            .collect();
+        let elems: Vec<u64> = self.arena.blocks().iter().map(|b| b.elems()).collect();
+        let plan = Plan::new(&self.gpu, &segments, &elems)?;
+        // Powers of two keep the pool's set of table sizes small while paths vary.
+        let table = self.gpu.alloc(plan.table_bytes().next_power_of_two());
+        step.upload(&table, 0, plan.bytes())?;
+        let entry = Arc::new((plan, table));
+        if self.plans.len() == PLAN_CACHE {
+            self.plans.pop_front();
+        }
+        self.plans.push_back((names, entry.clone()));
+        Ok(entry)
+    }
+
+    /// The simple reference path of `sgd_update`: a norm dispatch and a clip dispatch per
+    /// tensor, then one SGD dispatch per tensor. Same result (tests compare them).
+    pub fn sgd_update_per_tensor(&mut self, step: &mut Step, cfg: &optim::Sgd, max_norm: Option<f32>) -> Result<()> {
         let names: Vec<String> = std::mem::take(&mut self.touched).into_iter().collect();
         if let Some(max_norm) = max_norm {
             let grads: Vec<&Tensor> = names.iter().map(|n| &self.params[n].grad).collect();
@@ -130,14 +222,9 @@ impl ParamStore {
             optim::clip_grads(step, &grads, &norm_sq, max_norm)?;
         }
         for name in &names {
-            let gpu = self.gpu.clone();
             let p = self.params.get_mut(name).expect("touched names are parameters");
-            if p.momentum.is_none() {
-                let m = Tensor::empty(&gpu, &p.value.shape);
-                elementwise::fill(step, &m, 0.0)?;
-                p.momentum = Some(m);
-            }
-            optim::sgd_step(step, &p.value, &p.grad, p.momentum.as_ref().unwrap(), cfg)?;
+            let m = p.momentum.get_or_insert_with(|| p.arena_momentum.clone());
+            optim::sgd_step(step, &p.value, &p.grad, m, cfg)?;
         }
         Ok(())
     }
@@ -168,12 +255,11 @@ impl ParamStore {
         for (name, shape, data) in tensors {
             if let Some(base) = name.strip_suffix("#momentum") {
                 let p = self.params.get_mut(base).ok_or_else(|| crate::Error::Invalid(format!("momentum for unknown parameter '{base}'")))?;
-                if p.value.shape != *shape {
+                if p.value.shape != *shape || data.len() != numel(shape) {
                     return Err(crate::Error::Shape { op: "checkpoint", message: format!("momentum of '{base}' is {shape:?}, the parameter {:?}", p.value.shape) });
                 }
-                let m = Tensor::empty(&self.gpu, shape);
-                step.upload(&m.buf, 0, bytemuck::cast_slice(data))?;
-                p.momentum = Some(m);
+                step.upload(&p.arena_momentum.buf, 0, bytemuck::cast_slice(data))?;
+                p.momentum = Some(p.arena_momentum.clone());
             }
         }
         Ok(())

@@ -12,7 +12,9 @@ pub mod crop;
 pub mod elementwise;
 pub mod linear;
 pub mod loss;
+pub mod arena;
 pub mod optim;
+pub mod optim_multi;
 pub mod pool;
 
 use crate::error::Result;
@@ -97,6 +99,7 @@ pub const FAMILIES: &[Family] = &[
     Family { name: "softmax_cross_entropy", test_cases: loss::cross_entropy_test_cases, bench_cases: loss::cross_entropy_bench_cases },
     Family { name: "sgd", test_cases: optim::sgd_test_cases, bench_cases: optim::sgd_bench_cases },
     Family { name: "adam", test_cases: optim::adam_test_cases, bench_cases: optim::adam_bench_cases },
+    Family { name: "sgd_multi", test_cases: optim_multi::test_cases, bench_cases: optim_multi::bench_cases },
     Family { name: "grad_norm", test_cases: optim::grad_norm_test_cases, bench_cases: optim::grad_norm_bench_cases },
     Family { name: "max_pool", test_cases: pool::max_pool_test_cases, bench_cases: pool::max_pool_bench_cases },
     Family { name: "avg_pool", test_cases: pool::avg_pool_test_cases, bench_cases: pool::avg_pool_bench_cases },
