@@ -1,5 +1,6 @@
-//! Subcommands beyond `devices` and `bench`: search, eval, train, test, genotype.
+//! Subcommands beyond `devices` and `bench`: search, eval, train, test, genotype, autotune.
 
+pub mod autotune;
 pub mod jobs;
 pub mod table;
 
