@@ -309,3 +309,23 @@ fn a_resume_with_a_changed_cache_uses_the_recorded_kernels_bit_for_bit() {
     let diff = differing(&plain.join("weights.safetensors"), &resumed.join("weights.safetensors"));
     assert!(diff.is_empty(), "the resumed run's weights differ from the uninterrupted run's in {} tensors: {diff:?}", diff.len());
 }
+
+#[test]
+fn the_generic_env_overrides_win_over_autotune() {
+    let dir = tmp("env");
+    let path = dir.join("autotune.json");
+    let o = bin()
+        .args(["autotune", "--channels", "4", "--layers", "3", "--batch-size", "1", "--warmup", "0", "--reps", "1", "--json", "--cache"])
+        .arg(&path)
+        .env("CELLNAS_CONV_GENERIC", "1")
+        .env_remove("CELLNAS_POOL_GENERIC")
+        .output()
+        .unwrap();
+    let out = ok(o.clone());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("CELLNAS_CONV_GENERIC is set"), "{err}");
+    let printed: AdapterEntries = serde_json::from_str(out.trim()).unwrap();
+    // The general conv kernels are forced, so there is no conv choice to make; pools still have one.
+    assert!(!printed.entries.is_empty());
+    assert!(printed.entries.keys().all(|k| k.starts_with("max_pool.") || k.starts_with("avg_pool.")), "{:?}", printed.entries.keys());
+}
