@@ -67,7 +67,7 @@ pub fn autotune(gpu: &Arc<Gpu>, a: &AutotuneArgs) -> Result<()> {
         Some(p) => p.clone(),
         None => match CacheSource::Env.path() {
             Some(p) => p,
-            None => bail!("CELLNAS_AUTOTUNE is 'off' and no --cache FILE was given: nowhere to write the results"),
+            None => bail!("no cache file to write: CELLNAS_AUTOTUNE is 'off', or neither XDG_CACHE_HOME nor HOME is set; pass --cache FILE"),
         },
     };
     // Read first: a cache that cannot be merged into is reported before minutes of timing.
