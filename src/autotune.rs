@@ -1,12 +1,12 @@
 //! Per-adapter kernel choice by measurement (burn-style autotune).
 //!
 //! Where an op has more than one kernel for a shape (conv2d's fast paths vs its general
-//! kernels, pooling's row kernels vs the general ones), the built-in choice is a measurement
+//! kernels, pooling's row kernels vs the general ones, ReLU's vec4 vs scalar kernels), the built-in choice is a measurement
 //! on lavapipe. A real GPU may prefer the other one, so `cellnas autotune` times the variants
 //! of every *choice point* a network hits on the current adapter and writes the winners to a
 //! cache file keyed by adapter (name, backend, driver, driver info). [`crate::gpu::Gpu`]
 //! loads the entries for its adapter when it opens; kernel choice functions ask
-//! [`conv_fast`] / [`pool_rows`], which fall back to the documented default (the first
+//! [`conv_fast`] / [`pool_rows`] / [`relu_vec4`], which fall back to the documented default (the first
 //! variant) where the cache has no entry. `CELLNAS_CONV_GENERIC` / `CELLNAS_POOL_GENERIC` still
 //! force the general kernels whatever the cache says.
 //!
@@ -37,6 +37,8 @@ pub type Choices = BTreeMap<String, String>;
 pub const CONV_VARIANTS: &[&str] = &["fast", "general"];
 /// Pooling variants: the row kernels (the default), or the general ones.
 pub const POOL_VARIANTS: &[&str] = &["rows", "general"];
+/// ReLU variants: vec4 loads and stores where the length allows (the default), or scalars.
+pub const RELU_VARIANTS: &[&str] = &["vec4", "scalar"];
 
 /// The variants of the op a key belongs to (None: not a key of any choice point).
 pub fn variants_of(key: &str) -> Option<&'static [&'static str]> {
@@ -44,6 +46,8 @@ pub fn variants_of(key: &str) -> Option<&'static [&'static str]> {
         Some(CONV_VARIANTS)
     } else if key.starts_with("max_pool.") || key.starts_with("avg_pool.") {
         Some(POOL_VARIANTS)
+    } else if key.starts_with("relu.") {
+        Some(RELU_VARIANTS)
     } else {
         None
     }
@@ -94,6 +98,18 @@ pub fn pool_key(x: &[usize], p: &Pool2d) -> Option<String> {
     }
     let op = if p.kind == PoolKind::Max { "max_pool" } else { "avg_pool" };
     Some(format!("{op}.both k{} s{} p{} {}x{}", p.kernel, p.stride, p.padding, x[2], x[3]))
+}
+
+/// The choice point of a ReLU of an NCHW tensor (both passes), or None where its length
+/// rules out the vec4 kernels.
+pub fn relu_key(x: &[usize]) -> Option<String> {
+    let &[_, _, h, w] = x else { return None };
+    crate::ops::elementwise::uses_vec4(x.iter().product()).then(|| format!("relu.both {h}x{w}"))
+}
+
+/// Whether a ReLU of this shape may take the vec4 kernels on `gpu` (the length decides too).
+pub fn relu_vec4(gpu: &Gpu, x: &[usize]) -> bool {
+    gpu.kernel_choice(|| relu_key(x)).is_none_or(|v| v != "scalar")
 }
 
 /// Whether this pass of this convolution may take its fast path on `gpu`: false when the
@@ -269,6 +285,7 @@ pub fn load_choices(source: &CacheSource, adapter: &AdapterKey) -> (Choices, Opt
 pub enum Site {
     Conv { x: [usize; 4], w: [usize; 4], p: Conv2d, pass: Pass },
     Pool { x: [usize; 4], p: Pool2d },
+    Relu { x: [usize; 4] },
 }
 
 #[derive(Clone, Debug)]
@@ -284,6 +301,7 @@ impl ChoicePoint {
         match &self.site {
             Site::Conv { x, w, p, .. } => ConvCase { x: *x, w: *w, p: *p, simple: false }.shape(),
             Site::Pool { x, p } => format!("n{} c{} {}x{} k{} s{} p{}", x[0], x[1], x[2], x[3], p.kernel, p.stride, p.padding),
+            Site::Relu { x } => format!("n{} c{} {}x{}", x[0], x[1], x[2], x[3]),
         }
     }
 }
@@ -302,7 +320,7 @@ pub fn network_points(cfg: &NetConfig, genotypes: &[Genotype], batch: usize, ima
         }
     };
     for g in genotypes {
-        let (convs, pools) = crate::nn::darts::op_shapes(cfg, g, batch, image)?;
+        let (convs, pools, relus) = crate::nn::darts::op_shapes(cfg, g, batch, image)?;
         for (x, w, p) in convs {
             let (x, w) = (four(&x)?, four(&w)?);
             for pass in [Pass::Forward, Pass::BackwardInput, Pass::BackwardWeight] {
@@ -312,6 +330,10 @@ pub fn network_points(cfg: &NetConfig, genotypes: &[Genotype], batch: usize, ima
         for (x, p) in pools {
             let x = four(&x)?;
             add(pool_key(&x, &p), POOL_VARIANTS, Site::Pool { x, p });
+        }
+        for x in relus {
+            let x = four(&x)?;
+            add(relu_key(&x), RELU_VARIANTS, Site::Relu { x });
         }
     }
     Ok(points)
@@ -356,6 +378,7 @@ fn tune_inner(gpu: &Arc<Gpu>, points: &[ChoicePoint], warmup: usize, reps: usize
         let (case, passes): (Box<dyn OpCase>, Vec<Pass>) = match &point.site {
             Site::Conv { x, w, p, pass } => (Box::new(ConvCase { x: *x, w: *w, p: *p, simple: false }), vec![*pass]),
             Site::Pool { x, p } => (pool::case(*x, *p), vec![Pass::Forward, Pass::BackwardInput]),
+            Site::Relu { x } => (crate::ops::elementwise::relu_case(x), vec![Pass::Forward, Pass::BackwardInput]),
         };
         let prepared = Prepared::new(gpu, case)?;
         let select = |v: &str| gpu.set_kernel_choices(Choices::from([(point.key.clone(), v.to_string())]));

@@ -67,16 +67,17 @@ pub struct Graph<'a> {
     /// recorded, for `cellnas autotune` to time the kernels a network runs.
     pub convs: Vec<(Vec<usize>, Vec<usize>, Conv2d)>,
     pub pools: Vec<(Vec<usize>, Pool2d)>,
+    pub relus: Vec<Vec<usize>>,
 }
 
 impl<'a> Graph<'a> {
     pub fn new(step: Step, store: &'a mut ParamStore, bn_stats: &'a mut BnStats, mode: Mode) -> Graph<'a> {
-        Graph { step: Some(step), store: Some(store), bn_stats: Some(bn_stats), mode, vals: vec![], tape: vec![], grads: vec![], flops: 0.0, used: BTreeSet::new(), inputs: BTreeSet::new(), convs: vec![], pools: vec![] }
+        Graph { step: Some(step), store: Some(store), bn_stats: Some(bn_stats), mode, vals: vec![], tape: vec![], grads: vec![], flops: 0.0, used: BTreeSet::new(), inputs: BTreeSet::new(), convs: vec![], pools: vec![], relus: vec![] }
     }
 
     /// Shapes only: nothing is allocated or launched; parameters and FLOPs are counted.
     pub fn count() -> Graph<'static> {
-        Graph { step: None, store: None, bn_stats: None, mode: Mode::Eval, vals: vec![], tape: vec![], grads: vec![], flops: 0.0, used: BTreeSet::new(), inputs: BTreeSet::new(), convs: vec![], pools: vec![] }
+        Graph { step: None, store: None, bn_stats: None, mode: Mode::Eval, vals: vec![], tape: vec![], grads: vec![], flops: 0.0, used: BTreeSet::new(), inputs: BTreeSet::new(), convs: vec![], pools: vec![], relus: vec![] }
     }
 
     pub fn step(&mut self) -> Option<&mut Step> {
@@ -198,6 +199,9 @@ impl<'a> Graph<'a> {
     }
 
     pub fn relu(&mut self, x: Var) -> Result<Var> {
+        if self.step.is_none() {
+            self.relus.push(self.shape(x).to_vec());
+        }
         let y = self.out(self.shape(x).to_vec());
         if let Some(step) = self.step.as_mut() {
             elementwise::relu(step, self.vals[x.0].t.as_ref().unwrap(), self.vals[y.0].t.as_ref().unwrap())?;
