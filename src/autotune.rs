@@ -359,8 +359,9 @@ pub struct Timed {
 
 /// Times every variant of each point on `gpu` (`warmup` untimed runs of each, then `reps`
 /// rounds that alternate the variants so drift in the machine's load hits all of them alike)
-/// and picks the fastest, the default unless another beats it by [`MARGIN`]. The Gpu's
-/// choices are restored afterwards.
+/// and picks the fastest, the default unless another beats it by [`MARGIN`]. Selecting a
+/// variant sets the Gpu's choices, so nothing else may run on this Gpu meanwhile; they are
+/// restored afterwards.
 pub fn tune(gpu: &Arc<Gpu>, points: &[ChoicePoint], warmup: usize, reps: usize, mut progress: impl FnMut(&Timed)) -> Result<(Vec<Timed>, &'static str)> {
     let saved = gpu.kernel_choices();
     let r = tune_inner(gpu, points, warmup, reps.max(1), &mut progress);
