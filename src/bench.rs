@@ -85,6 +85,21 @@ impl Prepared {
         Ok(step)
     }
 
+    /// One timed run of a pass: (ms, whether GPU timestamps measured it, else the host clock
+    /// around submit + wait did).
+    pub fn time_once(&self, gpu: &Arc<Gpu>, pass: Pass) -> Result<(f64, bool)> {
+        let step = self.record(gpu, pass, gpu.timestamps)?;
+        gpu.wait()?;
+        let t0 = Instant::now();
+        let out = step.submit()?;
+        gpu.wait()?;
+        let host_ms = t0.elapsed().as_secs_f64() * 1e3;
+        Ok(match out.gpu_ms {
+            Some(ms) if ms > 0.0 => (ms, true),
+            _ => (host_ms, false),
+        })
+    }
+
     /// Time one pass: `warmup` untimed runs, then the median of `reps`.
     pub fn measure(&self, gpu: &Arc<Gpu>, pass: Pass, warmup: usize, reps: usize) -> Result<BenchRow> {
         for _ in 0..warmup {
@@ -94,19 +109,11 @@ impl Prepared {
         let mut times = Vec::with_capacity(reps);
         let mut timing = "host";
         for _ in 0..reps.max(1) {
-            let step = self.record(gpu, pass, gpu.timestamps)?;
-            gpu.wait()?;
-            let t0 = Instant::now();
-            let out = step.submit()?;
-            gpu.wait()?;
-            let host_ms = t0.elapsed().as_secs_f64() * 1e3;
-            match out.gpu_ms {
-                Some(ms) if ms > 0.0 => {
-                    timing = "timestamp";
-                    times.push(ms)
-                }
-                _ => times.push(host_ms),
+            let (ms, timestamp) = self.time_once(gpu, pass)?;
+            if timestamp {
+                timing = "timestamp";
             }
+            times.push(ms);
         }
         let ms = median(&mut times);
         let min_ms = times.iter().copied().fold(f64::INFINITY, f64::min);

@@ -1,6 +1,7 @@
 //! cellnas: neural architecture search whose training and evaluation math runs in WGSL compute
 //! shaders through wgpu, on any adapter.
 
+pub mod autotune;
 pub mod bench;
 pub mod data;
 pub mod error;

@@ -29,7 +29,7 @@ struct AdapterArgs {
 
 impl AdapterArgs {
     fn options(&self) -> AdapterOptions {
-        AdapterOptions { backend: self.backend.clone(), adapter: self.adapter.clone() }
+        AdapterOptions { backend: self.backend.clone(), adapter: self.adapter.clone(), ..Default::default() }
     }
 }
 
@@ -51,6 +51,8 @@ enum Command {
     Train(Box<cli::jobs::TrainCmdArgs>),
     /// Test accuracy of a `cellnas train` run: its final weights, or its latest checkpoint.
     Test(cli::jobs::TestArgs),
+    /// Time the kernel variants a network uses on this adapter and cache the fastest per shape class.
+    Autotune(Box<cli::autotune::AutotuneArgs>),
     /// Convert between DARTS genotype text and spec JSON (the other form is printed).
     Genotype {
         /// A spec JSON file or a file with DARTS text; `-` reads standard input.
@@ -115,6 +117,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Eval(args) => with_gpu(&cli.adapter, |gpu| cli::jobs::eval(gpu, &args)),
         Command::Train(args) => with_gpu(&cli.adapter, |gpu| cli::jobs::train(gpu, &args)),
         Command::Test(args) => with_gpu(&cli.adapter, |gpu| cli::jobs::test(gpu, &args)),
+        Command::Autotune(args) => with_gpu(&cli.adapter, |gpu| cli::autotune::autotune(gpu, &args)),
         Command::Genotype { file } => genotype(&file),
     }
 }

@@ -106,10 +106,10 @@ fn shape_mismatch_is_an_error() {
 
 #[test]
 fn missing_adapter_says_how_to_get_one() {
-    let err = Gpu::new(&AdapterOptions { backend: None, adapter: Some("no-such-gpu-xyz".into()) }).err().unwrap();
+    let err = Gpu::new(&AdapterOptions { backend: None, adapter: Some("no-such-gpu-xyz".into()), ..Default::default() }).err().unwrap();
     let msg = err.to_string();
     assert!(msg.contains("no-such-gpu-xyz") && msg.contains("mesa-vulkan-drivers"), "{msg}");
-    let err = Gpu::new(&AdapterOptions { backend: Some("cuda".into()), adapter: None }).err().unwrap();
+    let err = Gpu::new(&AdapterOptions { backend: Some("cuda".into()), adapter: None, ..Default::default() }).err().unwrap();
     assert!(err.to_string().contains("unknown backend 'cuda'"), "{err}");
 }
 

@@ -1,5 +1,7 @@
-//! Subcommands beyond `devices` and the kernel `bench`: search, eval, train, test, genotype, bench --net.
+//! Subcommands beyond `devices` and the kernel `bench`: search, eval, train, test, genotype,
+//! autotune, bench --net.
 
+pub mod autotune;
 pub mod bench;
 pub mod jobs;
 

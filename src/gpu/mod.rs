@@ -21,6 +21,8 @@ pub struct AdapterOptions {
     pub backend: Option<String>,
     /// Case-insensitive substring of the adapter name.
     pub adapter: Option<String>,
+    /// Where this adapter's measured kernel choices come from (`cellnas autotune`).
+    pub kernel_cache: crate::autotune::CacheSource,
 }
 
 /// What `cellnas devices` prints for one adapter.
@@ -132,6 +134,10 @@ pub struct Gpu {
     pipelines: pipeline::Cache,
     pool: pool::Pool,
     sink: Arc<Mutex<ErrorSink>>,
+    /// Kernel variant per choice point (crate::autotune); empty = the documented defaults.
+    kernels: std::sync::RwLock<crate::autotune::Choices>,
+    /// Why the autotune cache was ignored, if it was (also printed once when the Gpu opened).
+    pub autotune_warning: Option<String>,
     /// Per-kernel (count, GPU ms) when CELLNAS_PROFILE is set and timestamps exist.
     pub(crate) profile: Option<Mutex<std::collections::BTreeMap<(&'static str, &'static str), (u64, f64)>>>,
     stats: Mutex<StepStats>,
@@ -168,10 +174,10 @@ impl Gpu {
             }
         };
         let adapter = adapter.ok_or(Error::NoAdapter { filter: filter_text })?;
-        Self::with_adapter(adapter)
+        Self::with_adapter(adapter, &opts.kernel_cache)
     }
 
-    fn with_adapter(adapter: wgpu::Adapter) -> Result<Arc<Gpu>> {
+    fn with_adapter(adapter: wgpu::Adapter, cache: &crate::autotune::CacheSource) -> Result<Arc<Gpu>> {
         let info = AdapterSummary::of(&adapter);
         let have = adapter.limits();
         let too_small = |what, have: u64, need: u64| Error::AdapterTooSmall {
@@ -220,7 +226,13 @@ impl Gpu {
         device.set_device_lost_callback(move |reason, msg| {
             s.lock().unwrap().lost = Some(format!("{reason:?}: {msg}"));
         });
+        let (kernels, autotune_warning) = crate::autotune::load_choices(cache, &crate::autotune::AdapterKey::of(&info));
+        if let Some(w) = &autotune_warning {
+            eprintln!("warning: {w}");
+        }
         Ok(Arc::new(Gpu {
+            kernels: std::sync::RwLock::new(kernels),
+            autotune_warning,
             device,
             queue,
             adapter,
@@ -290,20 +302,43 @@ impl Gpu {
         Some(out)
     }
 
+    /// The variant chosen for the choice point `key` names, if any. `key` is only computed
+    /// when there are choices at all, so a Gpu without any costs a lock per kernel choice.
+    pub fn kernel_choice(&self, key: impl FnOnce() -> Option<String>) -> Option<String> {
+        let k = self.kernels.read().unwrap();
+        if k.is_empty() {
+            return None;
+        }
+        k.get(&key()?).cloned()
+    }
+
+    /// The kernel choices in use (what a run records in `kernels.json`).
+    pub fn kernel_choices(&self) -> crate::autotune::Choices {
+        self.kernels.read().unwrap().clone()
+    }
+
+    /// Replaces the kernel choices: a resumed run puts back the ones it started with, and
+    /// autotune selects each variant it times.
+    pub fn set_kernel_choices(&self, choices: crate::autotune::Choices) {
+        *self.kernels.write().unwrap() = choices;
+    }
+
     /// Number of pipelines compiled so far (tests use it to prove caching).
     pub fn pipelines_compiled(&self) -> usize {
         self.pipelines.len()
     }
 }
 
-/// Opens the default adapter once per process for tests and benches. Fails loudly (panics with
-/// the full message) when there is none: a GPU test never skips.
+/// Opens the default adapter once per process for tests and benches, with the documented
+/// default kernels (no autotune cache). Fails loudly (panics with the full message) when there
+/// is none: a GPU test never skips.
 pub fn test_gpu() -> Arc<Gpu> {
     use std::sync::OnceLock;
     static GPU: OnceLock<Arc<Gpu>> = OnceLock::new();
     GPU.get_or_init(|| {
         silence_mesa();
-        match Gpu::new(&AdapterOptions::default()) {
+        let opts = AdapterOptions { kernel_cache: crate::autotune::CacheSource::Off, ..Default::default() };
+        match Gpu::new(&opts) {
             Ok(g) => g,
             Err(e) => panic!("GPU tests need an adapter and found none usable: {e}"),
         }

@@ -63,16 +63,21 @@ pub struct Graph<'a> {
     used: BTreeSet<(String, usize)>,
     /// Values that came from outside (data): no gradient is computed for them.
     inputs: BTreeSet<usize>,
+    /// Counting graphs only: every convolution (input, weight shape, settings) and pooling
+    /// recorded, for `cellnas autotune` to time the kernels a network runs.
+    pub convs: Vec<(Vec<usize>, Vec<usize>, Conv2d)>,
+    pub pools: Vec<(Vec<usize>, Pool2d)>,
+    pub relus: Vec<Vec<usize>>,
 }
 
 impl<'a> Graph<'a> {
     pub fn new(step: Step, store: &'a mut ParamStore, bn_stats: &'a mut BnStats, mode: Mode) -> Graph<'a> {
-        Graph { step: Some(step), store: Some(store), bn_stats: Some(bn_stats), mode, vals: vec![], tape: vec![], grads: vec![], flops: 0.0, used: BTreeSet::new(), inputs: BTreeSet::new() }
+        Graph { step: Some(step), store: Some(store), bn_stats: Some(bn_stats), mode, vals: vec![], tape: vec![], grads: vec![], flops: 0.0, used: BTreeSet::new(), inputs: BTreeSet::new(), convs: vec![], pools: vec![], relus: vec![] }
     }
 
     /// Shapes only: nothing is allocated or launched; parameters and FLOPs are counted.
     pub fn count() -> Graph<'static> {
-        Graph { step: None, store: None, bn_stats: None, mode: Mode::Eval, vals: vec![], tape: vec![], grads: vec![], flops: 0.0, used: BTreeSet::new(), inputs: BTreeSet::new() }
+        Graph { step: None, store: None, bn_stats: None, mode: Mode::Eval, vals: vec![], tape: vec![], grads: vec![], flops: 0.0, used: BTreeSet::new(), inputs: BTreeSet::new(), convs: vec![], pools: vec![], relus: vec![] }
     }
 
     pub fn step(&mut self) -> Option<&mut Step> {
@@ -156,6 +161,9 @@ impl<'a> Graph<'a> {
         let ws = [cout, cin / p.groups, k, k];
         let ys = conv2d::out_shape(self.shape(x), &ws, &p)?;
         self.flops += 2.0 * (numel(&ys) / ys[0]) as f64 * (ws[1] * k * k) as f64;
+        if self.step.is_none() {
+            self.convs.push((self.shape(x).to_vec(), ws.to_vec(), p));
+        }
         let w = self.param(name, &ws, Init::FanIn(ws[1] * k * k))?;
         let y = self.out(ys);
         if let (Some(w), Some(step)) = (w, self.step.as_mut()) {
@@ -196,6 +204,9 @@ impl<'a> Graph<'a> {
     }
 
     pub fn relu(&mut self, x: Var) -> Result<Var> {
+        if self.step.is_none() {
+            self.relus.push(self.shape(x).to_vec());
+        }
         let y = self.out(self.shape(x).to_vec());
         if let Some(step) = self.step.as_mut() {
             elementwise::relu(step, self.vals[x.0].t.as_ref().unwrap(), self.vals[y.0].t.as_ref().unwrap())?;
@@ -208,6 +219,9 @@ impl<'a> Graph<'a> {
 
     pub fn pool(&mut self, x: Var, p: Pool2d) -> Result<Var> {
         let ys = pool::out_shape(self.shape(x), &p)?;
+        if self.step.is_none() {
+            self.pools.push((self.shape(x).to_vec(), p));
+        }
         let y = self.out(ys);
         if let Some(step) = self.step.as_mut() {
             let (xt, yt) = (self.vals[x.0].t.as_ref().unwrap(), self.vals[y.0].t.as_ref().unwrap());

@@ -31,7 +31,8 @@
 //!   Where input and output rows are whole vec4s (28 wide at stride 1), `weight_rows4` loads
 //!   them as vec4s: a quarter of the loads, ~1.8x faster on lavapipe.
 //!
-//! `CELLNAS_CONV_GENERIC=1` turns the fast paths off, to compare them with the kernels above.
+//! `CELLNAS_CONV_GENERIC=1` turns the fast paths off, to compare them with the kernels above;
+//! an adapter's autotune cache may turn them off per pass and shape class (crate::autotune).
 //!
 //! `forward_simple` / `backward_input_simple` compute one element per invocation: the readable
 //! statement of the math, tested against the reference like the tiled ones.
@@ -253,6 +254,12 @@ pub fn path(x: &[usize], w: &[usize], p: &Conv2d, pass: super::Pass) -> &'static
         Pass::BackwardWeight if dw || dense => "weight_rows",
         _ => "general",
     }
+}
+
+/// [`path`] on `gpu`: "general" where the adapter's autotune choice for this pass and shape
+/// class says so (crate::autotune).
+pub fn path_on(gpu: &crate::gpu::Gpu, x: &[usize], w: &[usize], p: &Conv2d, pass: super::Pass) -> &'static str {
+    if crate::autotune::conv_fast(gpu, x, w, p, pass) { path(x, w, p, pass) } else { "general" }
 }
 
 /// depthwise_t (stride 2): its dy segment 8 + LO + HI fits the registers.
@@ -526,11 +533,12 @@ fn gemm(step: &mut Step, mut q: GemmParams, batches: usize, bufs: [&Tensor; 3]) 
 /// y = conv(x, w): x [N, Cin, H, W], w [Cout, Cin/groups, KH, KW], y [N, Cout, Ho, Wo].
 pub fn forward(step: &mut Step, x: &Tensor, w: &Tensor, p: &Conv2d, y: &Tensor) -> Result<()> {
     let mut q = geometry(&x.shape, &w.shape, &y.shape, p, "output")?;
-    if is_strided_pointwise(&w.shape, p) {
+    let fast = crate::autotune::conv_fast(step.gpu(), &x.shape, &w.shape, p, Pass::Forward);
+    if fast && is_strided_pointwise(&w.shape, p) {
         let sub = gather(step, x, p.stride, y.shape[2], y.shape[3])?;
         return forward(step, &sub, w, &unstrided(p), y);
     }
-    if is_pointwise(&w.shape, p) {
+    if fast && is_pointwise(&w.shape, p) {
         // Y[n] = W [Cout, Cin] x X[n] [Cin, HW].
         let (cin, cout, hw) = (q.cin, q.cout, q.h * q.w);
         let g = GemmParams { m: cout, k: cin, j: hw, sam: cin, sak: 1, sbk: hw, sbj: 1, ..Default::default() };
@@ -539,10 +547,10 @@ pub fn forward(step: &mut Step, x: &Tensor, w: &Tensor, p: &Conv2d, y: &Tensor) 
             return Ok(());
         }
     }
-    if is_depthwise(&x.shape, &w.shape, p) {
+    if fast && is_depthwise(&x.shape, &w.shape, p) {
         return depthwise(step, x, w, p.stride, p.dilation, p.padding, false, y);
     }
-    if is_dense(&w.shape, p) {
+    if fast && is_dense(&w.shape, p) {
         let kk = w.shape[2] * w.shape[3];
         return dense(step, x, w, (q.cin as usize * kk, kk), p.stride, p.dilation, p.padding, false, y);
     }
@@ -563,12 +571,13 @@ pub fn forward_simple(step: &mut Step, x: &Tensor, w: &Tensor, p: &Conv2d, y: &T
 /// dx = gradient of sum(dy * conv(x, w)) with respect to x; dx has x's shape.
 pub fn backward_input(step: &mut Step, dy: &Tensor, w: &Tensor, p: &Conv2d, dx: &Tensor) -> Result<()> {
     let mut q = geometry(&dx.shape, &w.shape, &dy.shape, p, "dy")?;
-    if is_strided_pointwise(&w.shape, p) {
+    let fast = crate::autotune::conv_fast(step.gpu(), &dx.shape, &w.shape, p, Pass::BackwardInput);
+    if fast && is_strided_pointwise(&w.shape, p) {
         let sub = Tensor::empty(step.gpu(), &[q.n as usize, q.cin as usize, dy.shape[2], dy.shape[3]]);
         backward_input(step, dy, w, &unstrided(p), &sub)?;
         return scatter(step, &sub, p.stride, dx);
     }
-    if is_pointwise(&w.shape, p) {
+    if fast && is_pointwise(&w.shape, p) {
         // dX[n] = W^T [Cin, Cout] x dY[n] [Cout, HW].
         let (cin, cout, hw) = (q.cin, q.cout, q.h * q.w);
         let g = GemmParams { m: cin, k: cout, j: hw, sam: 1, sak: cin, sbk: hw, sbj: 1, ..Default::default() };
@@ -580,11 +589,11 @@ pub fn backward_input(step: &mut Step, dy: &Tensor, w: &Tensor, p: &Conv2d, dx: 
     // With stride 1 the input gradient is the same correlation of dy with the kernel turned by
     // 180 degrees and padding (K-1)*D - pad on each side.
     let span = (w.shape[2] - 1) * p.dilation;
-    let flipped = p.stride == 1 && p.padding <= span;
+    let flipped = fast && p.stride == 1 && p.padding <= span;
     if is_depthwise(&dx.shape, &w.shape, p) && flipped {
         return depthwise(step, dy, w, 1, p.dilation, span - p.padding, true, dx);
     }
-    if is_depthwise(&dx.shape, &w.shape, p) && transposed_fits(&w.shape, p) {
+    if fast && is_depthwise(&dx.shape, &w.shape, p) && transposed_fits(&w.shape, p) {
         return depthwise_t(step, dy, w, p, dx);
     }
     if is_dense(&w.shape, p) && flipped {
@@ -678,14 +687,15 @@ fn pointwise_weight(step: &mut Step, q: &Params, x: &Tensor, dy: &Tensor, dw: &T
 /// dw = gradient of sum(dy * conv(x, w)) with respect to w; dw has w's shape.
 pub fn backward_weight(step: &mut Step, x: &Tensor, dy: &Tensor, p: &Conv2d, dw: &Tensor) -> Result<()> {
     let mut q = geometry(&x.shape, &dw.shape, &dy.shape, p, "dy")?;
-    if is_strided_pointwise(&dw.shape, p) {
+    let fast = crate::autotune::conv_fast(step.gpu(), &x.shape, &dw.shape, p, Pass::BackwardWeight);
+    if fast && is_strided_pointwise(&dw.shape, p) {
         let sub = gather(step, x, p.stride, dy.shape[2], dy.shape[3])?;
         return backward_weight(step, &sub, dy, &unstrided(p), dw);
     }
-    if is_pointwise(&dw.shape, p) && pointwise_weight(step, &q, x, dy, dw)? {
+    if fast && is_pointwise(&dw.shape, p) && pointwise_weight(step, &q, x, dy, dw)? {
         return Ok(());
     }
-    if is_depthwise(&x.shape, &dw.shape, p) || is_dense(&dw.shape, p) {
+    if fast && (is_depthwise(&x.shape, &dw.shape, p) || is_dense(&dw.shape, p)) {
         return weight_rows(step, x, dy, p, dw);
     }
     let (ct, ctiles, chunk, chunks) = weight_plan(&q, p.groups);

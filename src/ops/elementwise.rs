@@ -74,6 +74,9 @@ fn launch_either(step: &mut Step, k: &Kernel, k4: &Kernel, n: usize, value: f32,
 /// y = max(x, 0)
 pub fn relu(step: &mut Step, x: &Tensor, y: &Tensor) -> Result<()> {
     same_len("relu", x, y)?;
+    if !crate::autotune::relu_vec4(step.gpu(), &x.shape) {
+        return launch(step, &RELU, x.numel(), 0.0, &[x, y]);
+    }
     launch_either(step, &RELU, &RELU4, x.numel(), 0.0, &[x, y])
 }
 
@@ -81,6 +84,9 @@ pub fn relu(step: &mut Step, x: &Tensor, y: &Tensor) -> Result<()> {
 pub fn relu_backward(step: &mut Step, x: &Tensor, dy: &Tensor, dx: &Tensor) -> Result<()> {
     same_len("relu_backward", x, dy)?;
     same_len("relu_backward", x, dx)?;
+    if !crate::autotune::relu_vec4(step.gpu(), &x.shape) {
+        return launch(step, &RELU_BACKWARD, x.numel(), 0.0, &[x, dy, dx]);
+    }
     launch_either(step, &RELU_BACKWARD, &RELU_BACKWARD4, x.numel(), 0.0, &[x, dy, dx])
 }
 
@@ -253,6 +259,11 @@ pub fn zero_test_cases() -> Vec<Box<dyn OpCase>> {
 }
 pub fn zero_bench_cases() -> Vec<Box<dyn OpCase>> {
     BENCH_SHAPES.iter().map(|s| Box::new(ZeroCase(s.to_vec())) as Box<dyn OpCase>).collect()
+}
+
+/// A ReLU of `shape` (what autotune times).
+pub fn relu_case(shape: &[usize]) -> Box<dyn OpCase> {
+    Box::new(ReluCase(shape.to_vec()))
 }
 
 pub fn relu_test_cases() -> Vec<Box<dyn OpCase>> {

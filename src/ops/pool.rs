@@ -37,7 +37,8 @@ const MAX_BACK_ROWS: Kernel = kernel!("pool_rows.wgsl", "max_back_rows", [1: Rea
 /// Row segment room of pool_rows.wgsl (SEG there).
 const ROWS_SEG: usize = 20;
 
-/// Whether the row kernels take this pooling (else the general ones).
+/// Whether the row kernels can take this pooling (else the general ones); an adapter's
+/// autotune cache may still choose the general ones (crate::autotune::pool_rows).
 pub fn fast(p: &Pool2d) -> bool {
     let generic = std::env::var_os("CELLNAS_POOL_GENERIC").is_some_and(|v| !v.is_empty() && v != "0");
     (p.stride == 1 || p.stride == 2) && 7 * p.stride + p.kernel <= ROWS_SEG && !generic
@@ -190,7 +191,7 @@ fn pool_params(op: &'static str, x: &Tensor, p: &Pool2d, y_like: &Tensor, x_like
 
 /// y = pool(x); x is [N, C, H, W], y is `out_shape(x, p)`.
 pub fn forward(step: &mut Step, x: &Tensor, p: &Pool2d, y: &Tensor) -> Result<()> {
-    forward_on(step, x, p, y, fast(p))
+    forward_on(step, x, p, y, crate::autotune::pool_rows(step.gpu(), &x.shape, p))
 }
 
 fn forward_on(step: &mut Step, x: &Tensor, p: &Pool2d, y: &Tensor, rows: bool) -> Result<()> {
@@ -210,7 +211,7 @@ fn forward_on(step: &mut Step, x: &Tensor, p: &Pool2d, y: &Tensor, rows: bool) -
 /// (iy * W + ix) of the input it took, as u32 bits, into `argmax` (a tensor of y's shape).
 /// [`backward_with_argmax`] then needs neither x nor a second look at the windows.
 pub fn forward_with_argmax(step: &mut Step, x: &Tensor, p: &Pool2d, y: &Tensor, argmax: &Tensor) -> Result<()> {
-    forward_with_argmax_on(step, x, p, y, argmax, fast(p))
+    forward_with_argmax_on(step, x, p, y, argmax, crate::autotune::pool_rows(step.gpu(), &x.shape, p))
 }
 
 fn forward_with_argmax_on(step: &mut Step, x: &Tensor, p: &Pool2d, y: &Tensor, argmax: &Tensor, rows: bool) -> Result<()> {
@@ -231,7 +232,7 @@ fn forward_with_argmax_on(step: &mut Step, x: &Tensor, p: &Pool2d, y: &Tensor, a
 /// Max pooling backward from the argmax saved by [`forward_with_argmax`]: each input gathers
 /// dy over the outputs covering it that took it, in row-major order. `x` only gives the shape.
 pub fn backward_with_argmax(step: &mut Step, x: &Tensor, dy: &Tensor, argmax: &Tensor, p: &Pool2d, dx: &Tensor) -> Result<()> {
-    backward_with_argmax_on(step, x, dy, argmax, p, dx, fast(p))
+    backward_with_argmax_on(step, x, dy, argmax, p, dx, crate::autotune::pool_rows(step.gpu(), &x.shape, p))
 }
 
 fn backward_with_argmax_on(step: &mut Step, x: &Tensor, dy: &Tensor, argmax: &Tensor, p: &Pool2d, dx: &Tensor, rows: bool) -> Result<()> {
@@ -253,7 +254,7 @@ fn backward_with_argmax_on(step: &mut Step, x: &Tensor, dy: &Tensor, argmax: &Te
 /// argmax from x (same tie rule as the forward pass) into scratch, so nothing needs saving;
 /// training code that keeps the argmax from [`forward_with_argmax`] skips that.
 pub fn backward(step: &mut Step, x: &Tensor, dy: &Tensor, p: &Pool2d, dx: &Tensor) -> Result<()> {
-    backward_on(step, x, dy, p, dx, fast(p))
+    backward_on(step, x, dy, p, dx, crate::autotune::pool_rows(step.gpu(), &x.shape, p))
 }
 
 fn backward_on(step: &mut Step, x: &Tensor, dy: &Tensor, p: &Pool2d, dx: &Tensor, rows: bool) -> Result<()> {
@@ -399,8 +400,8 @@ impl PoolCase {
     fn boxed(shape: [usize; 4], kind: PoolKind, kernel: usize, stride: usize, padding: usize) -> Box<dyn OpCase> {
         Box::new(PoolCase { shape, p: Pool2d { kind, kernel, stride, padding }, general: false })
     }
-    fn rows(&self) -> bool {
-        fast(&self.p) && !self.general
+    fn rows(&self, gpu: &crate::gpu::Gpu) -> bool {
+        crate::autotune::pool_rows(gpu, &self.shape, &self.p) && !self.general
     }
 }
 
@@ -432,16 +433,16 @@ impl OpCase for PoolCase {
     fn forward(&self, step: &mut Step, x: &[Tensor], y: &Tensor) -> Result<Vec<Tensor>> {
         if self.p.kind == PoolKind::Max {
             let argmax = Tensor::empty(step.gpu(), &y.shape);
-            forward_with_argmax_on(step, &x[0], &self.p, y, &argmax, self.rows())?;
+            forward_with_argmax_on(step, &x[0], &self.p, y, &argmax, self.rows(step.gpu()))?;
             return Ok(vec![argmax]);
         }
-        forward_on(step, &x[0], &self.p, y, self.rows())?;
+        forward_on(step, &x[0], &self.p, y, self.rows(step.gpu()))?;
         Ok(vec![])
     }
     fn backward(&self, step: &mut Step, x: &[Tensor], _y: &Tensor, s: &[Tensor], dy: &Tensor, _wrt: usize, dx: &Tensor) -> Result<()> {
         match s.first() {
-            Some(argmax) => backward_with_argmax_on(step, &x[0], dy, argmax, &self.p, dx, self.rows()),
-            None => backward_on(step, &x[0], dy, &self.p, dx, self.rows()),
+            Some(argmax) => backward_with_argmax_on(step, &x[0], dy, argmax, &self.p, dx, self.rows(step.gpu())),
+            None => backward_on(step, &x[0], dy, &self.p, dx, self.rows(step.gpu())),
         }
     }
     /// One comparison or add per window cell of every output, in either direction.
@@ -534,6 +535,12 @@ fn pool_bench_cases(kind: PoolKind) -> Vec<Box<dyn OpCase>> {
 }
 
 /// The test cases of both kinds on the general kernels of pool.wgsl (the fallback).
+/// The pooling `p` of an `x`-shaped input, max pooling saving its argmax as training does
+/// (what autotune times).
+pub fn case(x: [usize; 4], p: Pool2d) -> Box<dyn OpCase> {
+    Box::new(PoolCase { shape: x, p, general: false })
+}
+
 pub fn general_test_cases() -> Vec<Box<dyn OpCase>> {
     [PoolKind::Max, PoolKind::Avg].into_iter().flat_map(|kind| pool_cases(kind, true)).collect()
 }

@@ -4,6 +4,7 @@
 
 pub mod data;
 pub mod fit;
+pub mod kernels;
 pub mod search;
 pub mod standalone;
 

@@ -75,6 +75,7 @@ pub fn run_search(gpu: &Arc<Gpu>, cfg: &SearchConfig, out: &Path, job: &JobOptio
     cfg.validate()?;
     let cfg_json = serde_json::to_value(cfg).map_err(|e| Error::Invalid(format!("config: {e}")))?;
     let run = if job.resume { RunDir::resume(out, &cfg_json)? } else { RunDir::create(out, &cfg_json)? };
+    super::kernels::pin(gpu, &run, job.resume)?;
     if cfg.data.val_count == 0 {
         return Err(Error::Invalid("a search needs a validation split (val_count >= 1): candidates are scored on it".into()));
     }

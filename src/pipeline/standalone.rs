@@ -47,6 +47,7 @@ pub fn run_train(gpu: &Arc<Gpu>, cfg: &StandaloneConfig, out: &Path, job: &JobOp
     let cfg_json = serde_json::to_value(cfg).map_err(|e| Error::Invalid(format!("config: {e}")))?;
     let run = if job.resume { RunDir::resume(out, &cfg_json)? } else { RunDir::create(out, &cfg_json)? };
     let run = run.with_checkpoint_file("checkpoint.safetensors");
+    super::kernels::pin(gpu, &run, job.resume)?;
     let data = load(gpu, &cfg.data, cfg.train.seed)?;
     let [_, h, w] = data.train.image_shape();
     let (params, flops) = darts::size(&cfg.net, genotype, h, w)?;
@@ -109,6 +110,7 @@ pub fn test_run(gpu: &Arc<Gpu>, dir: &Path) -> Result<TestReport> {
         message: format!("not the config of a `cellnas train` run ({e})"),
     })?;
     let run = RunDir::open(dir).with_checkpoint_file("checkpoint.safetensors");
+    super::kernels::apply_recorded(gpu, dir)?;
     let final_path = run.dir().join("weights.safetensors");
     let (tensors, epoch, step, finished, weights) = if final_path.exists() {
         let (tensors, _) = load_tensors(&final_path)?;

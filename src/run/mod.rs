@@ -8,6 +8,7 @@
 //! | `metrics.jsonl` | one record per line (per step or epoch) | appended, fsynced |
 //! | `history.jsonl` | one record per evaluated architecture | appended, fsynced |
 //! | `best.json`, `best.genotype.txt` | the best architecture so far | atomically |
+//! | `kernels.json` | the kernel choices the run started with (crate::pipeline::kernels); a resume uses them | once, atomically |
 //!
 //! Every write either lands whole or not at all, so a run killed at any point resumes from its
 //! last complete checkpoint.
