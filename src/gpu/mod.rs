@@ -1,12 +1,17 @@
 //! The GPU runtime: adapter choice, device with the limits our kernels need, a pipeline cache,
 //! a buffer pool, and [`Step`]: a batch of dispatches recorded into one encoder and submitted once.
 
+mod binds;
+mod counters;
 mod pipeline;
 mod pool;
+mod staging;
 mod step;
 
+pub use counters::Counters;
 pub use pipeline::{Access, Kernel};
 pub use pool::Buffer;
+pub use staging::PendingOutput;
 pub use step::{ReadHandle, Step, StepOutput};
 
 use crate::error::{Error, Result};
@@ -129,6 +134,9 @@ pub struct Gpu {
     pub timestamps: bool,
     pipelines: pipeline::Cache,
     pool: pool::Pool,
+    staging: staging::StagingPool,
+    binds: Mutex<binds::BindCache>,
+    counts: counters::Counts,
     sink: Arc<Mutex<ErrorSink>>,
     /// Per-kernel (count, GPU ms) when CELLNAS_PROFILE is set and timestamps exist.
     pub(crate) profile: Option<Mutex<std::collections::BTreeMap<(&'static str, &'static str), (u64, f64)>>>,
@@ -225,6 +233,9 @@ impl Gpu {
             timestamps,
             pipelines: pipeline::Cache::default(),
             pool: pool::Pool::default(),
+            staging: Default::default(),
+            binds: Default::default(),
+            counts: Default::default(),
             sink,
             profile: std::env::var_os("CELLNAS_PROFILE").filter(|v| !v.is_empty() && v != "0").map(|_| Mutex::new(Default::default())),
         }))
@@ -287,6 +298,11 @@ impl Gpu {
     /// Number of pipelines compiled so far (tests use it to prove caching).
     pub fn pipelines_compiled(&self) -> usize {
         self.pipelines.len()
+    }
+
+    /// Bind groups held by the cache now (bounded; tests check the bound).
+    pub fn bind_groups_cached(&self) -> usize {
+        self.binds.lock().unwrap().len()
     }
 }
 

@@ -15,7 +15,6 @@ type Free = Arc<Mutex<HashMap<(std::thread::ThreadId, u64), Vec<wgpu::Buffer>>>>
 #[derive(Default)]
 pub(crate) struct Pool {
     free: Free,
-    created: Mutex<u64>,
     /// Uniform buffers for steps' parameter arenas, power-of-two sizes. A step owns one from
     /// record to submit; after the submit it may be rewritten, because queue writes are
     /// ordered after work already submitted.
@@ -57,7 +56,7 @@ impl Gpu {
         let size = bytes.max(4).next_multiple_of(4);
         let reused = self.pool.free.lock().unwrap().get_mut(&(std::thread::current().id(), size)).and_then(|v| v.pop());
         let raw = reused.unwrap_or_else(|| {
-            *self.pool.created.lock().unwrap() += 1;
+            self.counts.buffer(size);
             self.device.create_buffer(&wgpu::BufferDescriptor {
                 label: None,
                 size,
@@ -69,13 +68,15 @@ impl Gpu {
     }
 
     /// A uniform buffer of at least `bytes` for a step's parameters (reused across steps).
+    /// Steps of one size get the same buffer back each time (first of its size; order kept), so
+    /// their cached bind groups, which name it, still match.
     pub(crate) fn take_uniform(&self, bytes: u64) -> wgpu::Buffer {
         let size = bytes.next_power_of_two();
         let mut u = self.pool.uniforms.lock().unwrap();
         match u.iter().position(|b| b.size() == size) {
-            Some(i) => u.swap_remove(i),
+            Some(i) => u.remove(i),
             None => {
-                *self.pool.created.lock().unwrap() += 1;
+                self.counts.buffer(size);
                 self.device.create_buffer(&wgpu::BufferDescriptor {
                     label: Some("params"),
                     size,
@@ -91,14 +92,11 @@ impl Gpu {
         self.pool.uniforms.lock().unwrap().push(b);
     }
 
-    /// Buffers (storage and parameter uniforms) created since the device was opened (tests use
-    /// it to prove reuse).
-    pub fn buffers_created(&self) -> u64 {
-        *self.pool.created.lock().unwrap()
-    }
-
-    /// Releases every idle pooled buffer back to the driver.
+    /// Releases every idle pooled buffer back to the driver (cached bind groups and idle
+    /// staging too: they hold buffers alive).
     pub fn trim_pool(&self) {
         self.pool.free.lock().unwrap().clear();
+        self.binds.lock().unwrap().clear();
+        self.trim_staging();
     }
 }
