@@ -67,6 +67,20 @@ impl Gpu {
         Buffer(Arc::new(Inner { raw, size, free: self.pool.free.clone() }))
     }
 
+    /// Put this thread's free buffers in a fixed order (by handle). What is free at the start
+    /// of a steady-state step is always the same set, but the order it was freed in depends on
+    /// the steps before (alternating supernet paths free differently); ordering it makes the
+    /// step receive the same buffers in the same order every time, so its cached bind groups
+    /// match instead of cycling through permutations.
+    pub(crate) fn order_free(&self) {
+        let me = std::thread::current().id();
+        for ((thread, _), list) in self.pool.free.lock().unwrap().iter_mut() {
+            if *thread == me {
+                list.sort_unstable();
+            }
+        }
+    }
+
     /// A uniform buffer of at least `bytes` for a step's parameters (reused across steps).
     /// Steps of one size get the same buffer back each time (first of its size; order kept), so
     /// their cached bind groups, which name it, still match.

@@ -59,6 +59,7 @@ pub struct Step {
 impl Step {
     pub(crate) fn new(gpu: Arc<Gpu>) -> Step {
         let stride = PARAMS_BYTES.max(gpu.limits.min_uniform_buffer_offset_alignment as u64);
+        gpu.order_free();
         Step { gpu, params: Vec::new(), commands: Vec::new(), uploads: Vec::new(), reads: Vec::new(), read_bytes: 0, timed: false, stride }
     }
 
