@@ -179,3 +179,20 @@ fn bounded_submits_give_the_same_evaluation_and_statistics() {
         assert_eq!((got.0.to_bits(), got.1.to_bits()), (whole.0.to_bits(), whole.1.to_bits()), "{per_submit} batches per submit");
     }
 }
+
+#[test]
+fn divergence_found_late_still_names_its_step() {
+    let gpu = cellnas::gpu::test_gpu();
+    let data = data(&gpu, 64);
+    let [g, _] = genotypes();
+    let mut model = Model::new(&gpu, net(false), 6).unwrap();
+    let cfg = TrainConfig { lr: 1e30, lr_min: 1e30, grad_clip: 0.0, ..cfg() };
+    let mut calls = 0;
+    let err = train_epoch_in_flight(&mut model, &data, &cfg, 0, EpochProgress::default(), &mut |_| vec![g.clone()], &mut |_| {
+        calls += 1;
+        Ok(false)
+    }, IN_FLIGHT)
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains(&format!("training diverged at epoch 1 step {}/4", calls + 1)), "{err} (after {calls} good steps)");
+}
