@@ -2,7 +2,9 @@
 //! deferred read-back and bounded submits change nothing in the results.
 
 use cellnas::data::{Augment, DeviceData};
-use cellnas::gpu::{AdapterOptions, Counters, Gpu};
+use cellnas::gpu::{AdapterOptions, Counters, Gpu, BIND_GROUPS_CACHED_MAX};
+use cellnas::ops::elementwise;
+use cellnas::Tensor;
 use cellnas::nn::darts::NetConfig;
 use cellnas::run::download_named;
 use cellnas::space::{Genotype, Op, SearchSpace};
@@ -10,6 +12,12 @@ use cellnas::supernet::{recalibrate_bounded, EvalConfig};
 use cellnas::train::{evaluate_bounded, train_epoch_in_flight, EpochMetrics, EpochProgress, Model, StepDone, TrainConfig, IN_FLIGHT};
 use rand::SeedableRng;
 use std::sync::Arc;
+
+/// A device of its own: other tests' work would move the counters.
+fn private_gpu() -> Arc<Gpu> {
+    cellnas::gpu::silence_mesa();
+    Gpu::new(&AdapterOptions::default()).unwrap()
+}
 
 fn net(supernet: bool) -> NetConfig {
     NetConfig { in_channels: 1, classes: 10, channels: 4, layers: 3, nodes: 2, supernet }
@@ -88,8 +96,7 @@ fn creations(c: Counters) -> (u64, u64, u64) {
 }
 
 fn steady_state(supernet: bool, paths: &[Genotype]) {
-    // A private device: other tests' work would move the counters.
-    let gpu = Gpu::new(&AdapterOptions::default()).unwrap();
+    let gpu = private_gpu();
     let data = data(&gpu, 128);
     let mut model = Model::new(&gpu, net(supernet), 1).unwrap();
     // Read back every step first: then the staging needed is exact, not a matter of timing.
@@ -195,4 +202,27 @@ fn divergence_found_late_still_names_its_step() {
     .unwrap_err()
     .to_string();
     assert!(err.contains(&format!("training diverged at epoch 1 step {}/4", calls + 1)), "{err} (after {calls} good steps)");
+}
+
+#[test]
+fn bind_group_cache_stays_bounded_when_every_dispatch_binds_new_buffers() {
+    let gpu = private_gpu();
+    let per_step = 2048;
+    let steps = BIND_GROUPS_CACHED_MAX / per_step + 3;
+    // Held to the end, so the pool cannot hand a buffer out twice: every dispatch is new.
+    let mut held = Vec::new();
+    for _ in 0..steps {
+        let mut step = gpu.step();
+        for _ in 0..per_step {
+            let (x, y) = (Tensor::empty(&gpu, &[1]), Tensor::empty(&gpu, &[1]));
+            elementwise::scale(&mut step, &x, 2.0, &y).unwrap();
+            held.push((x, y));
+        }
+        step.submit().unwrap();
+        assert!(gpu.bind_groups_cached() <= BIND_GROUPS_CACHED_MAX, "{} cached", gpu.bind_groups_cached());
+    }
+    assert_eq!(gpu.counters().bind_groups_created, (steps * per_step) as u64);
+    assert!(gpu.bind_groups_cached() >= per_step, "this submit's bind groups stay");
+    gpu.trim_pool();
+    assert_eq!(gpu.bind_groups_cached(), 0);
 }

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 /// Entries kept before old ones are evicted: well above one supernet step's dispatches, so
 /// alternating paths do not evict each other, yet bounded for runs whose shapes keep changing.
-const LIMIT: usize = 16384;
+pub const BIND_GROUPS_CACHED_MAX: usize = 16384;
 /// On eviction, entries used within this many submits survive.
 const KEEP_SUBMITS: u64 = 8;
 
@@ -49,10 +49,10 @@ impl BindCache {
 
     /// Evict when over the limit: first what no recent submit used, then all but this submit's.
     pub fn trim(&mut self, serial: u64) {
-        if self.map.len() > LIMIT {
+        if self.map.len() > BIND_GROUPS_CACHED_MAX {
             self.map.retain(|_, (_, used)| *used + KEEP_SUBMITS > serial);
         }
-        if self.map.len() > LIMIT {
+        if self.map.len() > BIND_GROUPS_CACHED_MAX {
             self.map.retain(|_, (_, used)| *used == serial);
         }
     }

@@ -8,6 +8,7 @@ mod pool;
 mod staging;
 mod step;
 
+pub use binds::BIND_GROUPS_CACHED_MAX;
 pub use counters::Counters;
 pub use pipeline::{Access, Kernel};
 pub use pool::Buffer;

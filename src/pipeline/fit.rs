@@ -74,7 +74,10 @@ pub fn fit(
             let (p, steps) = (done.progress, done.steps);
             pb.set_position(p.step as u64);
             let ips = ((p.step - resumed_at) * cfg.batch_size) as f64 / t0.elapsed().as_secs_f64();
-            pb.set_message(format!("loss {:.3} acc {:.1}% {ips:.0} img/s", p.loss(), 100.0 * p.accuracy()));
+            // A hidden bar (quiet, or not a terminal) would format a message nobody sees every step.
+            if !pb.is_hidden() {
+                pb.set_message(format!("loss {:.3} acc {:.1}% {ips:.0} img/s", p.loss(), 100.0 * p.accuracy()));
+            }
             if plain && last_line.elapsed() >= PLAIN_EVERY {
                 eprintln!("epoch {}: step {}/{steps}  loss {:.4}  train acc {:.2}%  {ips:.1} img/s", epoch + 1, p.step, p.loss(), 100.0 * p.accuracy());
                 last_line = Instant::now();
