@@ -12,7 +12,8 @@ use crate::gpu::{Gpu, StepStats};
 use crate::nn::darts::{self, NetConfig};
 use crate::ops::optim::Sgd;
 use crate::space::Genotype;
-use crate::train::{evaluate, train_step, Model};
+use crate::train::{evaluate, submit_train_step, Model, IN_FLIGHT};
+use std::collections::VecDeque;
 use rand::{Rng, SeedableRng};
 use std::sync::Arc;
 use std::time::Instant;
@@ -43,8 +44,11 @@ pub struct PhaseReport {
     pub step_ms: f64,
     /// GPU time of a step's passes (None where the adapter has no timestamp queries).
     pub device_ms: Option<f64>,
-    /// Wall time not covered by device time: recording, submit, waiting on the driver.
+    /// Wall time not covered by device time: host work the device waited for.
     pub host_ms: Option<f64>,
+    /// Host time spent recording and submitting a step (training only; it overlaps the
+    /// device's work on earlier steps).
+    pub record_ms: Option<f64>,
     pub dispatches_per_step: f64,
     pub submits_per_step: f64,
     /// Storage buffers created per timed step (0 in steady state).
@@ -116,17 +120,32 @@ impl NetBench {
         let batches: Vec<Vec<u32>> = (0..n as u32).collect::<Vec<_>>().chunks_exact(self.batch).map(|c| c.to_vec()).collect();
         let paths = [self.genotype.clone()];
 
+        let record_ms = std::cell::Cell::new(0.0);
+        // As the training loop runs: up to IN_FLIGHT steps submitted before their results are read.
         let train_step_n = |model: &mut Model, k: usize| -> Result<()> {
+            let mut pending = VecDeque::new();
             for i in 0..k {
-                train_step(model, &data, &batches[i % batches.len()], &aug, i as u32, &paths, &sgd, 5.0)?;
+                if pending.len() == IN_FLIGHT {
+                    let p: crate::train::PendingStep = pending.pop_front().expect("ring is full");
+                    p.wait()?;
+                }
+                let t = Instant::now();
+                pending.push_back(submit_train_step(model, &data, &batches[i % batches.len()], &aug, i as u32, &paths, &sgd, 5.0)?);
+                record_ms.set(record_ms.get() + t.elapsed().as_secs_f64() * 1e3);
+            }
+            for p in pending {
+                p.wait()?;
             }
             Ok(())
         };
         train_step_n(&mut model, self.warmup)?;
         let mut train = Vec::new();
         let mut rss_first = None;
+        let mut record = Vec::new();
         for _ in 0..self.reps {
+            record_ms.set(0.0);
             train.push(measure(gpu, self.steps, self.batch, || train_step_n(&mut model, self.steps))?);
+            record.push(record_ms.get() / self.steps as f64);
             rss_first.get_or_insert_with(current_rss_mib);
         }
         let rss_growth_mib = match (rss_first.flatten(), current_rss_mib()) {
@@ -159,7 +178,7 @@ impl NetBench {
             supernet: self.supernet,
             params,
             mflops_per_image: flops as f64 / 1e6,
-            train: summarise(train),
+            train: PhaseReport { record_ms: Some(median(&mut record)), ..summarise(train) },
             eval: summarise(eval),
             peak_rss_mib: peak_rss_mib(),
             rss_growth_mib,
@@ -202,6 +221,7 @@ fn summarise(samples: Vec<Sample>) -> PhaseReport {
         step_ms,
         device_ms,
         host_ms: timed.then(|| per_step(&|s| (s.wall_ms - s.stats.device_ms).max(0.0))),
+        record_ms: None,
         dispatches_per_step: per_step(&|s| s.stats.dispatches as f64),
         submits_per_step: per_step(&|s| s.stats.submits as f64),
         buffers_created_per_step: per_step(&|s| s.buffers as f64),

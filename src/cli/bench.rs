@@ -41,6 +41,7 @@ pub fn bench_net(gpu: &Arc<Gpu>, a: &BenchArgs) -> Result<()> {
             name, p.images_per_s, p.step_ms, opt(p.device_ms), opt(p.host_ms), p.dispatches_per_step, p.submits_per_step, p.buffers_created_per_step
         );
     }
+    println!("host time to record and submit a training step: {} ms (overlaps the device's work on earlier steps)", opt(r.train.record_ms));
     println!("per repeat images/s: train {:?}, eval {:?}", r.train.runs.iter().map(|v| (v * 10.0).round() / 10.0).collect::<Vec<_>>(), r.eval.runs.iter().map(|v| (v * 10.0).round() / 10.0).collect::<Vec<_>>());
     println!("memory: peak host RSS {} MiB, RSS growth over the training repeats {} MiB, device (pooled buffers) {:.1} MiB", opt(r.peak_rss_mib), opt(r.rss_growth_mib), r.device_mib);
     Ok(())

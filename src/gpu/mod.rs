@@ -1,13 +1,19 @@
 //! The GPU runtime: adapter choice, device with the limits our kernels need, a pipeline cache,
 //! a buffer pool, and [`Step`]: a batch of dispatches recorded into one encoder and submitted once.
 
+mod binds;
+mod counters;
 mod pipeline;
 mod pool;
+mod staging;
 mod stats;
 mod step;
 
+pub use binds::BIND_GROUPS_CACHED_MAX;
+pub use counters::Counters;
 pub use pipeline::{Access, Kernel};
 pub use pool::Buffer;
+pub use staging::PendingOutput;
 pub use stats::StepStats;
 pub use step::{ReadHandle, Step, StepOutput};
 
@@ -133,6 +139,9 @@ pub struct Gpu {
     pub timestamps: bool,
     pipelines: pipeline::Cache,
     pool: pool::Pool,
+    staging: staging::StagingPool,
+    binds: Mutex<binds::BindCache>,
+    counts: counters::Counts,
     sink: Arc<Mutex<ErrorSink>>,
     /// Kernel variant per choice point (crate::autotune); empty = the documented defaults.
     kernels: std::sync::RwLock<crate::autotune::Choices>,
@@ -140,7 +149,7 @@ pub struct Gpu {
     pub autotune_warning: Option<String>,
     /// Per-kernel (count, GPU ms) when CELLNAS_PROFILE is set and timestamps exist.
     pub(crate) profile: Option<Mutex<std::collections::BTreeMap<(&'static str, &'static str), (u64, f64)>>>,
-    stats: Mutex<StepStats>,
+    device_time: Mutex<stats::DeviceTime>,
     time_steps: std::sync::atomic::AtomicBool,
 }
 
@@ -241,9 +250,12 @@ impl Gpu {
             timestamps,
             pipelines: pipeline::Cache::default(),
             pool: pool::Pool::default(),
+            staging: Default::default(),
+            binds: Default::default(),
+            counts: Default::default(),
             sink,
             profile: std::env::var_os("CELLNAS_PROFILE").filter(|v| !v.is_empty() && v != "0").map(|_| Mutex::new(Default::default())),
-            stats: Mutex::new(StepStats::default()),
+            device_time: Default::default(),
             time_steps: Default::default(),
         }))
     }
@@ -326,6 +338,11 @@ impl Gpu {
     /// Number of pipelines compiled so far (tests use it to prove caching).
     pub fn pipelines_compiled(&self) -> usize {
         self.pipelines.len()
+    }
+
+    /// Bind groups held by the cache now (bounded; tests check the bound).
+    pub fn bind_groups_cached(&self) -> usize {
+        self.binds.lock().unwrap().len()
     }
 }
 

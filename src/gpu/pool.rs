@@ -15,9 +15,6 @@ type Free = Arc<Mutex<HashMap<(std::thread::ThreadId, u64), Vec<wgpu::Buffer>>>>
 #[derive(Default)]
 pub(crate) struct Pool {
     free: Free,
-    created: Mutex<u64>,
-    /// Bytes of the storage buffers created (device memory the pool holds or lent out).
-    bytes: Mutex<u64>,
     /// Uniform buffers for steps' parameter arenas, power-of-two sizes. A step owns one from
     /// record to submit; after the submit it may be rewritten, because queue writes are
     /// ordered after work already submitted.
@@ -96,8 +93,7 @@ impl Gpu {
         let size = bytes.max(4).next_multiple_of(4);
         let reused = self.pool.free.lock().unwrap().get_mut(&(std::thread::current().id(), size)).and_then(|v| v.pop());
         let raw = reused.unwrap_or_else(|| {
-            *self.pool.created.lock().unwrap() += 1;
-            *self.pool.bytes.lock().unwrap() += size;
+            self.counts.buffer(size);
             self.device.create_buffer(&wgpu::BufferDescriptor {
                 label: None,
                 size,
@@ -131,14 +127,30 @@ impl Gpu {
         Ok(Buffer { inner: parent.inner.clone(), offset: start, size: bytes })
     }
 
+    /// Put this thread's free buffers in a fixed order (by handle). What is free at the start
+    /// of a steady-state step is always the same set, but the order it was freed in depends on
+    /// the steps before (alternating supernet paths free differently); ordering it makes the
+    /// step receive the same buffers in the same order every time, so its cached bind groups
+    /// match instead of cycling through permutations.
+    pub(crate) fn order_free(&self) {
+        let me = std::thread::current().id();
+        for ((thread, _), list) in self.pool.free.lock().unwrap().iter_mut() {
+            if *thread == me {
+                list.sort_unstable();
+            }
+        }
+    }
+
     /// A uniform buffer of at least `bytes` for a step's parameters (reused across steps).
+    /// Steps of one size get the same buffer back each time (first of its size; order kept), so
+    /// their cached bind groups, which name it, still match.
     pub(crate) fn take_uniform(&self, bytes: u64) -> wgpu::Buffer {
         let size = bytes.next_power_of_two();
         let mut u = self.pool.uniforms.lock().unwrap();
         match u.iter().position(|b| b.size() == size) {
-            Some(i) => u.swap_remove(i),
+            Some(i) => u.remove(i),
             None => {
-                *self.pool.created.lock().unwrap() += 1;
+                self.counts.buffer(size);
                 self.device.create_buffer(&wgpu::BufferDescriptor {
                     label: Some("params"),
                     size,
@@ -154,24 +166,17 @@ impl Gpu {
         self.pool.uniforms.lock().unwrap().push(b);
     }
 
-    /// Buffers (storage and parameter uniforms) created since the device was opened (tests use
-    /// it to prove reuse).
-    pub fn buffers_created(&self) -> u64 {
-        *self.pool.created.lock().unwrap()
-    }
-
-    /// Bytes of storage buffers created so far (all of them are kept by the pool until
-    /// `trim_pool`): the device memory a job holds.
+    /// Bytes of storage buffers (and step parameter uniforms) created so far: all of them
+    /// stay in the pool until `trim_pool`, so this is the device memory a job holds.
     pub fn pool_bytes(&self) -> u64 {
-        *self.pool.bytes.lock().unwrap()
+        self.counters().buffer_bytes
     }
 
-    /// Releases every idle pooled buffer back to the driver.
+    /// Releases every idle pooled buffer back to the driver (cached bind groups and idle
+    /// staging too: they hold buffers alive).
     pub fn trim_pool(&self) {
-        let mut free = self.pool.free.lock().unwrap();
-        let released: u64 = free.iter().map(|((_, size), v)| size * v.len() as u64).sum();
-        free.clear();
-        let mut bytes = self.pool.bytes.lock().unwrap();
-        *bytes = bytes.saturating_sub(released);
+        self.pool.free.lock().unwrap().clear();
+        self.binds.lock().unwrap().clear();
+        self.trim_staging();
     }
 }

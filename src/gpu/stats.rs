@@ -1,5 +1,5 @@
-//! Per-device counts that `cellnas bench --net` reads around a run of steps: submits,
-//! dispatches, and the GPU time of steps when step timing is switched on.
+//! What `cellnas bench --net` reads around a run of steps: submits and dispatches (from the
+//! counters) and the GPU time of steps while step timing is switched on.
 
 use std::sync::atomic::Ordering;
 
@@ -7,9 +7,15 @@ use std::sync::atomic::Ordering;
 pub struct StepStats {
     pub submits: u64,
     pub dispatches: u64,
-    /// Submits whose GPU time is in `device_ms` (timing on and timestamps available).
+    /// Submits whose GPU time is in `device_ms` (timing on, timestamps available, result read).
     pub timed_submits: u64,
     pub device_ms: f64,
+}
+
+#[derive(Default)]
+pub(crate) struct DeviceTime {
+    timed_submits: u64,
+    ms: f64,
 }
 
 impl StepStats {
@@ -26,11 +32,13 @@ impl StepStats {
 
 impl super::Gpu {
     pub fn step_stats(&self) -> StepStats {
-        *self.stats.lock().unwrap()
+        let c = self.counters();
+        let t = self.device_time.lock().unwrap();
+        StepStats { submits: c.submits, dispatches: c.dispatches, timed_submits: t.timed_submits, device_ms: t.ms }
     }
 
     /// Time every step from now on (GPU timestamps around its passes, where the adapter has
-    /// them). Each timed submit waits for its result, so this is for benchmarks only.
+    /// them). A timed step creates a query set and resolve buffers, so this is for benchmarks.
     pub fn set_step_timing(&self, on: bool) {
         self.time_steps.store(on, Ordering::Relaxed);
     }
@@ -39,13 +47,9 @@ impl super::Gpu {
         self.time_steps.load(Ordering::Relaxed)
     }
 
-    pub(crate) fn record_submit(&self, dispatches: usize, gpu_ms: Option<f64>) {
-        let mut s = self.stats.lock().unwrap();
-        s.submits += 1;
-        s.dispatches += dispatches as u64;
-        if let Some(ms) = gpu_ms {
-            s.timed_submits += 1;
-            s.device_ms += ms;
-        }
+    pub(crate) fn record_device_ms(&self, ms: f64) {
+        let mut t = self.device_time.lock().unwrap();
+        t.timed_submits += 1;
+        t.ms += ms;
     }
 }

@@ -1,8 +1,12 @@
 //! A [`Step`] records many dispatches into one command encoder and submits them once. Host
-//! readback happens only for buffers the caller asked for with [`Step::read`], after the submit.
+//! readback happens only for buffers the caller asked for with [`Step::read`], after the submit;
+//! [`Step::submit_deferred`] lets the host record the next step before they arrive.
 
+use super::binds::Key;
+use super::counters::Counts;
 use super::pipeline::{Access, Kernel, Pipeline, PARAMS_BYTES};
 use super::pool::Window;
+use super::staging::{Mapping, PendingOutput};
 use super::{Buffer, Gpu};
 use crate::error::{Error, Result};
 use std::sync::Arc;
@@ -10,6 +14,10 @@ use std::sync::Arc;
 enum Command {
     Dispatch { pipeline: Arc<Pipeline>, shader: &'static str, label: &'static str, offset: u32, buffers: Vec<(u32, Window)>, groups: [u32; 3] },
     Copy { src: wgpu::Buffer, src_offset: u64, dst: wgpu::Buffer, dst_offset: u64, bytes: u64 },
+    /// From offset `at` of the step's upload buffer, which exists only once the step is submitted.
+    Upload { at: u64, dst: wgpu::Buffer, dst_offset: u64, bytes: u64 },
+    /// Into offset `at` of the step's readback buffer (likewise taken at submit).
+    Read { src: wgpu::Buffer, src_offset: u64, at: u64, bytes: u64 },
 }
 
 /// Index of a readback requested with [`Step::read`].
@@ -18,7 +26,7 @@ pub struct ReadHandle(usize);
 
 /// What a submitted step brought back to the host.
 pub struct StepOutput {
-    reads: Vec<Vec<u8>>,
+    pub(crate) reads: Vec<Vec<u8>>,
     /// GPU time of the step's compute passes, when timing was asked for and the adapter has
     /// timestamp queries.
     pub gpu_ms: Option<f64>,
@@ -40,8 +48,11 @@ pub struct Step {
     gpu: Arc<Gpu>,
     params: Vec<u8>,
     commands: Vec<Command>,
-    /// Per read: its staging buffer (None for zero bytes) and length.
-    reads: Vec<(Option<wgpu::Buffer>, u64)>,
+    /// Bytes of every upload, 4-aligned, in recording order.
+    uploads: Vec<u8>,
+    /// Per read: its offset in the readback buffer and its length.
+    reads: Vec<(u64, u64)>,
+    read_bytes: u64,
     timed: bool,
     stride: u64,
 }
@@ -49,8 +60,9 @@ pub struct Step {
 impl Step {
     pub(crate) fn new(gpu: Arc<Gpu>) -> Step {
         let stride = PARAMS_BYTES.max(gpu.limits.min_uniform_buffer_offset_alignment as u64);
+        gpu.order_free();
         let timed = gpu.step_timing() && gpu.profile.is_none();
-        Step { gpu, params: Vec::new(), commands: Vec::new(), reads: Vec::new(), timed, stride }
+        Step { gpu, params: Vec::new(), commands: Vec::new(), uploads: Vec::new(), reads: Vec::new(), read_bytes: 0, timed, stride }
     }
 
     pub fn gpu(&self) -> &Arc<Gpu> {
@@ -138,26 +150,17 @@ impl Step {
     /// Write `data` into `buf` at `offset` at this point of the step. Unlike
     /// `queue.write_buffer` (which lands before the whole submission) this is ordered with the
     /// step's dispatches, so it is safe for pooled buffers that earlier commands of the same
-    /// step used before they were freed and handed out again.
+    /// step used before they were freed and handed out again. The bytes travel in the step's
+    /// one upload buffer (see `staging.rs`), copied into `buf` at this point of the step.
     pub fn upload(&mut self, buf: &Buffer, offset: u64, data: &[u8]) -> Result<()> {
         if data.is_empty() {
             return Ok(());
         }
+        let at = self.uploads.len() as u64;
         let len = (data.len() as u64).next_multiple_of(4);
-        let staging = self.gpu.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("upload"),
-            size: len,
-            usage: wgpu::BufferUsages::COPY_SRC,
-            mapped_at_creation: true,
-        });
-        let mut padded = data.to_vec();
-        padded.resize(len as usize, 0);
-        match staging.slice(..).get_mapped_range_mut() {
-            Ok(mut view) => view.copy_from_slice(&padded),
-            Err(e) => return Err(Error::Gpu { context: "upload".into(), message: e.to_string() }),
-        }
-        staging.unmap();
-        self.commands.push(Command::Copy { src: staging, src_offset: 0, dst: buf.raw().clone(), dst_offset: buf.offset() + offset, bytes: len });
+        self.uploads.extend_from_slice(data);
+        self.uploads.resize((at + len) as usize, 0);
+        self.commands.push(Command::Upload { at, dst: buf.raw().clone(), dst_offset: buf.offset() + offset, bytes: len });
         Ok(())
     }
 
@@ -165,24 +168,26 @@ impl Step {
     /// order: a pooled buffer freed after this call and reused later in the step cannot
     /// change what is read.
     pub fn read(&mut self, buf: &Buffer, offset: u64, bytes: u64) -> ReadHandle {
-        let staging = (bytes > 0).then(|| {
+        let at = self.read_bytes;
+        if bytes > 0 {
             let len = bytes.next_multiple_of(4);
-            let st = self.gpu.device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("readback"),
-                size: len,
-                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            });
-            self.commands.push(Command::Copy { src: buf.raw().clone(), src_offset: buf.offset() + offset, dst: st.clone(), dst_offset: 0, bytes: len });
-            st
-        });
-        self.reads.push((staging, bytes));
+            self.commands.push(Command::Read { src: buf.raw().clone(), src_offset: buf.offset() + offset, at, bytes: len });
+            self.read_bytes += len;
+        }
+        self.reads.push((at, bytes));
         ReadHandle(self.reads.len() - 1)
     }
 
     /// Submit everything recorded as one command buffer; waits only if something must be read
     /// back (or timed). GPU errors become [`Error::Gpu`].
     pub fn submit(self) -> Result<StepOutput> {
+        self.submit_deferred()?.wait()
+    }
+
+    /// Submit like [`Step::submit`] but do not wait for the reads: they are collected later
+    /// with [`PendingOutput::wait`], so the host can record the next step meanwhile. Errors
+    /// found while submitting are returned here, the step's own later ones by `wait`.
+    pub fn submit_deferred(mut self) -> Result<PendingOutput> {
         let gpu = self.gpu.clone();
         let dev = &gpu.device;
         let validation = dev.push_error_scope(wgpu::ErrorFilter::Validation);
@@ -192,8 +197,18 @@ impl Step {
         if !self.params.is_empty() {
             gpu.queue.write_buffer(&params, 0, &self.params);
         }
+        let upload = (!self.uploads.is_empty()).then(|| {
+            let b = gpu.take_upload(self.uploads.len() as u64);
+            gpu.queue.write_buffer(&b, 0, &self.uploads);
+            b
+        });
+        let readback = (self.read_bytes > 0).then(|| gpu.take_readback(self.read_bytes));
+        let serial = gpu.counts.submits.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let n_dispatches = self.commands.iter().filter(|c| matches!(c, Command::Dispatch { .. })).count();
+        Counts::add(&gpu.counts.dispatches, n_dispatches as u64);
         let timing = (self.timed && gpu.timestamps).then(|| {
             let set = dev.create_query_set(&wgpu::QuerySetDescriptor { label: None, ty: wgpu::QueryType::Timestamp, count: 2 });
+            Counts::add(&gpu.counts.staging, 2);
             let resolve = dev.create_buffer(&wgpu::BufferDescriptor {
                 label: None,
                 size: 16,
@@ -203,19 +218,34 @@ impl Step {
             (set, resolve)
         });
         let n_passes = count_passes(&self.commands);
-        let n_dispatches = self.dispatches();
         // Profiling (CELLNAS_PROFILE): every dispatch in its own pass with its own timestamps.
         let profiling = gpu.profile.is_some() && gpu.timestamps && !self.timed;
         let mut prof_sets: Vec<wgpu::QuerySet> = Vec::new();
         let mut prof_labels: Vec<(&'static str, &'static str)> = Vec::new();
 
+        let mut binds = gpu.binds.lock().unwrap();
+        let mut bind = |pipeline: &Pipeline, label: &str, buffers: &mut Vec<(u32, Window)>| {
+            let key = Key { pipeline: pipeline.pipeline.clone(), params: params.clone(), buffers: std::mem::take(buffers) };
+            binds.get(&gpu, pipeline, label, key, serial)
+        };
+        let mut commands = std::mem::take(&mut self.commands);
         let mut enc = dev.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("step") });
         let mut i = 0;
         let mut pass_index = 0;
-        while i < self.commands.len() {
-            match &self.commands[i] {
+        while i < commands.len() {
+            match &mut commands[i] {
                 Command::Copy { src, src_offset, dst, dst_offset, bytes } => {
                     enc.copy_buffer_to_buffer(src, *src_offset, dst, *dst_offset, *bytes);
+                    i += 1;
+                }
+                Command::Upload { at, dst, dst_offset, bytes } => {
+                    let src = upload.as_ref().expect("a step with uploads has an upload buffer");
+                    enc.copy_buffer_to_buffer(src, *at, dst, *dst_offset, *bytes);
+                    i += 1;
+                }
+                Command::Read { src, src_offset, at, bytes } => {
+                    let dst = readback.as_ref().expect("a step with reads has a readback buffer");
+                    enc.copy_buffer_to_buffer(src, *src_offset, dst, *at, *bytes);
                     i += 1;
                 }
                 Command::Dispatch { pipeline, shader, label, offset, buffers, groups } if profiling => {
@@ -230,11 +260,11 @@ impl Step {
                         end_of_pass_write_index: Some(at + 1),
                     });
                     let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes });
-                    let bg = bind_group(dev, &params, pipeline, label, buffers);
+                    let bg = bind(pipeline, label, buffers);
                     pass.set_pipeline(&pipeline.pipeline);
                     pass.set_bind_group(0, &bg, &[*offset]);
                     pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
-                    prof_labels.push((shader, label));
+                    prof_labels.push((*shader, *label));
                     i += 1;
                 }
                 Command::Dispatch { .. } => {
@@ -247,8 +277,8 @@ impl Step {
                         end_of_pass_write_index: last.then_some(1),
                     });
                     let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes });
-                    while let Some(Command::Dispatch { pipeline, label, offset, buffers, groups, .. }) = self.commands.get(i) {
-                        let bg = bind_group(dev, &params, pipeline, label, buffers);
+                    while let Some(Command::Dispatch { pipeline, label, offset, buffers, groups, .. }) = commands.get_mut(i) {
+                        let bg = bind(pipeline, label, buffers);
                         pass.set_pipeline(&pipeline.pipeline);
                         pass.set_bind_group(0, &bg, &[*offset]);
                         pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
@@ -263,6 +293,8 @@ impl Step {
                 enc.resolve_query_set(set, 0..2, resolve, 0);
             }
         }
+        binds.trim(serial);
+        drop(binds);
         let timing_staging = timing.as_ref().filter(|_| n_passes > 0).map(|(_, resolve)| {
             let st = dev.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("timestamps"),
@@ -286,8 +318,11 @@ impl Step {
                 (st, n)
             })
             .collect();
-        gpu.queue.submit([enc.finish()]);
+        let index = gpu.queue.submit([enc.finish()]);
         gpu.give_uniform(params);
+        if let Some(b) = upload {
+            gpu.give_upload(b);
+        }
         if !prof_staging.is_empty() {
             for (st, _) in &prof_staging {
                 st.slice(..).map_async(wgpu::MapMode::Read, |_| {});
@@ -308,59 +343,21 @@ impl Step {
             }
         }
 
-        let staged: Vec<&wgpu::Buffer> = self.reads.iter().filter_map(|(b, _)| b.as_ref()).chain(timing_staging.as_ref()).collect();
-        let mut reads = Vec::with_capacity(self.reads.len());
-        let mut gpu_ms = None;
-        if !staged.is_empty() {
-            for st in &staged {
-                st.slice(..).map_async(wgpu::MapMode::Read, |_| {});
-            }
-            dev.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| Error::DeviceLost(e.to_string()))?;
-            gpu.check("step")?;
-            let mapped = |st: &wgpu::Buffer| -> Result<Vec<u8>> {
-                let view = st.get_mapped_range(..).map_err(|e| Error::Gpu { context: "readback".into(), message: e.to_string() })?;
-                let v = view.to_vec();
-                drop(view);
-                st.unmap();
-                Ok(v)
-            };
-            for (st, bytes) in &self.reads {
-                match st {
-                    Some(st) => reads.push(mapped(st)?[..*bytes as usize].to_vec()),
-                    None => reads.push(Vec::new()),
-                }
-            }
-            if let Some(st) = &timing_staging {
-                let t: [u64; 2] = bytemuck::pod_read_unaligned(&mapped(st)?[..16]);
-                gpu_ms = Some(t[1].saturating_sub(t[0]) as f64 * gpu.queue.get_timestamp_period() as f64 / 1e6);
-            }
-        } else {
-            reads.resize(self.reads.len(), Vec::new());
-        }
         let oom = pollster::block_on(oom.pop());
         let val = pollster::block_on(validation.pop());
         if let Some(e) = val.or(oom) {
             return Err(Error::Gpu { context: "step".into(), message: e.to_string() });
         }
         gpu.check("step")?;
-        gpu.record_submit(n_dispatches, gpu_ms);
-        Ok(StepOutput { reads, gpu_ms })
+        // Mapping is requested after the submit: a buffer awaiting a map may not be submitted.
+        let readback = readback.map(Mapping::start);
+        let timing = timing_staging.map(Mapping::start);
+        Ok(PendingOutput { gpu: gpu.clone(), index, reads: std::mem::take(&mut self.reads), readback, timing })
     }
 }
 
 /// Dispatches per profiling query set (two timestamps each; wgpu allows 4096 queries a set).
 const PROFILE_SET: usize = 2048;
-
-fn bind_group(dev: &wgpu::Device, params: &wgpu::Buffer, pipeline: &Pipeline, label: &str, buffers: &[(u32, Window)]) -> wgpu::BindGroup {
-    let mut entries = vec![wgpu::BindGroupEntry {
-        binding: 0,
-        resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding { buffer: params, offset: 0, size: wgpu::BufferSize::new(PARAMS_BYTES) }),
-    }];
-    for (n, b) in buffers {
-        entries.push(wgpu::BindGroupEntry { binding: *n, resource: b.resource() });
-    }
-    dev.create_bind_group(&wgpu::BindGroupDescriptor { label: Some(label), layout: &pipeline.layout, entries: &entries })
-}
 
 fn count_passes(cmds: &[Command]) -> usize {
     let mut n = 0;
@@ -372,7 +369,7 @@ fn count_passes(cmds: &[Command]) -> usize {
                 in_pass = true;
             }
             Command::Dispatch { .. } => {}
-            Command::Copy { .. } => in_pass = false,
+            Command::Copy { .. } | Command::Upload { .. } | Command::Read { .. } => in_pass = false,
         }
     }
     n

@@ -70,19 +70,27 @@ pub fn fit(
         // Progress bars hide themselves off a terminal; a run logging to a file gets a plain
         // line every few minutes instead.
         let plain = !opts.quiet && !std::io::stderr().is_terminal();
-        let m = train_epoch(model, data, cfg, epoch, std::mem::take(&mut progress), &mut |i| paths(epoch, i), &mut |model, p, steps| {
+        let m = train_epoch(model, data, cfg, epoch, std::mem::take(&mut progress), &mut |i| paths(epoch, i), &mut |done| {
+            let (p, steps) = (done.progress, done.steps);
             pb.set_position(p.step as u64);
             let ips = ((p.step - resumed_at) * cfg.batch_size) as f64 / t0.elapsed().as_secs_f64();
-            pb.set_message(format!("loss {:.3} acc {:.1}% {ips:.0} img/s", p.loss(), 100.0 * p.accuracy()));
+            // A hidden bar (quiet, or not a terminal) would format a message nobody sees every step.
+            if !pb.is_hidden() {
+                pb.set_message(format!("loss {:.3} acc {:.1}% {ips:.0} img/s", p.loss(), 100.0 * p.accuracy()));
+            }
             if plain && last_line.elapsed() >= PLAIN_EVERY {
                 eprintln!("epoch {}: step {}/{steps}  loss {:.4}  train acc {:.2}%  {ips:.1} img/s", epoch + 1, p.step, p.loss(), 100.0 * p.accuracy());
                 last_line = Instant::now();
             }
             if opts.checkpoint_every.is_some_and(|every| last_save.elapsed() >= every) && p.step < steps {
-                save_checkpoint(run, &model.download()?, &json!({ "epoch": epoch, "progress": p }))?;
+                // The weights must be those of exactly `p.step` steps: wait for the steps in flight.
+                if !done.settled {
+                    return Ok(true);
+                }
+                save_checkpoint(run, &done.model.download()?, &json!({ "epoch": epoch, "progress": p }))?;
                 last_save = Instant::now();
             }
-            Ok(())
+            Ok(false)
         })?;
         pb.finish_and_clear();
         if !opts.quiet {

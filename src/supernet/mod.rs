@@ -9,7 +9,7 @@ use crate::nn::params::name_seed;
 use crate::nn::{BnStats, Graph, Mode};
 use crate::space::{Genotype, SearchSpace};
 use crate::tensor::Tensor;
-use crate::train::{epoch_batches, evaluate, Model};
+use crate::train::{epoch_batches, evaluate, Model, BATCHES_PER_SUBMIT};
 use rand::seq::SliceRandom;
 use rand::Rng;
 use std::time::Instant;
@@ -87,6 +87,11 @@ pub struct Score {
 /// Fresh BN statistics for `genotype` from `batches` training batches: running statistics are
 /// the plain average of the batch statistics (momentum 1/(k+1) for the k-th batch).
 pub fn recalibrate(model: &mut Model, genotype: &Genotype, train: &DeviceData, cfg: &EvalConfig, seed: u64) -> Result<BnStats> {
+    recalibrate_bounded(model, genotype, train, cfg, seed, BATCHES_PER_SUBMIT)
+}
+
+/// [`recalibrate`] with `per_submit` batches per submit (the statistics do not depend on it).
+pub fn recalibrate_bounded(model: &mut Model, genotype: &Genotype, train: &DeviceData, cfg: &EvalConfig, seed: u64, per_submit: usize) -> Result<BnStats> {
     let gpu = model.store.gpu().clone();
     let [c, h, w] = train.image_shape();
     let b = cfg.batch_size.min(train.n());
@@ -97,6 +102,10 @@ pub fn recalibrate(model: &mut Model, genotype: &Genotype, train: &DeviceData, c
     let mut bn = BnStats::new();
     let mut step = gpu.step();
     for (k, idx) in batches.iter().cycle().take(cfg.recalibration_batches).enumerate() {
+        if k > 0 && k % per_submit.max(1) == 0 {
+            step.submit()?;
+            step = gpu.step();
+        }
         let ib = gpu.alloc(4 * b as u64);
         step.upload(&ib, 0, bytemuck::cast_slice(idx))?;
         let x = Tensor::empty(&gpu, &[b, c, h, w]);

@@ -1,11 +1,15 @@
 //! The training loop shared by the supernet (one or several sampled paths per step) and
 //! stand-alone networks (one fixed genotype). One step reads top to bottom: assemble the batch
 //! on the device, forward, loss, backward (per path, gradients summed), clip, update — all
-//! recorded into one Step and submitted once; only the loss and correct count come back.
+//! recorded into one Step and submitted once; only the loss and correct count come back, a few
+//! steps later, so the host records the next steps while the device runs this one.
+
+mod eval;
+pub use eval::{evaluate, evaluate_bounded, BATCHES_PER_SUBMIT};
 
 use crate::data::{assemble, Augment, DeviceData};
 use crate::error::{Error, Result};
-use crate::gpu::{Gpu, Step};
+use crate::gpu::{Gpu, PendingOutput, ReadHandle, Step};
 use crate::nn::darts::{self, NetConfig};
 use crate::nn::params::name_seed;
 use crate::nn::{BnStats, Graph, Mode, ParamStore};
@@ -15,6 +19,8 @@ use crate::tensor::Tensor;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use std::collections::VecDeque;
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -109,6 +115,40 @@ pub fn epoch_batches(n: usize, batch: usize, seed: u64, epoch: usize) -> Vec<Vec
 /// Record one training step (all `paths` on the same batch, gradients summed, one update)
 /// and run it; returns (mean loss over paths, correct predictions of the first path).
 pub fn train_step(model: &mut Model, data: &DeviceData, indices: &[u32], aug: &Augment, aug_seed: u32, paths: &[Genotype], sgd: &Sgd, clip: f32) -> Result<(f64, u32)> {
+    let (loss, correct) = submit_train_step(model, data, indices, aug, aug_seed, paths, sgd, clip)?.wait()?;
+    if !loss.is_finite() {
+        return Err(Error::Invalid(format!("training diverged: loss is {loss} (try a lower --lr or a gradient clip)")));
+    }
+    Ok((loss, correct))
+}
+
+/// A submitted training step whose loss and correct count have not been read yet.
+pub struct PendingStep {
+    out: PendingOutput,
+    /// (loss, correct) per path.
+    reads: Vec<(ReadHandle, ReadHandle)>,
+}
+
+impl PendingStep {
+    /// Whether `wait` would not block.
+    pub fn is_ready(&self) -> bool {
+        self.out.is_ready()
+    }
+    /// (mean loss over paths, correct predictions of the first path); not checked for divergence.
+    pub fn wait(self) -> Result<(f64, u32)> {
+        let out = self.out.wait()?;
+        let f32_at = |h: ReadHandle| bytemuck::pod_read_unaligned::<f32>(&out.bytes(h)[..4]) as f64;
+        let loss = self.reads.iter().map(|(l, _)| f32_at(*l)).sum::<f64>() / self.reads.len() as f64;
+        Ok((loss, bytemuck::pod_read_unaligned::<u32>(&out.bytes(self.reads[0].1)[..4])))
+    }
+}
+
+/// [`train_step`] without waiting for its results.
+#[allow(clippy::too_many_arguments)]
+pub fn submit_train_step(model: &mut Model, data: &DeviceData, indices: &[u32], aug: &Augment, aug_seed: u32, paths: &[Genotype], sgd: &Sgd, clip: f32) -> Result<PendingStep> {
+    if paths.is_empty() {
+        return Err(Error::Invalid("a training step needs at least one path".into()));
+    }
     let gpu = model.store.gpu().clone();
     let b = indices.len();
     let [c, h, w] = data.image_shape();
@@ -118,7 +158,7 @@ pub fn train_step(model: &mut Model, data: &DeviceData, indices: &[u32], aug: &A
     let x = Tensor::empty(&gpu, &[b, c, h, w]);
     let labels = gpu.alloc(4 * b as u64);
     assemble(&mut step, data, &idx, b, aug, aug_seed, &x, &labels)?;
-    let mut reads = Vec::new();
+    let mut reads = Vec::with_capacity(paths.len());
     for genotype in paths {
         let mut g = Graph::new(step, &mut model.store, &mut model.bn, Mode::Train);
         let xin = g.input(x.clone());
@@ -131,13 +171,7 @@ pub fn train_step(model: &mut Model, data: &DeviceData, indices: &[u32], aug: &A
     // Several paths (FairNAS) sum their gradients into one update, as the FairNAS code does
     // (backward per model, one optimizer step).
     model.store.sgd_update(&mut step, sgd, (clip > 0.0).then_some(clip))?;
-    let out = step.submit()?;
-    let loss = reads.iter().map(|(l, _)| out.f32s(*l)[0] as f64).sum::<f64>() / paths.len() as f64;
-    let correct = out.u32s(reads[0].1)[0];
-    if !loss.is_finite() {
-        return Err(Error::Invalid(format!("training diverged: loss is {loss} (try a lower --lr or a gradient clip)")));
-    }
-    Ok((loss, correct))
+    Ok(PendingStep { out: step.submit_deferred()?, reads })
 }
 
 /// Where an epoch stands: steps done and the running sums of its metrics. A checkpoint taken
@@ -162,10 +196,30 @@ impl EpochProgress {
     }
 }
 
+/// Training steps whose loss and correct count may still be on their way back while the host
+/// records the next ones. One already lets the host record step N+1 while the device runs step
+/// N; a little more absorbs uneven host recording. Small, because each holds a staging buffer
+/// and delays the progress display by a step.
+pub const IN_FLIGHT: usize = 3;
+
+/// What `train_epoch` tells its `after_step` callback when a step's results have arrived.
+pub struct StepDone<'a> {
+    pub model: &'a Model,
+    /// Sums over the steps whose results have arrived, in step order.
+    pub progress: &'a EpochProgress,
+    /// Steps in the epoch.
+    pub steps: usize,
+    /// No later step is in flight: the model's weights are exactly those after
+    /// `progress.step` steps, so a checkpoint taken now is consistent.
+    pub settled: bool,
+}
+
 /// One epoch over `data`, from `start` (default: the beginning). `paths_for_step(i)` gives the
 /// genotype(s) step i trains; it is called for every step, the skipped ones of a resumed epoch
 /// included, so a caller drawing paths from a seeded generator stays in step.
-/// `after_step(model, progress, steps)` runs after each step (progress bars, checkpoints).
+/// `after_step` runs once per step, in order, when its results arrive (progress bars,
+/// checkpoints); returning `Ok(true)` asks for every step in flight to finish and for one more
+/// call with `settled` (a checkpoint wants that). The epoch returns only when all have arrived.
 #[allow(clippy::too_many_arguments)]
 pub fn train_epoch(
     model: &mut Model,
@@ -174,7 +228,23 @@ pub fn train_epoch(
     epoch: usize,
     start: EpochProgress,
     paths_for_step: &mut dyn FnMut(usize) -> Vec<Genotype>,
-    after_step: &mut dyn FnMut(&Model, &EpochProgress, usize) -> Result<()>,
+    after_step: &mut dyn FnMut(StepDone) -> Result<bool>,
+) -> Result<EpochMetrics> {
+    train_epoch_in_flight(model, data, cfg, epoch, start, paths_for_step, after_step, IN_FLIGHT)
+}
+
+/// [`train_epoch`] with at most `in_flight` steps unread; 0 reads every step back before the
+/// next is recorded. Results are the same for any depth (tests compare them).
+#[allow(clippy::too_many_arguments)]
+pub fn train_epoch_in_flight(
+    model: &mut Model,
+    data: &DeviceData,
+    cfg: &TrainConfig,
+    epoch: usize,
+    start: EpochProgress,
+    paths_for_step: &mut dyn FnMut(usize) -> Vec<Genotype>,
+    after_step: &mut dyn FnMut(StepDone) -> Result<bool>,
+    in_flight: usize,
 ) -> Result<EpochMetrics> {
     let batches = epoch_batches(data.n(), cfg.batch_size, cfg.seed, epoch);
     if batches.is_empty() {
@@ -184,28 +254,59 @@ pub fn train_epoch(
         return Err(Error::Invalid(format!("resume at step {} of an epoch that has {} steps", start.step, batches.len())));
     }
     let total_steps = cfg.epochs * batches.len();
+    let steps = batches.len();
     let mut p = start;
     let mut t0 = Instant::now();
     let mut base = p.seconds;
-    for (i, idx) in batches.iter().enumerate() {
-        let paths = paths_for_step(i);
-        if i < p.step {
-            continue;
+    // (step, its learning rate, batch size, results on their way)
+    let mut ring: VecDeque<(usize, f32, usize, PendingStep)> = VecDeque::with_capacity(in_flight + 1);
+    let mut settle = false;
+    // Reused for every step's augmentation seed name (same bytes as a fresh format!).
+    let mut name = String::new();
+    // One pass more than there are batches (`None`) collects what is still in flight.
+    for item in batches.iter().enumerate().map(Some).chain([None]) {
+        if let Some((i, idx)) = item {
+            let paths = paths_for_step(i);
+            if i < p.step {
+                continue;
+            }
+            let global = epoch * steps + i;
+            let lr = cfg.lr_at(global, total_steps);
+            let sgd = Sgd { lr, momentum: cfg.momentum, weight_decay: cfg.weight_decay, nesterov: false };
+            name.clear();
+            let _ = write!(name, "aug{global}");
+            let aug_seed = name_seed(cfg.seed, &name) as u32;
+            ring.push_back((i, lr, idx.len(), submit_train_step(model, data, idx, &cfg.augment, aug_seed, &paths, &sgd, cfg.grad_clip)?));
         }
-        let global = epoch * batches.len() + i;
-        p.lr = cfg.lr_at(global, total_steps);
-        let sgd = Sgd { lr: p.lr, momentum: cfg.momentum, weight_decay: cfg.weight_decay, nesterov: false };
-        let aug_seed = name_seed(cfg.seed, &format!("aug{global}")) as u32;
-        let (l, c) = train_step(model, data, idx, &cfg.augment, aug_seed, &paths, &sgd, cfg.grad_clip)?;
-        p.loss_sum += l * idx.len() as f64;
-        p.correct += c as u64;
-        p.seen += idx.len();
-        p.step = i + 1;
-        p.seconds = base + t0.elapsed().as_secs_f64();
-        after_step(model, &p, batches.len())?;
-        // Time spent in the callback (a checkpoint write) is not training time.
-        base = p.seconds;
-        t0 = Instant::now();
+        let last = item.is_none();
+        // Collect the oldest results when the ring is full, when they are already there, when a
+        // checkpoint asked to settle, and all of them at the end of the epoch.
+        while let Some(front) = ring.front() {
+            if !(last || settle || ring.len() > in_flight || front.3.is_ready()) {
+                break;
+            }
+            let (i, lr, n, pending) = ring.pop_front().expect("front exists");
+            let (l, c) = pending.wait()?;
+            if !l.is_finite() {
+                return Err(Error::Invalid(format!(
+                    "training diverged at epoch {} step {}/{steps}: loss is {l} (try a lower --lr or a gradient clip)",
+                    epoch + 1,
+                    i + 1
+                )));
+            }
+            p.lr = lr;
+            p.loss_sum += l * n as f64;
+            p.correct += c as u64;
+            p.seen += n;
+            p.step = i + 1;
+            p.seconds = base + t0.elapsed().as_secs_f64();
+            let settled = ring.is_empty();
+            let asked = after_step(StepDone { model, progress: &p, steps, settled })?;
+            settle = (settle || asked) && !settled;
+            // Time spent in the callback (a checkpoint write) is not training time.
+            base = p.seconds;
+            t0 = Instant::now();
+        }
     }
     Ok(EpochMetrics {
         epoch,
@@ -215,35 +316,4 @@ pub fn train_epoch(
         seconds: p.seconds,
         lr_end: p.lr,
     })
-}
-
-/// Accuracy and mean loss of `genotype` on all of `data` in evaluation mode (running BN
-/// statistics from `bn`). Forward only; one submit for the whole set.
-pub fn evaluate(net: &NetConfig, store: &mut ParamStore, bn: &mut BnStats, genotype: &Genotype, data: &DeviceData, batch: usize) -> Result<(f64, f64)> {
-    let gpu = store.gpu().clone();
-    let [c, h, w] = data.image_shape();
-    let mut step = gpu.step();
-    let mut reads = Vec::new();
-    let all: Vec<u32> = (0..data.n() as u32).collect();
-    for chunk in all.chunks(batch.max(1)) {
-        let b = chunk.len();
-        let idx = gpu.alloc(4 * b as u64);
-        step.upload(&idx, 0, bytemuck::cast_slice(chunk))?;
-        let x = Tensor::empty(&gpu, &[b, c, h, w]);
-        let labels = gpu.alloc(4 * b as u64);
-        assemble(&mut step, data, &idx, b, &Augment::default(), 0, &x, &labels)?;
-        let mut g = Graph::new(step, store, bn, Mode::Eval);
-        let xin = g.input(x);
-        let logits = darts::forward(&mut g, net, genotype, xin)?;
-        let (loss, correct) = g.cross_entropy(logits, &labels)?;
-        step = g.finish().expect("executing graph");
-        reads.push((b, step.read(&loss.buf, 0, 4), step.read(&correct, 0, 4)));
-    }
-    let out = step.submit()?;
-    let (mut loss, mut correct) = (0.0, 0u64);
-    for (b, l, c) in reads {
-        loss += out.f32s(l)[0] as f64 * b as f64;
-        correct += out.u32s(c)[0] as u64;
-    }
-    Ok((correct as f64 / data.n() as f64, loss / data.n() as f64))
 }
