@@ -24,6 +24,10 @@ fn conv2d() {
     check_family("conv2d");
 }
 #[test]
+fn relu_conv2d() {
+    check_family("relu_conv2d");
+}
+#[test]
 fn linear() {
     check_family("linear");
 }
