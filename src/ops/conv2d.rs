@@ -33,6 +33,11 @@
 //!
 //! `CELLNAS_CONV_GENERIC=1` turns the fast paths off, to compare them with the kernels above.
 //!
+//! ReLU -> conv fused (`forward_with`, `backward_input_with`, `backward_weight_with`; DARTS
+//! puts a ReLU in front of every conv op): every kernel above reads its input through max(x, 0)
+//! or masks the input gradient it stores by x > 0, chosen by override constants, so the fused
+//! pass is the plain pass's kernel and the graph never stores relu(x) (see `Fuse`).
+//!
 //! `forward_simple` / `backward_input_simple` compute one element per invocation: the readable
 //! statement of the math, tested against the reference like the tiled ones.
 
