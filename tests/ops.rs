@@ -24,8 +24,8 @@ fn conv2d() {
     check_family("conv2d");
 }
 #[test]
-fn relu_conv2d() {
-    check_family("relu_conv2d");
+fn conv2d_fused() {
+    check_family("conv2d_fused");
 }
 #[test]
 fn linear() {

@@ -891,8 +891,8 @@ impl OpCase for ConvCase {
         match (self.relu, self.simple) {
             (false, false) => "conv2d",
             (false, true) => "conv2d_simple",
-            (true, false) => "relu_conv2d",
-            (true, true) => "relu_conv2d_simple",
+            (true, false) => "conv2d_fused",
+            (true, true) => "conv2d_fused_simple",
         }
     }
     fn shape(&self) -> String {
