@@ -44,11 +44,14 @@ const KMAX: u32 = 13u;
 // A ReLU in front of the convolution, fused: RELU = 1 reads x through max(x, 0) (forward and
 // weight gradient; never set where x is dy: flipped backward_input, depthwise_t). MASK = 1
 // stores out only where the pre-ReLU input xm is > 0 (backward_input: out = dx, laid out like
-// the input). xm is bound in every depthwise, dense and depthwise_t dispatch (some read-only
-// buffer when MASK = 0, never read).
+// the input); MASK = 2 is the same with the mask read as vec4s where out rows are whole vec4s
+// (depthwise, dense: a quarter of the mask loads, and lavapipe pays per load). xm / xm4 are
+// bound in every depthwise, dense and depthwise_t dispatch (some read-only buffer when
+// MASK = 0, never read).
 override RELU: u32 = 0u;
 override MASK: u32 = 0u;
 @group(0) @binding(6) var<storage, read> xm: array<f32>;
+@group(0) @binding(7) var<storage, read> xm4: array<vec4<f32>>;
 
 fn act(v: f32) -> f32 {
     if (RELU == 1u) { return max(v, 0.0); }
@@ -58,6 +61,11 @@ fn act(v: f32) -> f32 {
 fn masked(i: u32, v: f32) -> f32 {
     if (MASK == 1u) { return select(0.0, v, xm[i] > 0.0); }
     return v;
+}
+
+// v masked by the vec4 of xm at i (a multiple of 4).
+fn masked4(i: u32, v: vec4<f32>) -> vec4<f32> {
+    return select(vec4<f32>(0.0), v, xm4[i / 4u] > vec4<f32>(0.0));
 }
 
 // x[row + i] for 0 <= i < iw, else 0 (zero padding); the index is clamped so the load itself
@@ -121,8 +129,15 @@ fn tap(ky: u32, kx: u32) -> u32 {
     return select(i, K * K - 1u - i, FLIP == 1u);
 }
 
-fn store8(plane: u32, oy: u32, ox0: u32, v0: vec4<f32>, v1: vec4<f32>) {
+fn store8(plane: u32, oy: u32, ox0: u32, u0: vec4<f32>, u1: vec4<f32>) {
     let at = (plane * p.oh + oy) * p.ow + ox0;
+    var v0 = u0;
+    var v1 = u1;
+    if (MASK == 2u) {
+        // ow % 4 == 0 and ox0 % 8 == 0: each half is all inside the row or all past it.
+        v0 = masked4(at, v0);
+        if (ox0 + 4u < p.ow) { v1 = masked4(at + 4u, v1); }
+    }
     for (var j = 0u; j < 4u; j++) {
         if (ox0 + j < p.ow) { out[at + j] = masked(at + j, v0[j]); }
         if (ox0 + 4u + j < p.ow) { out[at + 4u + j] = masked(at + 4u + j, v1[j]); }

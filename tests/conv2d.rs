@@ -184,6 +184,18 @@ fn relu_fused_is_deterministic() {
     assert_deterministic_with([2, 3, 10, 13], [10, 3, 3, 3], conv(1, 1, 1, 1), true);
 }
 
+/// Tiny tensors next to kernels that bind vec4 views (the vec4 scatter, the row kernels' vec4
+/// mask): a binding of fewer than 16 bytes would be a validation error, fused or not.
+#[test]
+fn tiny_tensors_bind_validly() {
+    let conv = |stride, padding, dilation, groups| Conv2d { stride, padding, dilation, groups };
+    for relu in [false, true] {
+        assert_deterministic_with([1, 1, 4, 4], [1, 1, 1, 1], conv(4, 0, 1, 1), relu);
+        assert_deterministic_with([1, 1, 1, 1], [1, 1, 3, 3], conv(1, 1, 1, 1), relu);
+        assert_deterministic_with([1, 1, 2, 1], [1, 1, 3, 3], conv(1, 1, 1, 1), relu);
+    }
+}
+
 /// A fused ReLU changes no kernel choice: at the supernet's shapes every pass of the fused
 /// launchers records exactly the kernels of the plain ones (no fallback to the general
 /// kernels, no extra pass), and those are the fast kernels `path()` names.

@@ -228,8 +228,9 @@ struct GemmParams {
     _pad: [u32; 3],
 }
 
-const DEPTHWISE: Kernel = kernel!("conv2d_rows.wgsl", "depthwise", [1: Read, 2: Read, 3: ReadWrite, 6: Read]);
-const DENSE: Kernel = kernel!("conv2d_rows.wgsl", "dense", [1: Read, 2: Read, 3: ReadWrite, 6: Read]);
+// The row kernels bind a fused ReLU's mask as floats (6) and, depthwise and dense, as vec4s (7).
+const DEPTHWISE: Kernel = kernel!("conv2d_rows.wgsl", "depthwise", [1: Read, 2: Read, 3: ReadWrite, 6: Read, 7: Read]);
+const DENSE: Kernel = kernel!("conv2d_rows.wgsl", "dense", [1: Read, 2: Read, 3: ReadWrite, 6: Read, 7: Read]);
 const WEIGHT_ROWS: Kernel = kernel!("conv2d_rows.wgsl", "weight_rows", [1: Read, 2: Read, 3: ReadWrite]);
 const WEIGHT_ROWS4: Kernel = kernel!("conv2d_rows.wgsl", "weight_rows4", [4: Read, 5: Read, 3: ReadWrite]);
 const DEPTHWISE_T: Kernel = kernel!("conv2d_rows.wgsl", "depthwise_t", [1: Read, 2: Read, 3: ReadWrite, 6: Read]);
@@ -312,10 +313,11 @@ fn depthwise(step: &mut Step, input: &Tensor, w: &Tensor, s: usize, dil: usize, 
     let q = DwParams { tiles: u(n * c * pairs * xtiles), pairs: u(pairs), ..q };
     let wg = step.gpu().wg1d();
     let k = w.shape[2] as f64;
-    let [r, m] = f.consts();
+    let [r, m] = row_consts(f, ow);
     let consts = [("WG", wg as f64), ("K", k), ("D", dil as f64), ("S", s as f64), ("FLIP", flip as u32 as f64), ("R", rows as f64), r, m];
     let groups = step.gpu().grid(q.tiles, wg);
-    step.dispatch(&DEPTHWISE, &consts, &q, &[&input.buf, &w.buf, &output.buf, &f.mask_or(w).buf], groups)
+    let (m, m4) = row_masks(step, f, ow, w);
+    step.dispatch(&DEPTHWISE, &consts, &q, &[&input.buf, &w.buf, &output.buf, &m.buf, &m4.buf], groups)
 }
 
 /// Output rows per depthwise invocation: more rows share each loaded input row and weight
@@ -355,6 +357,24 @@ fn depthwise_t(step: &mut Step, dy: &Tensor, w: &Tensor, p: &Conv2d, f: Fuse, dx
     Ok(())
 }
 
+/// RELU / MASK of the depthwise and dense kernels writing rows `ow` wide: the mask read as vec4s
+/// (MASK = 2) where those rows are whole vec4s.
+fn row_consts(f: Fuse, ow: usize) -> [(&'static str, f64); 2] {
+    let [r, m] = f.consts();
+    if f.mask.is_some() && ow.is_multiple_of(4) { [r, ("MASK", 2.0)] } else { [r, m] }
+}
+
+/// Buffers for the row kernels' mask bindings (floats, vec4s). A vec4 binding needs at least 16
+/// bytes, which neither the weights nor a tiny mask need have: where the vec4 mask is not read,
+/// a 4-float buffer from the pool fills it.
+fn row_masks<'a>(step: &Step, f: Fuse<'a>, ow: usize, w: &'a Tensor) -> (Tensor, Tensor) {
+    let m = f.mask_or(w).clone();
+    match f.mask {
+        Some(x) if ow.is_multiple_of(4) => (m, x.clone()),
+        _ => (m, Tensor::empty(step.gpu(), &[4])),
+    }
+}
+
 /// Dense (groups 1), square kernel, stride 1 or 2, row segment within the shader's room.
 fn is_dense(w: &[usize], p: &Conv2d) -> bool {
     let k = w[2];
@@ -377,10 +397,11 @@ fn dense(step: &mut Step, input: &Tensor, w: &Tensor, (so, si): (usize, usize), 
     let q = DwParams { cin: u(cin), cout: u(cout), ctiles: u(ctiles), so: u(so), si: u(si), tiles: u(n * ctiles * oh * xtiles), ..q };
     let wg = step.gpu().wg1d();
     let k = w.shape[2] as f64;
-    let [r, m] = f.consts();
+    let [r, m] = row_consts(f, ow);
     let consts = [("WG", wg as f64), ("K", k), ("D", dil as f64), ("S", s as f64), ("FLIP", flip as u32 as f64), ("CT", ct as f64), r, m];
     let groups = step.gpu().grid(q.tiles, wg);
-    step.dispatch(&DENSE, &consts, &q, &[&input.buf, &w.buf, &output.buf, &f.mask_or(w).buf], groups)
+    let (m, m4) = row_masks(step, f, ow, w);
+    step.dispatch(&DENSE, &consts, &q, &[&input.buf, &w.buf, &output.buf, &m.buf, &m4.buf], groups)
 }
 
 /// weight_rows sums at least about this many outputs per invocation (whole images).
@@ -494,8 +515,13 @@ fn scatter(step: &mut Step, sub: &Tensor, s: usize, f: Fuse, dx: &Tensor) -> Res
         return step.dispatch(k, &fconsts, &q, &[&sub.buf, &dx.buf, m], step.gpu().grid(q.total.div_ceil(4), wg));
     }
     let q = stride_params(dx, sub, n * c * sub.shape[2] * w.div_ceil(4));
-    let k = if rows_whole { &SCATTER4 } else { &SCATTER };
-    step.dispatch(k, &fconsts, &q, &[&sub.buf, &dx.buf, m], step.gpu().grid(q.total, wg))
+    if !rows_whole {
+        return step.dispatch(&SCATTER, &fconsts, &q, &[&sub.buf, &dx.buf, m], step.gpu().grid(q.total, wg));
+    }
+    // scatter4 reads the mask as vec4s; unmasked, a 4-float buffer fills the binding (a vec4
+    // binding needs 16 bytes, which sub need not have).
+    let m4 = f.mask.cloned().unwrap_or_else(|| Tensor::empty(step.gpu(), &[4]));
+    step.dispatch(&SCATTER4, &fconsts, &q, &[&sub.buf, &dx.buf, &m4.buf], step.gpu().grid(q.total, wg))
 }
 
 /// weight_rows4 (vec4 loads) needs input and dy rows of whole vec4s.
