@@ -82,8 +82,8 @@ pub struct Conv2d {
 /// A ReLU in front of the convolution, fused into its kernels (the caller never stores
 /// relu(x)): `relu` makes a launch read its input x through max(x, 0) (forward, weight
 /// gradient); `mask` is the pre-ReLU input, and an input-gradient launch stores dx only where it
-/// is > 0 (the ReLU's backward). Override constants of every conv shader, so no source is
-/// duplicated and the unfused pipelines are unchanged.
+/// is > 0 (the ReLU's backward). Both are override constants of every conv shader, so no
+/// kernel source is duplicated and a plain conv compiles without either.
 #[derive(Clone, Copy, Default)]
 struct Fuse<'a> {
     relu: bool,
