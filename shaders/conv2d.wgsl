@@ -24,11 +24,31 @@ override CT: u32 = 4u;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 
+// A ReLU in front of the convolution, fused (the graph then never stores relu(x)):
+// RELU = 1 reads x through max(x, 0) (forward, weight_partial: `a` is x there, never dy);
+// MASK = 1 makes backward_input write dx only where the pre-ReLU input xm is > 0, the ReLU's
+// own backward. Override constants, so the unfused pipelines compile without either.
+override RELU: u32 = 0u;
+override MASK: u32 = 0u;
+// Bound in every backward_input dispatch (some read-only buffer when MASK = 0, never read).
+@group(0) @binding(4) var<storage, read> xm: array<f32>;
+
+fn act(v: f32) -> f32 {
+    if (RELU == 1u) { return max(v, 0.0); }
+    return v;
+}
+
+// dx value v at index i of dx, which is also x's index of the same element.
+fn masked(i: u32, v: f32) -> f32 {
+    if (MASK == 1u) { return select(0.0, v, xm[i] > 0.0); }
+    return v;
+}
+
 // a[row + i] for 0 <= i < len, else 0 (zero padding). The index is clamped so that the load
 // itself never leaves the row, whichever way select evaluates.
 fn load_a(row: u32, i: i32, len: u32) -> f32 {
     let inside = i >= 0 && i < i32(len);
-    return select(0.0, a[row + u32(clamp(i, 0, i32(len) - 1))], inside);
+    return select(0.0, act(a[row + u32(clamp(i, 0, i32(len) - 1))]), inside);
 }
 
 fn store_row(at: u32, x0: u32, len: u32, v: vec4<f32>) {
@@ -41,7 +61,7 @@ fn store_row(at: u32, x0: u32, len: u32, v: vec4<f32>) {
 fn store_strided(row: u32, ix0: u32, v: vec4<f32>) {
     for (var j = 0u; j < 4u; j++) {
         let ix = ix0 + p.stride * j;
-        if (ix < p.w) { out[row + ix] = v[j]; }
+        if (ix < p.w) { out[row + ix] = masked(row + ix, v[j]); }
     }
 }
 
@@ -64,7 +84,7 @@ fn forward_simple(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
             for (var kx = 0u; kx < p.kw; kx++) {
                 let ix = i32(ox * p.stride + kx * p.dil) - i32(p.pad);
                 if (ix < 0 || ix >= i32(p.w)) { continue; }
-                sum += a[((n * p.cin + ci) * p.h + u32(iy)) * p.w + u32(ix)] * b[((co * p.cin_g + cl) * p.kh + ky) * p.kw + kx];
+                sum += act(a[((n * p.cin + ci) * p.h + u32(iy)) * p.w + u32(ix)]) * b[((co * p.cin_g + cl) * p.kh + ky) * p.kw + kx];
             }
         }
     }
@@ -153,7 +173,7 @@ fn backward_input_simple(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wor
             }
         }
     }
-    out[i] = sum;
+    out[i] = masked(i, sum);
 }
 
 // Tile: CT input channels of one group x 4 input pixels ix = r + s*(4*tt + j), j = 0..3, of one
@@ -258,7 +278,7 @@ fn weight_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
         let dr = ((n * p.cout + co0) * p.ho + oy) * p.wo;
         var xi = ((n * p.cin + ci) * p.h + u32(iy)) * p.w + ix_lo;
         for (var ox = u32(lo); ox < u32(hi); ox++) {
-            let xv = a[xi];
+            let xv = act(a[xi]);
             a0 += b[dr + ox] * xv;
             if (CT > 1u) { a1 += b[dr + d1 + ox] * xv; }
             if (CT > 2u) { a2 += b[dr + d2 + ox] * xv; }

@@ -26,6 +26,30 @@ override MT: u32 = 8u;
 // gemm4v's view of the output (rows of whole vec4s).
 @group(0) @binding(6) var<storage, read_write> out4: array<vec4<f32>>;
 
+// A ReLU in front of the convolution, fused: RELU = 1 reads B through max(B, 0) (forward and
+// backward_weight, where B is x; never set for backward_input, where B is dy). MASK = 1 stores C
+// only where the pre-ReLU input xm is > 0 (backward_input: C = dx, laid out like x). The
+// bindings are bound in every dispatch (some read-only buffer when MASK = 0, never read).
+override RELU: u32 = 0u;
+override MASK: u32 = 0u;
+@group(0) @binding(7) var<storage, read> xm: array<f32>;
+@group(0) @binding(8) var<storage, read> xm4: array<vec4<f32>>;
+
+fn masked(i: u32, v: f32) -> f32 {
+    if (MASK == 1u) { return select(0.0, v, xm[i] > 0.0); }
+    return v;
+}
+
+fn masked4(i: u32, v: vec4<f32>) -> vec4<f32> {
+    if (MASK == 1u) { return select(vec4<f32>(0.0), v, xm4[i] > vec4<f32>(0.0)); }
+    return v;
+}
+
+fn relu_cols(t: mat4x4<f32>) -> mat4x4<f32> {
+    let z = vec4<f32>(0.0);
+    return mat4x4<f32>(max(t[0], z), max(t[1], z), max(t[2], z), max(t[3], z));
+}
+
 // A gemm4 tile: 8 rows x 4 columns (c) and, with JV = 2, 4 more columns (d).
 struct Tile4 {
     ok: bool,
@@ -48,10 +72,10 @@ override BV: u32 = 1u;
 override JV: u32 = 1u;
 
 fn store4(at: u32, j0: u32, v: vec4<f32>) {
-    out[at] = v.x;
-    if (j0 + 1u < p.j) { out[at + 1u] = v.y; }
-    if (j0 + 2u < p.j) { out[at + 2u] = v.z; }
-    if (j0 + 3u < p.j) { out[at + 3u] = v.w; }
+    out[at] = masked(at, v.x);
+    if (j0 + 1u < p.j) { out[at + 1u] = masked(at + 1u, v.y); }
+    if (j0 + 2u < p.j) { out[at + 2u] = masked(at + 2u, v.z); }
+    if (j0 + 3u < p.j) { out[at + 3u] = masked(at + 3u, v.w); }
 }
 
 // Batched GEMM for 1x1 convolutions: C[bt][m, j] = sum over k of A(m, k) * B(k, j), with
@@ -95,7 +119,8 @@ fn gemm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     var ai = ar + k0 * p.sak;
     var bi = n * p.b_batch + k0 * p.sbk + j0 * p.sbj;
     for (var kk = k0; kk < k1; kk++) {
-        let x = vec4<f32>(b[bi], b[bi + o1], b[bi + o2], b[bi + o3]);
+        var x = vec4<f32>(b[bi], b[bi + o1], b[bi + o2], b[bi + o3]);
+        if (RELU == 1u) { x = max(x, vec4<f32>(0.0)); }
         c0 += x * a[ai];
         if (MT > 1u) { c1 += x * a[ai + r1]; }
         if (MT > 2u) { c2 += x * a[ai + r2]; }
@@ -206,6 +231,10 @@ fn tile4(wid: vec3<u32>, lid: vec3<u32>) -> Tile4 {
             t = transpose(b4[q], b4[q + o1 / 4u], b4[q + o2 / 4u], b4[q + o3 / 4u]);
             bi += 4u;
         }
+        if (RELU == 1u) {
+            t = relu_cols(t);
+            if (JV > 1u) { u = relu_cols(u); }
+        }
         var w: mat4x4<f32>;
         var x: mat4x4<f32>;
         if (AV == 1u) {
@@ -281,8 +310,8 @@ fn gemm4v(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
 
 // A row of a gemm4v tile: 4 columns, and 4 more when the tile is two groups wide.
 fn put4(at: u32, c: vec4<f32>, d: vec4<f32>, second: bool) {
-    out4[at] = c;
-    if (second) { out4[at + 1u] = d; }
+    out4[at] = masked4(at, c);
+    if (second) { out4[at + 1u] = masked4(at + 1u, d); }
 }
 
 // A row of a gemm4 tile: 4 columns, and 4 more when JV = 2.

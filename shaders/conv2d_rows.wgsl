@@ -41,10 +41,37 @@ const KMAX: u32 = 13u;
 @group(0) @binding(2) var<storage, read> w: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 
+// A ReLU in front of the convolution, fused: RELU = 1 reads x through max(x, 0) (forward and
+// weight gradient; never set where x is dy: flipped backward_input, depthwise_t). MASK = 1
+// stores out only where the pre-ReLU input xm is > 0 (backward_input: out = dx, laid out like
+// the input); MASK = 2 is the same with the mask read as vec4s where out rows are whole vec4s
+// (depthwise, dense: a quarter of the mask loads, and lavapipe pays per load). xm / xm4 are
+// bound in every depthwise, dense and depthwise_t dispatch (some read-only buffer when
+// MASK = 0, never read).
+override RELU: u32 = 0u;
+override MASK: u32 = 0u;
+@group(0) @binding(6) var<storage, read> xm: array<f32>;
+@group(0) @binding(7) var<storage, read> xm4: array<vec4<f32>>;
+
+fn act(v: f32) -> f32 {
+    if (RELU == 1u) { return max(v, 0.0); }
+    return v;
+}
+
+fn masked(i: u32, v: f32) -> f32 {
+    if (MASK == 1u) { return select(0.0, v, xm[i] > 0.0); }
+    return v;
+}
+
+// v masked by the vec4 of xm at i (a multiple of 4).
+fn masked4(i: u32, v: vec4<f32>) -> vec4<f32> {
+    return select(vec4<f32>(0.0), v, xm4[i / 4u] > vec4<f32>(0.0));
+}
+
 // x[row + i] for 0 <= i < iw, else 0 (zero padding); the index is clamped so the load itself
 // stays inside the row whichever way select evaluates.
 fn load_x(row: u32, i: i32) -> f32 {
-    return select(0.0, x[row + u32(clamp(i, 0, i32(p.iw) - 1))], i >= 0 && i < i32(p.iw));
+    return select(0.0, act(x[row + u32(clamp(i, 0, i32(p.iw) - 1))]), i >= 0 && i < i32(p.iw));
 }
 
 // out plane (n, c) = correlation of x plane (n, c) with the KxK kernel of c, dilation D,
@@ -102,11 +129,18 @@ fn tap(ky: u32, kx: u32) -> u32 {
     return select(i, K * K - 1u - i, FLIP == 1u);
 }
 
-fn store8(plane: u32, oy: u32, ox0: u32, v0: vec4<f32>, v1: vec4<f32>) {
+fn store8(plane: u32, oy: u32, ox0: u32, u0: vec4<f32>, u1: vec4<f32>) {
     let at = (plane * p.oh + oy) * p.ow + ox0;
+    var v0 = u0;
+    var v1 = u1;
+    if (MASK == 2u) {
+        // ow % 4 == 0 and ox0 % 8 == 0: each half is all inside the row or all past it.
+        v0 = masked4(at, v0);
+        if (ox0 + 4u < p.ow) { v1 = masked4(at + 4u, v1); }
+    }
     for (var j = 0u; j < 4u; j++) {
-        if (ox0 + j < p.ow) { out[at + j] = v0[j]; }
-        if (ox0 + 4u + j < p.ow) { out[at + 4u + j] = v1[j]; }
+        if (ox0 + j < p.ow) { out[at + j] = masked(at + j, v0[j]); }
+        if (ox0 + 4u + j < p.ow) { out[at + 4u + j] = masked(at + 4u + j, v1[j]); }
     }
 }
 
@@ -258,7 +292,9 @@ fn weight_rows4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
                 var sv: array<vec4<f32>, 7>;
                 for (var j = 0u; j < nv; j++) {
                     let xi = a + 4 * i32(j);
-                    sv[j] = select(vec4<f32>(0.0), x4[(row + u32(clamp(xi, 0, iw - 4))) / 4u], xi >= 0 && xi < iw);
+                    var v = x4[(row + u32(clamp(xi, 0, iw - 4))) / 4u];
+                    if (RELU == 1u) { v = max(v, vec4<f32>(0.0)); }
+                    sv[j] = select(vec4<f32>(0.0), v, xi >= 0 && xi < iw);
                 }
                 var seg: array<f32, SEG>;
                 for (var i = 0u; i < len; i++) {
@@ -399,7 +435,7 @@ fn depthwise_t(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     let at = (plane * p.oh + RY + S * q) * p.ow;
     for (var j = 0u; j < 4u; j++) {
         let ix = RX + S * (xq + j);
-        if (ix < p.ow) { out[at + ix] = a0[j]; }
-        if (ix + 4u * S < p.ow) { out[at + ix + 4u * S] = a1[j]; }
+        if (ix < p.ow) { out[at + ix] = masked(at + ix, a0[j]); }
+        if (ix + 4u * S < p.ow) { out[at + ix + 4u * S] = masked(at + ix + 4u * S, a1[j]); }
     }
 }

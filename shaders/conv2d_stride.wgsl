@@ -15,11 +15,25 @@ struct Params {
 }
 
 override S: u32 = 2u;
+// A ReLU in front of the convolution, fused: RELU = 1 gathers max(x, 0), so the GEMMs after it
+// see relu(x); MASK = 1 scatters dx only where the pre-ReLU input xm is > 0 (zeros elsewhere,
+// as everywhere off the stride grid). xm / xm4 are bound in every scatter / spread dispatch
+// (some read-only buffer when MASK = 0, never read).
+override RELU: u32 = 0u;
+override MASK: u32 = 0u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> src: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dst: array<f32>;
 @group(0) @binding(3) var<storage, read_write> dst4: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read> xm: array<f32>;
+@group(0) @binding(6) var<storage, read> xm4: array<vec4<f32>>;
+
+// dx value v at index i of dx (x's index of the same element).
+fn masked(i: u32, v: f32) -> f32 {
+    if (MASK == 1u) { return select(0.0, v, xm[i] > 0.0); }
+    return v;
+}
 
 // Indices in x [planes, h, w] of elements e .. e+3 of the gathered [planes, ho, wo], those
 // past the end clamped to x's last. One set of divisions, then steps: integer division is
@@ -48,7 +62,9 @@ fn gather_at(e: u32) -> vec4<u32> {
 // Four consecutive elements of the gathered tensor from element e (p.total elements).
 fn gathered(e: u32) -> vec4<f32> {
     let at = gather_at(e);
-    return vec4<f32>(src[at.x], src[at.y], src[at.z], src[at.w]);
+    let v = vec4<f32>(src[at.x], src[at.y], src[at.z], src[at.w]);
+    if (RELU == 1u) { return max(v, vec4<f32>(0.0)); }
+    return v;
 }
 
 // dst[e] = x[plane, S*oy, S*ox], 4 consecutive e per invocation.
@@ -110,7 +126,7 @@ fn scatter(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     let b = block(i);
     let n = min(4u, p.w - b.ix0);
     for (var c = 0u; c < n; c++) {
-        dst[b.at + c] = b.v[c];
+        dst[b.at + c] = masked(b.at + c, b.v[c]);
         for (var r = 1u; r < b.rows; r++) { dst[b.at + r * p.w + c] = 0.0; }
     }
 }
@@ -122,7 +138,9 @@ fn scatter4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     if (i >= p.total) { return; }
     let b = block(i);
     let w4 = p.w / 4u;
-    dst4[b.at / 4u] = b.v;
+    var v = b.v;
+    if (MASK == 1u) { v = select(vec4<f32>(0.0), v, xm4[b.at / 4u] > vec4<f32>(0.0)); }
+    dst4[b.at / 4u] = v;
     for (var r = 1u; r < b.rows; r++) { dst4[b.at / 4u + r * w4] = vec4<f32>(0.0); }
 }
 
@@ -143,10 +161,10 @@ fn zero4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
 
 fn spread_store(e: u32, v: vec4<f32>) {
     let at = gather_at(e);
-    dst[at.x] = v.x;
-    if (e + 1u < p.total) { dst[at.y] = v.y; }
-    if (e + 2u < p.total) { dst[at.z] = v.z; }
-    if (e + 3u < p.total) { dst[at.w] = v.w; }
+    dst[at.x] = masked(at.x, v.x);
+    if (e + 1u < p.total) { dst[at.y] = masked(at.y, v.y); }
+    if (e + 2u < p.total) { dst[at.z] = masked(at.z, v.z); }
+    if (e + 3u < p.total) { dst[at.w] = masked(at.w, v.w); }
 }
 
 // dx[plane, S*oy, S*ox] = src[e], 4 consecutive e per invocation (p.total = src elements).

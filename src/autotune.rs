@@ -283,7 +283,8 @@ pub fn load_choices(source: &CacheSource, adapter: &AdapterKey) -> (Choices, Opt
 /// What to time for one choice point.
 #[derive(Clone, Debug)]
 pub enum Site {
-    Conv { x: [usize; 4], w: [usize; 4], p: Conv2d, pass: Pass },
+    /// `relu`: the network runs this conv with ReLU fused on its input, so that is timed.
+    Conv { x: [usize; 4], w: [usize; 4], p: Conv2d, pass: Pass, relu: bool },
     Pool { x: [usize; 4], p: Pool2d },
     Relu { x: [usize; 4] },
 }
@@ -299,7 +300,7 @@ pub struct ChoicePoint {
 impl ChoicePoint {
     pub fn shape(&self) -> String {
         match &self.site {
-            Site::Conv { x, w, p, .. } => ConvCase { x: *x, w: *w, p: *p, simple: false }.shape(),
+            Site::Conv { x, w, p, relu, .. } => ConvCase { x: *x, w: *w, p: *p, simple: false, relu: *relu }.shape(),
             Site::Pool { x, p } => format!("n{} c{} {}x{} k{} s{} p{}", x[0], x[1], x[2], x[3], p.kernel, p.stride, p.padding),
             Site::Relu { x } => format!("n{} c{} {}x{}", x[0], x[1], x[2], x[3]),
         }
@@ -321,10 +322,10 @@ pub fn network_points(cfg: &NetConfig, genotypes: &[Genotype], batch: usize, ima
     };
     for g in genotypes {
         let (convs, pools, relus) = crate::nn::darts::op_shapes(cfg, g, batch, image)?;
-        for (x, w, p) in convs {
+        for (x, w, p, relu) in convs {
             let (x, w) = (four(&x)?, four(&w)?);
             for pass in [Pass::Forward, Pass::BackwardInput, Pass::BackwardWeight] {
-                add(conv_key(&x, &w, &p, pass), CONV_VARIANTS, Site::Conv { x, w, p, pass });
+                add(conv_key(&x, &w, &p, pass), CONV_VARIANTS, Site::Conv { x, w, p, pass, relu });
             }
         }
         for (x, p) in pools {
@@ -377,7 +378,7 @@ fn tune_inner(gpu: &Arc<Gpu>, points: &[ChoicePoint], warmup: usize, reps: usize
         // strided one) run their defaults whatever was measured before.
         gpu.set_kernel_choices(Choices::new());
         let (case, passes): (Box<dyn OpCase>, Vec<Pass>) = match &point.site {
-            Site::Conv { x, w, p, pass } => (Box::new(ConvCase { x: *x, w: *w, p: *p, simple: false }), vec![*pass]),
+            Site::Conv { x, w, p, pass, relu } => (Box::new(ConvCase { x: *x, w: *w, p: *p, simple: false, relu: *relu }), vec![*pass]),
             Site::Pool { x, p } => (pool::case(*x, *p), vec![Pass::Forward, Pass::BackwardInput]),
             Site::Relu { x } => (crate::ops::elementwise::relu_case(x), vec![Pass::Forward, Pass::BackwardInput]),
         };

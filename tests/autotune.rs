@@ -93,7 +93,7 @@ fn a_general_entry_changes_the_kernel_and_the_result_still_matches_the_reference
     assert_eq!(conv2d::path_on(&forced, &[2, 4, 10, 8], &W, &DW, Pass::Forward), "depthwise");
     assert!(autotune::pool_rows(&plain, &X, &POOL));
     assert!(!autotune::pool_rows(&forced, &X, &POOL));
-    let case = ConvCase { x: X, w: W, p: DW, simple: false };
+    let case = ConvCase { x: X, w: W, p: DW, simple: false, relu: false };
     check::check_case(&forced, &case).unwrap();
     check::check_case(&forced, pool::case(X, POOL).as_ref()).unwrap();
     assert!(autotune::relu_vec4(&plain, &X));

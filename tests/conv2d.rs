@@ -48,6 +48,11 @@ fn weight_gradient_many_chunks_is_deterministic() {
 /// Runs all three passes of a convolution twice on the same random inputs; the outputs must
 /// agree bit for bit.
 fn assert_deterministic(xs: [usize; 4], ws: [usize; 4], p: Conv2d) {
+    assert_deterministic_with(xs, ws, p, false)
+}
+
+/// The same, with a ReLU fused in front (`relu`) or not.
+fn assert_deterministic_with(xs: [usize; 4], ws: [usize; 4], p: Conv2d, relu: bool) {
     let gpu = cellnas::gpu::test_gpu();
     let ys = conv2d::out_shape(&xs, &ws, &p).unwrap();
     let mut rng = rng_for(&format!("conv2d determinism {xs:?} {ws:?}"));
@@ -56,9 +61,9 @@ fn assert_deterministic(xs: [usize; 4], ws: [usize; 4], p: Conv2d) {
     let run = || {
         let (y, dx, dw) = (Tensor::empty(&gpu, &ys), Tensor::empty(&gpu, &xs), Tensor::empty(&gpu, &ws));
         let mut step = gpu.step();
-        conv2d::forward(&mut step, &x, &w, &p, &y).unwrap();
-        conv2d::backward_input(&mut step, &dy, &w, &p, &dx).unwrap();
-        conv2d::backward_weight(&mut step, &x, &dy, &p, &dw).unwrap();
+        conv2d::forward_with(&mut step, &x, &w, &p, relu, &y).unwrap();
+        conv2d::backward_input_with(&mut step, &dy, &w, &p, relu.then_some(&x), &dx).unwrap();
+        conv2d::backward_weight_with(&mut step, &x, &dy, &p, relu, &dw).unwrap();
         step.submit().unwrap();
         [y, dx, dw].map(|t| t.to_vec(&gpu).unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>())
     };
@@ -166,4 +171,71 @@ fn paths_by_shape() {
     // Stride 3 and segments too long for the registers fall back.
     assert_eq!(passes([1, 4, 20, 20], [4, 1, 3, 3], conv(3, 1, 1, 4)), ["general", "general", "general"]);
     assert_eq!(passes([1, 4, 30, 30], [4, 1, 5, 5], conv(2, 6, 3, 4)), ["general", "general", "general"]);
+}
+
+/// Fused ReLU: the pointwise, strided, depthwise (stride 1 and 2) and dense paths, twice, bit for bit.
+#[test]
+fn relu_fused_is_deterministic() {
+    let conv = |stride, padding, dilation, groups| Conv2d { stride, padding, dilation, groups };
+    assert_deterministic_with([3, 12, 16, 20], [10, 12, 1, 1], conv(1, 0, 1, 1), true);
+    assert_deterministic_with([3, 8, 27, 27], [4, 8, 1, 1], conv(2, 0, 1, 1), true);
+    assert_deterministic_with([2, 6, 11, 13], [6, 1, 3, 3], conv(1, 2, 2, 6), true);
+    assert_deterministic_with([2, 6, 15, 17], [6, 1, 3, 3], conv(2, 1, 1, 6), true);
+    assert_deterministic_with([2, 3, 10, 13], [10, 3, 3, 3], conv(1, 1, 1, 1), true);
+}
+
+/// Tiny tensors next to kernels that bind vec4 views (the vec4 scatter, the row kernels' vec4
+/// mask): a binding of fewer than 16 bytes would be a validation error, fused or not.
+#[test]
+fn tiny_tensors_bind_validly() {
+    let conv = |stride, padding, dilation, groups| Conv2d { stride, padding, dilation, groups };
+    for relu in [false, true] {
+        assert_deterministic_with([1, 1, 4, 4], [1, 1, 1, 1], conv(4, 0, 1, 1), relu);
+        assert_deterministic_with([1, 1, 1, 1], [1, 1, 3, 3], conv(1, 1, 1, 1), relu);
+        assert_deterministic_with([1, 1, 2, 1], [1, 1, 3, 3], conv(1, 1, 1, 1), relu);
+    }
+}
+
+/// A fused ReLU changes no kernel choice: at the supernet's shapes every pass of the fused
+/// launchers records exactly the kernels of the plain ones (no fallback to the general
+/// kernels, no extra pass), and those are the fast kernels `path()` names.
+#[test]
+fn relu_fused_path_choice() {
+    use cellnas::ops::Pass::{self, BackwardInput as Bi, BackwardWeight as Bw, Forward as F};
+    let gpu = cellnas::gpu::test_gpu();
+    let conv = |stride, padding, dilation, groups| Conv2d { stride, padding, dilation, groups };
+    let mut convs = vec![];
+    for x in [[4, 16, 28, 28], [4, 32, 14, 14], [4, 64, 7, 7]] {
+        let c = x[1];
+        convs.push((x, [c, c, 1, 1], conv(1, 0, 1, 1)));
+        for (k, pad, d) in [(3, 1, 1), (5, 2, 1), (3, 2, 2), (5, 4, 2)] {
+            convs.push((x, [c, 1, k, k], conv(1, pad, d, c)));
+            convs.push((x, [c, 1, k, k], conv(2, pad, d, c)));
+        }
+    }
+    for (x, cout) in [([4, 32, 28, 28], 8), ([4, 32, 27, 27], 8), ([4, 64, 14, 14], 16), ([4, 64, 13, 13], 16)] {
+        convs.push((x, [cout, x[1], 1, 1], conv(2, 0, 1, 1)));
+    }
+    let general = ["forward", "backward_input", "weight_partial"];
+    for (xs, ws, p) in convs {
+        let ys = conv2d::out_shape(&xs, &ws, &p).unwrap();
+        let (x, w, y) = (Tensor::empty(&gpu, &xs), Tensor::empty(&gpu, &ws), Tensor::empty(&gpu, &ys));
+        let (dx, dw) = (Tensor::empty(&gpu, &xs), Tensor::empty(&gpu, &ws));
+        let record = |pass: Pass, relu: bool| {
+            let mut step = gpu.step();
+            match pass {
+                F => conv2d::forward_with(&mut step, &x, &w, &p, relu, &y),
+                Bi => conv2d::backward_input_with(&mut step, &y, &w, &p, relu.then_some(&x), &dx),
+                Bw => conv2d::backward_weight_with(&mut step, &x, &y, &p, relu, &dw),
+            }
+            .unwrap();
+            step.kernels()
+        };
+        for pass in [F, Bi, Bw] {
+            let (plain, fused) = (record(pass, false), record(pass, true));
+            assert_eq!(plain, fused, "{xs:?} {ws:?} {p:?} {pass:?}");
+            assert_ne!(conv2d::path(&xs, &ws, &p, pass), "general", "{xs:?} {ws:?} {p:?} {pass:?}");
+            assert!(fused.iter().all(|k| !general.contains(k) && !k.starts_with("relu")), "{xs:?} {ws:?} {p:?} {pass:?}: {fused:?}");
+        }
+    }
 }

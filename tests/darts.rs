@@ -103,3 +103,71 @@ fn tape_gradients_match_finite_differences() {
     }
     assert!(checked >= 8, "checked only {checked} tensors");
 }
+
+/// ReLU -> conv fused (the default) against the unfused reference path (`set_fuse(false)`), on
+/// the every-op path of a supernet and of a stand-alone network: the same logits in training
+/// and eval mode and the same gradient for every parameter (the same math; only gradients
+/// summed into a value with several consumers may add in another order), and the fused graphs
+/// launch no ReLU kernel, so no relu(x) tensor is written.
+#[test]
+fn fused_relu_conv_matches_unfused() {
+    let gpu = test_gpu();
+    let geno = every_op();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+    let (b, h) = (3, 8);
+    let xs: Vec<f32> = (0..b * h * h).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let labels = upload_u32(&gpu, &[1, 0, 2]);
+    for supernet in [true, false] {
+        let cfg = NetConfig { in_channels: 1, classes: 3, channels: 4, layers: 3, nodes: 3, supernet };
+        let mut store = ParamStore::new(&gpu, 7);
+        // (logits, gradient of every parameter by name, kernels launched)
+        let mut run = |fuse: bool, mode: Mode| {
+            let mut bn = BnStats::new();
+            let mut g = Graph::new(gpu.step(), &mut store, &mut bn, mode);
+            g.set_fuse(fuse);
+            let x = g.input(Tensor::from_slice(&gpu, &[b, 1, h, h], &xs).unwrap());
+            let logits = darts::forward(&mut g, &cfg, &geno, x).unwrap();
+            if mode == Mode::Train {
+                g.cross_entropy(logits, &labels).unwrap();
+                g.backward().unwrap();
+            }
+            let lt = g.tensor(logits).unwrap().clone();
+            let mut step = g.finish().unwrap();
+            let kernels = step.kernels();
+            let hd = step.read(&lt.buf, 0, 4 * lt.numel() as u64);
+            let logits = step.submit().unwrap().f32s(hd);
+            let mut grads = std::collections::BTreeMap::new();
+            if mode == Mode::Train {
+                for n in store.touched() {
+                    grads.insert(n.clone(), store.get(&n).unwrap().grad.to_vec(&gpu).unwrap());
+                }
+                store.clear_touched();
+            }
+            (logits, grads, kernels)
+        };
+        let relus = |k: &[&str]| k.iter().filter(|k| k.starts_with("relu_")).count();
+        for mode in [Mode::Train, Mode::Eval] {
+            let (l0, g0, k0) = run(false, mode);
+            let (l1, g1, k1) = run(true, mode);
+            let what = format!("supernet {supernet} {mode:?}");
+            assert!(relus(&k0) > 0, "{what}: the reference path should run ReLU kernels");
+            assert_eq!(relus(&k1), 0, "{what}: the fused path still runs ReLU kernels");
+            assert!(k1.len() < k0.len(), "{what}: fused {} dispatches, unfused {}", k1.len(), k0.len());
+            let scale = l0.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            for (a, b) in l0.iter().zip(&l1) {
+                assert!((a - b).abs() <= 1e-5 * scale + 1e-6, "{what}: logits {l0:?} vs fused {l1:?}");
+            }
+            assert_eq!(g0.keys().collect::<Vec<_>>(), g1.keys().collect::<Vec<_>>(), "{what}: same parameters get gradients");
+            if mode == Mode::Train {
+                assert!(g0.len() > 30, "{what}: {} gradients", g0.len());
+            }
+            for (n, a) in &g0 {
+                let b = &g1[n];
+                let scale = a.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+                for (i, (x, y)) in a.iter().zip(b).enumerate() {
+                    assert!((x - y).abs() <= 1e-4 * scale + 1e-7, "{what}: gradient of {n}[{i}]: unfused {x}, fused {y}");
+                }
+            }
+        }
+    }
+}

@@ -24,6 +24,10 @@ fn conv2d() {
     check_family("conv2d");
 }
 #[test]
+fn conv2d_fused() {
+    check_family("conv2d_fused");
+}
+#[test]
 fn linear() {
     check_family("linear");
 }

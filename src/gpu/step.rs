@@ -80,6 +80,12 @@ impl Step {
         self.commands.iter().filter(|c| matches!(c, Command::Dispatch { .. })).count()
     }
 
+    /// Entry points of the dispatches recorded so far, in order (tests use it to see which
+    /// kernels a launcher chose).
+    pub fn kernels(&self) -> Vec<&'static str> {
+        self.commands.iter().filter_map(|c| if let Command::Dispatch { label, .. } = c { Some(*label) } else { None }).collect()
+    }
+
     /// Record one dispatch. `params` is the kernel's uniform struct (binding 0); `buffers` bind
     /// in the order of `kernel.bindings`.
     pub fn dispatch<P: bytemuck::Pod>(

@@ -54,17 +54,15 @@ const fn conv(stride: usize, padding: usize, dilation: usize, groups: usize) -> 
 
 /// ReLU - conv - BN, the building block of every conv op and of the preprocessing.
 fn relu_conv_bn(g: &mut Graph, x: Var, name: &str, cout: usize, k: usize, p: Conv2d, affine: bool) -> Result<Var> {
-    let r = g.relu(x)?;
-    let c = g.conv(r, &format!("{name}.conv"), cout, k, p)?;
+    let c = g.relu_conv(x, &format!("{name}.conv"), cout, k, p)?;
     g.bn(c, &format!("{name}.bn"), affine)
 }
 
 /// ReLU - depthwise kxk - pointwise 1x1 - BN.
 fn dw_pw_bn(g: &mut Graph, x: Var, name: &str, k: usize, stride: usize, dilation: usize, affine: bool) -> Result<Var> {
     let c = g.shape(x)[1];
-    let r = g.relu(x)?;
     let pad = dilation * (k - 1) / 2;
-    let d = g.conv(r, &format!("{name}.dw"), c, k, conv(stride, pad, dilation, c))?;
+    let d = g.relu_conv(x, &format!("{name}.dw"), c, k, conv(stride, pad, dilation, c))?;
     let p = g.conv(d, &format!("{name}.pw"), c, 1, conv(1, 0, 1, 1))?;
     g.bn(p, &format!("{name}.bn"), affine)
 }
@@ -75,10 +73,18 @@ pub fn factorized_reduce(g: &mut Graph, x: Var, name: &str, cout: usize, affine:
     if !s[2].is_multiple_of(2) || !s[3].is_multiple_of(2) {
         return Err(Error::Shape { op: "factorized_reduce", message: format!("{name}: needs even height and width, got {}x{}", s[2], s[3]) });
     }
-    let r = g.relu(x)?;
-    let a = g.conv(r, &format!("{name}.conv1"), cout / 2, 1, conv(2, 0, 1, 1))?;
-    let shifted = g.crop(r, shift_window(s[2], s[3]))?;
-    let b = g.conv(shifted, &format!("{name}.conv2"), cout - cout / 2, 1, conv(2, 0, 1, 1))?;
+    let (n1, n2, p) = (format!("{name}.conv1"), format!("{name}.conv2"), conv(2, 0, 1, 1));
+    let (a, b) = if g.fuses() {
+        // Cropping commutes with the ReLU: conv2 reads the cropped raw input, ReLU on load.
+        let a = g.relu_conv(x, &n1, cout / 2, 1, p)?;
+        let shifted = g.crop(x, shift_window(s[2], s[3]))?;
+        (a, g.relu_conv(shifted, &n2, cout - cout / 2, 1, p)?)
+    } else {
+        let r = g.relu(x)?;
+        let a = g.conv(r, &n1, cout / 2, 1, p)?;
+        let shifted = g.crop(r, shift_window(s[2], s[3]))?;
+        (a, g.conv(shifted, &n2, cout - cout / 2, 1, p)?)
+    };
     let cat = g.concat(&[a, b])?;
     g.bn(cat, &format!("{name}.bn"), affine)
 }
@@ -191,11 +197,11 @@ pub fn check_batch_fits(gpu: &crate::gpu::Gpu, cfg: &NetConfig, genotype: &Genot
     )))
 }
 
-/// Input shape, weight shape and settings of every convolution, input shape and settings of
+/// Input shape, weight shape, settings and ReLU fusion of every convolution, input shape and settings of
 /// every pooling, and input shape of every ReLU that the network `genotype` defines runs on
 /// `batch` images of `image` [C, H, W] (what `cellnas autotune` times).
 #[allow(clippy::type_complexity)]
-pub fn op_shapes(cfg: &NetConfig, genotype: &Genotype, batch: usize, image: [usize; 3]) -> Result<(Vec<(Vec<usize>, Vec<usize>, Conv2d)>, Vec<(Vec<usize>, Pool2d)>, Vec<Vec<usize>>)> {
+pub fn op_shapes(cfg: &NetConfig, genotype: &Genotype, batch: usize, image: [usize; 3]) -> Result<(Vec<(Vec<usize>, Vec<usize>, Conv2d, bool)>, Vec<(Vec<usize>, Pool2d)>, Vec<Vec<usize>>)> {
     let mut g = Graph::count();
     let x = g.input_shape(&[batch, image[0], image[1], image[2]]);
     forward(&mut g, cfg, genotype, x)?;

@@ -32,7 +32,8 @@ pub enum Mode {
 }
 
 enum Node {
-    Conv { x: Var, y: Var, w: String, p: Conv2d },
+    /// `relu`: y = conv(relu(x)) with the ReLU fused into the conv kernels (see `relu_conv`).
+    Conv { x: Var, y: Var, w: String, p: Conv2d, relu: bool },
     Bn { x: Var, y: Var, affine: Option<(String, String)>, mean: Tensor, inv_std: Tensor },
     Relu { x: Var, y: Var },
     /// `argmax`: the max-pool forward's saved window maxima (None for average pooling).
@@ -63,21 +64,38 @@ pub struct Graph<'a> {
     used: BTreeSet<(String, usize)>,
     /// Values that came from outside (data): no gradient is computed for them.
     inputs: BTreeSet<usize>,
-    /// Counting graphs only: every convolution (input, weight shape, settings) and pooling
-    /// recorded, for `cellnas autotune` to time the kernels a network runs.
-    pub convs: Vec<(Vec<usize>, Vec<usize>, Conv2d)>,
+    /// Counting graphs only: every convolution (input, weight shape, settings, ReLU fused on
+    /// its input) and pooling recorded, for `cellnas autotune` to time the kernels a network runs.
+    pub convs: Vec<(Vec<usize>, Vec<usize>, Conv2d, bool)>,
     pub pools: Vec<(Vec<usize>, Pool2d)>,
     pub relus: Vec<Vec<usize>>,
+    /// `relu_conv` as one fused node (true) or a ReLU node and a conv node (the reference).
+    fuse: bool,
+}
+
+/// Whether graphs fuse ReLU -> conv by default: yes unless `CELLNAS_NO_FUSE` is set (to
+/// something other than empty or 0), which keeps the unfused reference path to compare with.
+pub fn fuse_default() -> bool {
+    std::env::var_os("CELLNAS_NO_FUSE").is_none_or(|v| v.is_empty() || v == "0")
 }
 
 impl<'a> Graph<'a> {
     pub fn new(step: Step, store: &'a mut ParamStore, bn_stats: &'a mut BnStats, mode: Mode) -> Graph<'a> {
-        Graph { step: Some(step), store: Some(store), bn_stats: Some(bn_stats), mode, vals: vec![], tape: vec![], grads: vec![], flops: 0.0, used: BTreeSet::new(), inputs: BTreeSet::new(), convs: vec![], pools: vec![], relus: vec![] }
+        Graph { step: Some(step), store: Some(store), bn_stats: Some(bn_stats), mode, vals: vec![], tape: vec![], grads: vec![], flops: 0.0, used: BTreeSet::new(), inputs: BTreeSet::new(), convs: vec![], pools: vec![], relus: vec![], fuse: fuse_default() }
     }
 
     /// Shapes only: nothing is allocated or launched; parameters and FLOPs are counted.
     pub fn count() -> Graph<'static> {
-        Graph { step: None, store: None, bn_stats: None, mode: Mode::Eval, vals: vec![], tape: vec![], grads: vec![], flops: 0.0, used: BTreeSet::new(), inputs: BTreeSet::new(), convs: vec![], pools: vec![], relus: vec![] }
+        Graph { step: None, store: None, bn_stats: None, mode: Mode::Eval, vals: vec![], tape: vec![], grads: vec![], flops: 0.0, used: BTreeSet::new(), inputs: BTreeSet::new(), convs: vec![], pools: vec![], relus: vec![], fuse: fuse_default() }
+    }
+
+    /// Fuse ReLU -> conv (`relu_conv`) or not; the default is [`fuse_default`].
+    pub fn set_fuse(&mut self, on: bool) {
+        self.fuse = on;
+    }
+
+    pub fn fuses(&self) -> bool {
+        self.fuse
     }
 
     pub fn step(&mut self) -> Option<&mut Step> {
@@ -154,6 +172,21 @@ impl<'a> Graph<'a> {
     }
 
     pub fn conv(&mut self, x: Var, name: &str, cout: usize, k: usize, p: Conv2d) -> Result<Var> {
+        self.conv_node(x, name, cout, k, p, false)
+    }
+
+    /// conv(relu(x)). Fused (the default): one node whose kernels read max(x, 0) and whose
+    /// input gradient is masked by x > 0, so relu(x) is never stored. Unfused: `relu`, then
+    /// `conv`; the same values (the fused kernels only move where the ReLU is applied).
+    pub fn relu_conv(&mut self, x: Var, name: &str, cout: usize, k: usize, p: Conv2d) -> Result<Var> {
+        if !self.fuse {
+            let r = self.relu(x)?;
+            return self.conv(r, name, cout, k, p);
+        }
+        self.conv_node(x, name, cout, k, p, true)
+    }
+
+    fn conv_node(&mut self, x: Var, name: &str, cout: usize, k: usize, p: Conv2d, relu: bool) -> Result<Var> {
         let cin = self.shape(x)[1];
         if !cin.is_multiple_of(p.groups) {
             return Err(Error::Shape { op: "conv", message: format!("{name}: {cin} channels, {} groups", p.groups) });
@@ -162,15 +195,15 @@ impl<'a> Graph<'a> {
         let ys = conv2d::out_shape(self.shape(x), &ws, &p)?;
         self.flops += 2.0 * (numel(&ys) / ys[0]) as f64 * (ws[1] * k * k) as f64;
         if self.step.is_none() {
-            self.convs.push((self.shape(x).to_vec(), ws.to_vec(), p));
+            self.convs.push((self.shape(x).to_vec(), ws.to_vec(), p, relu));
         }
         let w = self.param(name, &ws, Init::FanIn(ws[1] * k * k))?;
         let y = self.out(ys);
         if let (Some(w), Some(step)) = (w, self.step.as_mut()) {
             let (xt, yt) = (self.vals[x.0].t.clone().unwrap(), self.vals[y.0].t.clone().unwrap());
-            conv2d::forward(step, &xt, &w, &p, &yt)?;
+            conv2d::forward_with(step, &xt, &w, &p, relu, &yt)?;
             if self.mode == Mode::Train {
-                self.tape.push(Node::Conv { x, y, w: name.to_string(), p });
+                self.tape.push(Node::Conv { x, y, w: name.to_string(), p, relu });
             }
         }
         Ok(y)
@@ -368,12 +401,12 @@ impl<'a> Graph<'a> {
             };
             let Some(dy) = self.grads[y.0].take() else { continue };
             match node {
-                Node::Conv { x, w, p, .. } => {
+                Node::Conv { x, w, p, relu, .. } => {
                     let (xt, wt) = (self.t(*x), self.store.as_ref().unwrap().get(w).unwrap().value.clone());
-                    self.param_grad(w, |s, dw| conv2d::backward_weight(s, &xt, &dy, p, dw))?;
+                    self.param_grad(w, |s, dw| conv2d::backward_weight_with(s, &xt, &dy, p, *relu, dw))?;
                     if self.needs_grad(*x) {
                         let dx = self.new_like(*x);
-                        conv2d::backward_input(self.step.as_mut().unwrap(), &dy, &wt, p, &dx)?;
+                        conv2d::backward_input_with(self.step.as_mut().unwrap(), &dy, &wt, p, relu.then_some(&xt), &dx)?;
                         self.add_grad(*x, dx)?;
                     }
                 }

@@ -34,6 +34,11 @@
 //! `CELLNAS_CONV_GENERIC=1` turns the fast paths off, to compare them with the kernels above;
 //! an adapter's autotune cache may turn them off per pass and shape class (crate::autotune).
 //!
+//! ReLU -> conv fused (`forward_with`, `backward_input_with`, `backward_weight_with`; DARTS
+//! puts a ReLU in front of every conv op): every kernel above reads its input through max(x, 0)
+//! or masks the input gradient it stores by x > 0, chosen by override constants, so the fused
+//! pass is the plain pass's kernel and the graph never stores relu(x) (see `Fuse`).
+//!
 //! `forward_simple` / `backward_input_simple` compute one element per invocation: the readable
 //! statement of the math, tested against the reference like the tiled ones.
 
@@ -45,15 +50,17 @@ use crate::tensor::{numel, Tensor};
 
 const FORWARD: Kernel = kernel!("conv2d.wgsl", "forward", [1: Read, 2: Read, 3: ReadWrite]);
 const FORWARD_SIMPLE: Kernel = kernel!("conv2d.wgsl", "forward_simple", [1: Read, 2: Read, 3: ReadWrite]);
-const BACKWARD_INPUT: Kernel = kernel!("conv2d.wgsl", "backward_input", [1: Read, 2: Read, 3: ReadWrite]);
-const BACKWARD_INPUT_SIMPLE: Kernel = kernel!("conv2d.wgsl", "backward_input_simple", [1: Read, 2: Read, 3: ReadWrite]);
+// The input-gradient kernels also bind the pre-ReLU input (4) for a fused ReLU's mask.
+const BACKWARD_INPUT: Kernel = kernel!("conv2d.wgsl", "backward_input", [1: Read, 2: Read, 3: ReadWrite, 4: Read]);
+const BACKWARD_INPUT_SIMPLE: Kernel = kernel!("conv2d.wgsl", "backward_input_simple", [1: Read, 2: Read, 3: ReadWrite, 4: Read]);
 const WEIGHT_PARTIAL: Kernel = kernel!("conv2d.wgsl", "weight_partial", [1: Read, 2: Read, 3: ReadWrite]);
 const WEIGHT_SUM: Kernel = kernel!("conv2d.wgsl", "weight_sum", [1: Read, 3: ReadWrite]);
-const GEMM: Kernel = kernel!("conv2d_fast.wgsl", "gemm", [1: Read, 2: Read, 3: ReadWrite]);
+// Every gemm also binds a fused ReLU's mask (7, or 8 as vec4); see `Fuse`.
+const GEMM: Kernel = kernel!("conv2d_fast.wgsl", "gemm", [1: Read, 2: Read, 3: ReadWrite, 7: Read]);
 // gemm4 reads A as vec4 (binding 5) and B both as floats (2) and as vec4 (4).
-const GEMM4: Kernel = kernel!("conv2d_fast.wgsl", "gemm4", [5: Read, 2: Read, 4: Read, 3: ReadWrite]);
+const GEMM4: Kernel = kernel!("conv2d_fast.wgsl", "gemm4", [5: Read, 2: Read, 4: Read, 3: ReadWrite, 7: Read]);
 // The same with vec4 stores (binding 6) where output rows are whole vec4s.
-const GEMM4V: Kernel = kernel!("conv2d_fast.wgsl", "gemm4v", [5: Read, 2: Read, 4: Read, 6: ReadWrite]);
+const GEMM4V: Kernel = kernel!("conv2d_fast.wgsl", "gemm4v", [5: Read, 2: Read, 4: Read, 6: ReadWrite, 8: Read]);
 
 /// Pixels per register tile (fixed in the shader).
 const TILE_X: usize = 4;
@@ -71,6 +78,34 @@ pub struct Conv2d {
     pub padding: usize,
     pub dilation: usize,
     pub groups: usize,
+}
+
+/// A ReLU in front of the convolution, fused into its kernels (the caller never stores
+/// relu(x)): `relu` makes a launch read its input x through max(x, 0) (forward, weight
+/// gradient); `mask` is the pre-ReLU input, and an input-gradient launch stores dx only where it
+/// is > 0 (the ReLU's backward). Both are override constants of every conv shader, so no
+/// kernel source is duplicated and a plain conv compiles without either.
+#[derive(Clone, Copy, Default)]
+struct Fuse<'a> {
+    relu: bool,
+    mask: Option<&'a Tensor>,
+}
+
+impl<'a> Fuse<'a> {
+    const NONE: Fuse<'static> = Fuse { relu: false, mask: None };
+    fn relu(relu: bool) -> Fuse<'static> {
+        Fuse { relu, mask: None }
+    }
+    fn mask(mask: Option<&'a Tensor>) -> Fuse<'a> {
+        Fuse { relu: false, mask }
+    }
+    fn consts(&self) -> [(&'static str, f64); 2] {
+        [("RELU", self.relu as u32 as f64), ("MASK", self.mask.is_some() as u32 as f64)]
+    }
+    /// The buffer for the kernel's mask binding: the mask, or `other` (bound, never read).
+    fn mask_or(&self, other: &'a Tensor) -> &'a Tensor {
+        self.mask.unwrap_or(other)
+    }
 }
 
 fn shape_err(message: String) -> Error {
@@ -166,11 +201,12 @@ fn geometry(x: &[usize], w: &[usize], y: &[usize], p: &Conv2d, what: &str) -> Re
     })
 }
 
-fn launch(step: &mut Step, k: &Kernel, ct: usize, params: &Params, bufs: &[&Tensor]) -> Result<()> {
+fn launch(step: &mut Step, k: &Kernel, ct: usize, f: Fuse, params: &Params, bufs: &[&Tensor]) -> Result<()> {
     let wg = step.gpu().wg1d();
     let groups = step.gpu().grid(params.total, wg);
     let bufs: Vec<_> = bufs.iter().map(|t| &t.buf).collect();
-    step.dispatch(k, &[("WG", wg as f64), ("CT", ct as f64)], params, &bufs, groups)
+    let [r, m] = f.consts();
+    step.dispatch(k, &[("WG", wg as f64), ("CT", ct as f64), r, m], params, &bufs, groups)
 }
 
 /// Parameters of the `gemm` kernel in conv2d_fast.wgsl (see there for the meaning).
@@ -193,11 +229,12 @@ struct GemmParams {
     _pad: [u32; 3],
 }
 
-const DEPTHWISE: Kernel = kernel!("conv2d_rows.wgsl", "depthwise", [1: Read, 2: Read, 3: ReadWrite]);
-const DENSE: Kernel = kernel!("conv2d_rows.wgsl", "dense", [1: Read, 2: Read, 3: ReadWrite]);
+// The row kernels bind a fused ReLU's mask as floats (6) and, depthwise and dense, as vec4s (7).
+const DEPTHWISE: Kernel = kernel!("conv2d_rows.wgsl", "depthwise", [1: Read, 2: Read, 3: ReadWrite, 6: Read, 7: Read]);
+const DENSE: Kernel = kernel!("conv2d_rows.wgsl", "dense", [1: Read, 2: Read, 3: ReadWrite, 6: Read, 7: Read]);
 const WEIGHT_ROWS: Kernel = kernel!("conv2d_rows.wgsl", "weight_rows", [1: Read, 2: Read, 3: ReadWrite]);
 const WEIGHT_ROWS4: Kernel = kernel!("conv2d_rows.wgsl", "weight_rows4", [4: Read, 5: Read, 3: ReadWrite]);
-const DEPTHWISE_T: Kernel = kernel!("conv2d_rows.wgsl", "depthwise_t", [1: Read, 2: Read, 3: ReadWrite]);
+const DEPTHWISE_T: Kernel = kernel!("conv2d_rows.wgsl", "depthwise_t", [1: Read, 2: Read, 3: ReadWrite, 6: Read]);
 
 /// Register room of conv2d_rows.wgsl: an input row segment (SEG) and K accumulators (KMAX).
 const SEG: usize = 24;
@@ -271,7 +308,7 @@ fn transposed_fits(w: &[usize], p: &Conv2d) -> bool {
 /// Records the depthwise kernel from `input` planes [N*C, ih, iw] to `output` planes with
 /// stride `s`, dilation `dil` and padding `pad`; `flip` turns the kernel by 180 degrees.
 #[allow(clippy::too_many_arguments)]
-fn depthwise(step: &mut Step, input: &Tensor, w: &Tensor, s: usize, dil: usize, pad: usize, flip: bool, output: &Tensor) -> Result<()> {
+fn depthwise(step: &mut Step, input: &Tensor, w: &Tensor, s: usize, dil: usize, pad: usize, flip: bool, f: Fuse, output: &Tensor) -> Result<()> {
     let [n, c, ih, iw] = input.shape[..] else { unreachable!("conv2d shapes are 4-D") };
     let (oh, ow) = (output.shape[2], output.shape[3]);
     let xtiles = ow.div_ceil(8);
@@ -283,9 +320,11 @@ fn depthwise(step: &mut Step, input: &Tensor, w: &Tensor, s: usize, dil: usize, 
     let q = DwParams { tiles: u(n * c * pairs * xtiles), pairs: u(pairs), ..q };
     let wg = step.gpu().wg1d();
     let k = w.shape[2] as f64;
-    let consts = [("WG", wg as f64), ("K", k), ("D", dil as f64), ("S", s as f64), ("FLIP", flip as u32 as f64), ("R", rows as f64)];
+    let [r, m] = row_consts(f, ow);
+    let consts = [("WG", wg as f64), ("K", k), ("D", dil as f64), ("S", s as f64), ("FLIP", flip as u32 as f64), ("R", rows as f64), r, m];
     let groups = step.gpu().grid(q.tiles, wg);
-    step.dispatch(&DEPTHWISE, &consts, &q, &[&input.buf, &w.buf, &output.buf], groups)
+    let (m, m4) = row_masks(step, f, ow, w);
+    step.dispatch(&DEPTHWISE, &consts, &q, &[&input.buf, &w.buf, &output.buf, &m.buf, &m4.buf], groups)
 }
 
 /// Output rows per depthwise invocation: more rows share each loaded input row and weight
@@ -297,7 +336,7 @@ fn depthwise_rows(stride: usize) -> usize {
 
 /// Records depthwise_t: dx planes from dy planes for stride > 1, one dispatch per residue of
 /// (iy, ix) mod stride (each writes its own pixels).
-fn depthwise_t(step: &mut Step, dy: &Tensor, w: &Tensor, p: &Conv2d, dx: &Tensor) -> Result<()> {
+fn depthwise_t(step: &mut Step, dy: &Tensor, w: &Tensor, p: &Conv2d, f: Fuse, dx: &Tensor) -> Result<()> {
     let [n, c, h, wd] = dx.shape[..] else { unreachable!("conv2d shapes are 4-D") };
     let (oh, ow, s) = (dy.shape[2], dy.shape[3], p.stride);
     let u = |v: usize| v as u32;
@@ -315,12 +354,32 @@ fn depthwise_t(step: &mut Step, dy: &Tensor, w: &Tensor, p: &Conv2d, dx: &Tensor
                 ("RX", rx as f64),
                 ("RY", ry as f64),
                 ("PAD", p.padding as f64),
+                f.consts()[0],
+                f.consts()[1],
             ];
             let groups = step.gpu().grid(q.tiles, wg);
-            step.dispatch(&DEPTHWISE_T, &consts, &q, &[&dy.buf, &w.buf, &dx.buf], groups)?;
+            step.dispatch(&DEPTHWISE_T, &consts, &q, &[&dy.buf, &w.buf, &dx.buf, &f.mask_or(w).buf], groups)?;
         }
     }
     Ok(())
+}
+
+/// RELU / MASK of the depthwise and dense kernels writing rows `ow` wide: the mask read as vec4s
+/// (MASK = 2) where those rows are whole vec4s.
+fn row_consts(f: Fuse, ow: usize) -> [(&'static str, f64); 2] {
+    let [r, m] = f.consts();
+    if f.mask.is_some() && ow.is_multiple_of(4) { [r, ("MASK", 2.0)] } else { [r, m] }
+}
+
+/// Buffers for the row kernels' mask bindings (floats, vec4s). A vec4 binding needs at least 16
+/// bytes, which neither the weights nor a tiny mask need have: where the vec4 mask is not read,
+/// a 4-float buffer from the pool fills it.
+fn row_masks<'a>(step: &Step, f: Fuse<'a>, ow: usize, w: &'a Tensor) -> (Tensor, Tensor) {
+    let m = f.mask_or(w).clone();
+    match f.mask {
+        Some(x) if ow.is_multiple_of(4) => (m, x.clone()),
+        _ => (m, Tensor::empty(step.gpu(), &[4])),
+    }
 }
 
 /// Dense (groups 1), square kernel, stride 1 or 2, row segment within the shader's room.
@@ -335,7 +394,7 @@ const DENSE_CHANNELS: usize = 8;
 /// Records the dense kernel from `input` [N, cin, ih, iw] to `output` [N, cout, oh, ow]; weights
 /// of (output o, input i) start at o*so + i*si; `flip` turns the kernel by 180 degrees.
 #[allow(clippy::too_many_arguments)]
-fn dense(step: &mut Step, input: &Tensor, w: &Tensor, (so, si): (usize, usize), s: usize, dil: usize, pad: usize, flip: bool, output: &Tensor) -> Result<()> {
+fn dense(step: &mut Step, input: &Tensor, w: &Tensor, (so, si): (usize, usize), s: usize, dil: usize, pad: usize, flip: bool, f: Fuse, output: &Tensor) -> Result<()> {
     let [n, cin, ih, iw] = input.shape[..] else { unreachable!("conv2d shapes are 4-D") };
     let (cout, oh, ow) = (output.shape[1], output.shape[2], output.shape[3]);
     let ct = DENSE_CHANNELS.min(cout);
@@ -345,9 +404,11 @@ fn dense(step: &mut Step, input: &Tensor, w: &Tensor, (so, si): (usize, usize), 
     let q = DwParams { cin: u(cin), cout: u(cout), ctiles: u(ctiles), so: u(so), si: u(si), tiles: u(n * ctiles * oh * xtiles), ..q };
     let wg = step.gpu().wg1d();
     let k = w.shape[2] as f64;
-    let consts = [("WG", wg as f64), ("K", k), ("D", dil as f64), ("S", s as f64), ("FLIP", flip as u32 as f64), ("CT", ct as f64)];
+    let [r, m] = row_consts(f, ow);
+    let consts = [("WG", wg as f64), ("K", k), ("D", dil as f64), ("S", s as f64), ("FLIP", flip as u32 as f64), ("CT", ct as f64), r, m];
     let groups = step.gpu().grid(q.tiles, wg);
-    step.dispatch(&DENSE, &consts, &q, &[&input.buf, &w.buf, &output.buf], groups)
+    let (m, m4) = row_masks(step, f, ow, w);
+    step.dispatch(&DENSE, &consts, &q, &[&input.buf, &w.buf, &output.buf, &m.buf, &m4.buf], groups)
 }
 
 /// weight_rows sums at least about this many outputs per invocation (whole images).
@@ -357,7 +418,7 @@ const WEIGHT_ROWS_CHANNELS: usize = 4;
 
 /// dw for stride 1 or 2, square kernel, any groups: per chunk of images, channel tile, input channel
 /// and kernel row a sum over the planes (weight_rows), then weight_sum adds the chunks in order.
-fn weight_rows(step: &mut Step, x: &Tensor, dy: &Tensor, p: &Conv2d, dw: &Tensor) -> Result<()> {
+fn weight_rows(step: &mut Step, x: &Tensor, dy: &Tensor, p: &Conv2d, relu: bool, dw: &Tensor) -> Result<()> {
     let [n, cin, ih, iw] = x.shape[..] else { unreachable!("conv2d shapes are 4-D") };
     let [_, cout, oh, ow] = dy.shape[..] else { unreachable!("conv2d shapes are 4-D") };
     let (k, nw) = (dw.shape[2], dw.numel());
@@ -374,29 +435,30 @@ fn weight_rows(step: &mut Step, x: &Tensor, dy: &Tensor, p: &Conv2d, dw: &Tensor
     let q = DwParams { cin: u(cin), cout: u(cout), ctiles: u(ctiles), so: u(nw), si: u(images), pairs: u(n), ..q };
     let q = DwParams { cin_g: u(cin_g), cout_g: u(cout_g), tiles: u(items), ..q };
     let wg = step.gpu().wg1d();
-    let consts = [("WG", wg as f64), ("K", k as f64), ("D", p.dilation as f64), ("S", p.stride as f64), ("CT", ct as f64)];
+    let relu = ("RELU", relu as u32 as f64);
+    let consts = [("WG", wg as f64), ("K", k as f64), ("D", p.dilation as f64), ("S", p.stride as f64), ("CT", ct as f64), relu];
     let groups = step.gpu().grid(q.tiles, wg);
     let partial = (chunks > 1).then(|| Tensor::empty(step.gpu(), &[chunks, nw]));
     let out = partial.as_ref().unwrap_or(dw);
     if weight_rows_aligned(iw, ow) {
         let off = (4 - p.padding % 4) % 4;
-        let consts = [consts[0], consts[1], consts[2], consts[3], consts[4], ("OFF", off as f64)];
+        let consts = [consts[0], consts[1], consts[2], consts[3], consts[4], relu, ("OFF", off as f64)];
         step.dispatch(&WEIGHT_ROWS4, &consts, &q, &[&x.buf, &dy.buf, &out.buf], groups)?;
     } else {
         step.dispatch(&WEIGHT_ROWS, &consts, &q, &[&x.buf, &dy.buf, &out.buf], groups)?;
     }
     let Some(partial) = partial else { return Ok(()) };
     let s = Params { nw: u(nw), chunks: u(chunks), total: u(nw), ..Params::default() };
-    launch(step, &WEIGHT_SUM, 1, &s, &[&partial, dw])
+    launch(step, &WEIGHT_SUM, 1, Fuse::NONE, &s, &[&partial, dw])
 }
 
 const GATHER: Kernel = kernel!("conv2d_stride.wgsl", "gather", [1: Read, 2: ReadWrite]);
 const GATHER4: Kernel = kernel!("conv2d_stride.wgsl", "gather4", [1: Read, 3: ReadWrite]);
-const SCATTER: Kernel = kernel!("conv2d_stride.wgsl", "scatter", [1: Read, 2: ReadWrite]);
-const SCATTER4: Kernel = kernel!("conv2d_stride.wgsl", "scatter4", [1: Read, 3: ReadWrite]);
+const SCATTER: Kernel = kernel!("conv2d_stride.wgsl", "scatter", [1: Read, 2: ReadWrite, 5: Read]);
+const SCATTER4: Kernel = kernel!("conv2d_stride.wgsl", "scatter4", [1: Read, 3: ReadWrite, 6: Read]);
 const ZERO4: Kernel = kernel!("conv2d_stride.wgsl", "zero4", [3: ReadWrite]);
-const SPREAD: Kernel = kernel!("conv2d_stride.wgsl", "spread", [1: Read, 2: ReadWrite]);
-const SPREAD4: Kernel = kernel!("conv2d_stride.wgsl", "spread4", [4: Read, 2: ReadWrite]);
+const SPREAD: Kernel = kernel!("conv2d_stride.wgsl", "spread", [1: Read, 2: ReadWrite, 5: Read]);
+const SPREAD4: Kernel = kernel!("conv2d_stride.wgsl", "spread4", [4: Read, 2: ReadWrite, 5: Read]);
 
 /// Parameters of conv2d_stride.wgsl.
 #[repr(C)]
@@ -430,22 +492,26 @@ fn stride_params(big: &Tensor, small: &Tensor, total: usize) -> StrideParams {
 }
 
 /// A new [N, C, Ho, Wo] tensor of x's pixels on the stride grid (x[:, :, ::s, ::s]).
-fn gather(step: &mut Step, x: &Tensor, s: usize, ho: usize, wo: usize) -> Result<Tensor> {
+/// With `relu` the copy is of max(x, 0).
+fn gather(step: &mut Step, x: &Tensor, s: usize, ho: usize, wo: usize, relu: bool) -> Result<Tensor> {
     let sub = Tensor::empty(step.gpu(), &[x.shape[0], x.shape[1], ho, wo]);
     let q = stride_params(x, &sub, sub.numel());
     let k = if sub.numel().is_multiple_of(4) { &GATHER4 } else { &GATHER };
     let wg = step.gpu().wg1d();
     let groups = step.gpu().grid(sub.numel().div_ceil(4) as u32, wg);
-    step.dispatch(k, &[("WG", wg as f64), ("S", s as f64)], &q, &[&x.buf, &sub.buf], groups)?;
+    step.dispatch(k, &[("WG", wg as f64), ("S", s as f64), ("RELU", relu as u32 as f64)], &q, &[&x.buf, &sub.buf], groups)?;
     Ok(sub)
 }
 
 /// dx from the gradient `sub` of its stride-grid pixels: those copied, every other pixel zero.
-fn scatter(step: &mut Step, sub: &Tensor, s: usize, dx: &Tensor) -> Result<()> {
+/// With a mask (the pre-ReLU input), only where it is > 0.
+fn scatter(step: &mut Step, sub: &Tensor, s: usize, f: Fuse, dx: &Tensor) -> Result<()> {
     let [n, c, h, w] = dx.shape[..] else { unreachable!("conv2d shapes are 4-D") };
     debug_assert!(sub.shape[2] == h.div_ceil(s));
     let wg = step.gpu().wg1d();
     let consts = [("WG", wg as f64), ("S", s as f64)];
+    let fconsts = [consts[0], consts[1], f.consts()[1]];
+    let m = &f.mask_or(sub).buf;
     let (rows_whole, all_whole) = (w.is_multiple_of(4), dx.numel().is_multiple_of(4));
     if !rows_whole && all_whole {
         // Rows of scalars: zero dx as vec4s, then write the grid pixels (measured faster).
@@ -453,11 +519,16 @@ fn scatter(step: &mut Step, sub: &Tensor, s: usize, dx: &Tensor) -> Result<()> {
         step.dispatch(&ZERO4, &consts, &q, &[&dx.buf], step.gpu().grid(q.total.div_ceil(4), wg))?;
         let q = stride_params(dx, sub, sub.numel());
         let k = if sub.numel().is_multiple_of(4) { &SPREAD4 } else { &SPREAD };
-        return step.dispatch(k, &consts, &q, &[&sub.buf, &dx.buf], step.gpu().grid(q.total.div_ceil(4), wg));
+        return step.dispatch(k, &fconsts, &q, &[&sub.buf, &dx.buf, m], step.gpu().grid(q.total.div_ceil(4), wg));
     }
     let q = stride_params(dx, sub, n * c * sub.shape[2] * w.div_ceil(4));
-    let k = if rows_whole { &SCATTER4 } else { &SCATTER };
-    step.dispatch(k, &consts, &q, &[&sub.buf, &dx.buf], step.gpu().grid(q.total, wg))
+    if !rows_whole {
+        return step.dispatch(&SCATTER, &fconsts, &q, &[&sub.buf, &dx.buf, m], step.gpu().grid(q.total, wg));
+    }
+    // scatter4 reads the mask as vec4s; unmasked, a 4-float buffer fills the binding (a vec4
+    // binding needs 16 bytes, which sub need not have).
+    let m4 = f.mask.cloned().unwrap_or_else(|| Tensor::empty(step.gpu(), &[4]));
+    step.dispatch(&SCATTER4, &fconsts, &q, &[&sub.buf, &dx.buf, &m4.buf], step.gpu().grid(q.total, wg))
 }
 
 /// weight_rows4 (vec4 loads) needs input and dy rows of whole vec4s.
@@ -485,7 +556,7 @@ pub fn pointwise_weight_chunks(x: &[usize], cout: usize) -> usize {
 
 /// Records `gemm` over `batches` batch entries (each a chunk of k); Ok(false) when the grid
 /// does not fit the adapter's limits, so the caller falls back to the general kernel.
-fn gemm(step: &mut Step, mut q: GemmParams, batches: usize, bufs: [&Tensor; 3]) -> Result<bool> {
+fn gemm(step: &mut Step, mut q: GemmParams, batches: usize, bufs: [&Tensor; 3], f: Fuse) -> Result<bool> {
     // gemm4's tile has 8 rows; the scalar gemm's shrinks to the matrix.
     let k4 = q.k.is_multiple_of(4) && q.kchunk.is_multiple_of(4) && q.a_batch.is_multiple_of(4) && q.b_batch.is_multiple_of(4);
     let av = if !k4 {
@@ -518,71 +589,102 @@ fn gemm(step: &mut Step, mut q: GemmParams, batches: usize, bufs: [&Tensor; 3]) 
         return Ok(false);
     }
     let groups = groups.map(|g| g as u32);
-    let bufs4 = [&bufs[0].buf, &bufs[1].buf, &bufs[1].buf, &bufs[2].buf];
-    let bufs: Vec<_> = bufs.iter().map(|t| &t.buf).collect();
+    let m = &f.mask_or(bufs[0]).buf;
+    let bufs4 = [&bufs[0].buf, &bufs[1].buf, &bufs[1].buf, &bufs[2].buf, m];
+    let bufs = [&bufs[0].buf, &bufs[1].buf, &bufs[2].buf, m];
+    let [r, mk] = f.consts();
     if av > 0 {
-        let c = [("WG", wg as f64), ("AV", av as f64), ("BV", bv as f64), ("JV", jv as f64)];
+        let c = [("WG", wg as f64), ("AV", av as f64), ("BV", bv as f64), ("JV", jv as f64), r, mk];
         let whole_rows = q.j.is_multiple_of(4) && q.c_batch.is_multiple_of(4);
         step.dispatch(if whole_rows { &GEMM4V } else { &GEMM4 }, &c, &q, &bufs4, groups)?;
     } else {
-        step.dispatch(&GEMM, &[("WG", wg as f64), ("MT", mt as f64)], &q, &bufs, groups)?;
+        step.dispatch(&GEMM, &[("WG", wg as f64), ("MT", mt as f64), r, mk], &q, &bufs, groups)?;
     }
     Ok(true)
 }
 
 /// y = conv(x, w): x [N, Cin, H, W], w [Cout, Cin/groups, KH, KW], y [N, Cout, Ho, Wo].
 pub fn forward(step: &mut Step, x: &Tensor, w: &Tensor, p: &Conv2d, y: &Tensor) -> Result<()> {
+    forward_with(step, x, w, p, false, y)
+}
+
+/// With `relu_input`, y = conv(relu(x), w) with the ReLU applied as the kernels load x (no
+/// relu(x) tensor is written). Same kernel choice as without.
+pub fn forward_with(step: &mut Step, x: &Tensor, w: &Tensor, p: &Conv2d, relu_input: bool, y: &Tensor) -> Result<()> {
     let mut q = geometry(&x.shape, &w.shape, &y.shape, p, "output")?;
     let fast = crate::autotune::conv_fast(step.gpu(), &x.shape, &w.shape, p, Pass::Forward);
+    let f = Fuse::relu(relu_input);
     if fast && is_strided_pointwise(&w.shape, p) {
-        let sub = gather(step, x, p.stride, y.shape[2], y.shape[3])?;
-        return forward(step, &sub, w, &unstrided(p), y);
+        let sub = gather(step, x, p.stride, y.shape[2], y.shape[3], relu_input)?;
+        return forward_with(step, &sub, w, &unstrided(p), false, y);
     }
     if fast && is_pointwise(&w.shape, p) {
         // Y[n] = W [Cout, Cin] x X[n] [Cin, HW].
         let (cin, cout, hw) = (q.cin, q.cout, q.h * q.w);
         let g = GemmParams { m: cout, k: cin, j: hw, sam: cin, sak: 1, sbk: hw, sbj: 1, ..Default::default() };
         let g = GemmParams { b_batch: cin * hw, c_batch: cout * hw, kchunks: 1, kchunk: cin, ..g };
-        if gemm(step, g, q.n as usize, [w, x, y])? {
+        if gemm(step, g, q.n as usize, [w, x, y], f)? {
             return Ok(());
         }
     }
     if fast && is_depthwise(&x.shape, &w.shape, p) {
-        return depthwise(step, x, w, p.stride, p.dilation, p.padding, false, y);
+        return depthwise(step, x, w, p.stride, p.dilation, p.padding, false, f, y);
     }
     if fast && is_dense(&w.shape, p) {
         let kk = w.shape[2] * w.shape[3];
-        return dense(step, x, w, (q.cin as usize * kk, kk), p.stride, p.dilation, p.padding, false, y);
+        return dense(step, x, w, (q.cin as usize * kk, kk), p.stride, p.dilation, p.padding, false, f, y);
     }
     let ct = TILE_C.min(q.cout_g as usize);
     q.ctiles = (q.cout_g as usize).div_ceil(ct) as u32;
     q.xtiles = (q.wo as usize).div_ceil(TILE_X) as u32;
     q.total = q.n * p.groups as u32 * q.ctiles * q.ho * q.xtiles;
-    launch(step, &FORWARD, ct, &q, &[x, w, y])
+    launch(step, &FORWARD, ct, f, &q, &[x, w, y])
 }
 
 /// Same result as [`forward`], one output per invocation.
 pub fn forward_simple(step: &mut Step, x: &Tensor, w: &Tensor, p: &Conv2d, y: &Tensor) -> Result<()> {
+    forward_simple_with(step, x, w, p, false, y)
+}
+
+/// Same result as [`forward_with`], one output per invocation.
+pub fn forward_simple_with(step: &mut Step, x: &Tensor, w: &Tensor, p: &Conv2d, relu_input: bool, y: &Tensor) -> Result<()> {
     let mut q = geometry(&x.shape, &w.shape, &y.shape, p, "output")?;
     q.total = y.numel() as u32;
-    launch(step, &FORWARD_SIMPLE, 1, &q, &[x, w, y])
+    launch(step, &FORWARD_SIMPLE, 1, Fuse::relu(relu_input), &q, &[x, w, y])
 }
 
 /// dx = gradient of sum(dy * conv(x, w)) with respect to x; dx has x's shape.
 pub fn backward_input(step: &mut Step, dy: &Tensor, w: &Tensor, p: &Conv2d, dx: &Tensor) -> Result<()> {
+    backward_input_with(step, dy, w, p, None, dx)
+}
+
+/// The mask must have dx's shape.
+fn check_mask(mask: Option<&Tensor>, dx: &Tensor) -> Result<()> {
+    match mask {
+        Some(m) if m.shape != dx.shape => Err(shape_err(format!("ReLU mask {:?} must have dx's shape {:?}", m.shape, dx.shape))),
+        _ => Ok(()),
+    }
+}
+
+/// With `relu_input: Some(x)` (the pre-ReLU input), the gradient with respect to x of
+/// sum(dy * conv(relu(x), w)): the input gradient written only where x > 0 (0 at x = 0, like
+/// the ReLU kernel), in the same kernels and passes as without.
+pub fn backward_input_with(step: &mut Step, dy: &Tensor, w: &Tensor, p: &Conv2d, relu_input: Option<&Tensor>, dx: &Tensor) -> Result<()> {
     let mut q = geometry(&dx.shape, &w.shape, &dy.shape, p, "dy")?;
     let fast = crate::autotune::conv_fast(step.gpu(), &dx.shape, &w.shape, p, Pass::BackwardInput);
+    check_mask(relu_input, dx)?;
+    let f = Fuse::mask(relu_input);
     if fast && is_strided_pointwise(&w.shape, p) {
         let sub = Tensor::empty(step.gpu(), &[q.n as usize, q.cin as usize, dy.shape[2], dy.shape[3]]);
-        backward_input(step, dy, w, &unstrided(p), &sub)?;
-        return scatter(step, &sub, p.stride, dx);
+        backward_input_with(step, dy, w, &unstrided(p), None, &sub)?;
+        return scatter(step, &sub, p.stride, f, dx);
     }
     if fast && is_pointwise(&w.shape, p) {
         // dX[n] = W^T [Cin, Cout] x dY[n] [Cout, HW].
         let (cin, cout, hw) = (q.cin, q.cout, q.h * q.w);
         let g = GemmParams { m: cin, k: cout, j: hw, sam: 1, sak: cin, sbk: hw, sbj: 1, ..Default::default() };
         let g = GemmParams { b_batch: cout * hw, c_batch: cin * hw, kchunks: 1, kchunk: cout, ..g };
-        if gemm(step, g, q.n as usize, [w, dy, dx])? {
+        if gemm(step, g, q.n as usize, [w, dy, dx], f)? {
             return Ok(());
         }
     }
@@ -591,14 +693,14 @@ pub fn backward_input(step: &mut Step, dy: &Tensor, w: &Tensor, p: &Conv2d, dx: 
     let span = (w.shape[2] - 1) * p.dilation;
     let flipped = fast && p.stride == 1 && p.padding <= span;
     if is_depthwise(&dx.shape, &w.shape, p) && flipped {
-        return depthwise(step, dy, w, 1, p.dilation, span - p.padding, true, dx);
+        return depthwise(step, dy, w, 1, p.dilation, span - p.padding, true, f, dx);
     }
     if fast && is_depthwise(&dx.shape, &w.shape, p) && transposed_fits(&w.shape, p) {
-        return depthwise_t(step, dy, w, p, dx);
+        return depthwise_t(step, dy, w, p, f, dx);
     }
     if is_dense(&w.shape, p) && flipped {
         let kk = w.shape[2] * w.shape[3];
-        return dense(step, dy, w, (kk, q.cin as usize * kk), 1, p.dilation, span - p.padding, true, dx);
+        return dense(step, dy, w, (kk, q.cin as usize * kk), 1, p.dilation, span - p.padding, true, f, dx);
     }
     let ct = TILE_C.min(q.cin_g as usize);
     q.ctiles = (q.cin_g as usize).div_ceil(ct) as u32;
@@ -606,14 +708,21 @@ pub fn backward_input(step: &mut Step, dy: &Tensor, w: &Tensor, p: &Conv2d, dx: 
     let s = p.stride;
     q.xtiles = (s * (dx.shape[3].div_ceil(s)).div_ceil(TILE_X)) as u32;
     q.total = q.n * p.groups as u32 * q.ctiles * q.h * q.xtiles;
-    launch(step, &BACKWARD_INPUT, ct, &q, &[dy, w, dx])
+    launch(step, &BACKWARD_INPUT, ct, f, &q, &[dy, w, dx, f.mask_or(w)])
 }
 
 /// Same result as [`backward_input`], one element per invocation.
 pub fn backward_input_simple(step: &mut Step, dy: &Tensor, w: &Tensor, p: &Conv2d, dx: &Tensor) -> Result<()> {
+    backward_input_simple_with(step, dy, w, p, None, dx)
+}
+
+/// Same result as [`backward_input_with`], one element per invocation.
+pub fn backward_input_simple_with(step: &mut Step, dy: &Tensor, w: &Tensor, p: &Conv2d, relu_input: Option<&Tensor>, dx: &Tensor) -> Result<()> {
     let mut q = geometry(&dx.shape, &w.shape, &dy.shape, p, "dy")?;
+    check_mask(relu_input, dx)?;
     q.total = dx.numel() as u32;
-    launch(step, &BACKWARD_INPUT_SIMPLE, 1, &q, &[dy, w, dx])
+    let f = Fuse::mask(relu_input);
+    launch(step, &BACKWARD_INPUT_SIMPLE, 1, f, &q, &[dy, w, dx, f.mask_or(w)])
 }
 
 /// backward_weight's split of the N*Ho output rows: (channel tile, channel tiles per group,
@@ -652,7 +761,7 @@ fn pointwise_weight_plan(n: usize, cout: usize, cin: usize, hw: usize) -> (usize
 
 /// dW[co, ci] = sum over n, p of dY[n, co, p] * X[n, ci, p]: gemm per chunk of pixels into
 /// partial sums, then weight_sum adds the chunks in order.
-fn pointwise_weight(step: &mut Step, q: &Params, x: &Tensor, dy: &Tensor, dw: &Tensor) -> Result<bool> {
+fn pointwise_weight(step: &mut Step, q: &Params, x: &Tensor, dy: &Tensor, relu: bool, dw: &Tensor) -> Result<bool> {
     let (n, cin, cout, hw) = (q.n as usize, q.cin as usize, q.cout as usize, (q.h * q.w) as usize);
     let (kchunks, kchunk) = pointwise_weight_plan(n, cout, cin, hw);
     let chunks = n * kchunks;
@@ -673,31 +782,37 @@ fn pointwise_weight(step: &mut Step, q: &Params, x: &Tensor, dy: &Tensor, dw: &T
         ..Default::default()
     };
     if chunks == 1 {
-        return gemm(step, g, 1, [dy, x, dw]);
+        return gemm(step, g, 1, [dy, x, dw], Fuse::relu(relu));
     }
     let partial = Tensor::empty(step.gpu(), &[chunks, cout * cin]);
-    if !gemm(step, g, chunks, [dy, x, &partial])? {
+    if !gemm(step, g, chunks, [dy, x, &partial], Fuse::relu(relu))? {
         return Ok(false);
     }
     let s = Params { nw: u(cout * cin), chunks: u(chunks), total: u(cout * cin), ..Params::default() };
-    launch(step, &WEIGHT_SUM, 1, &s, &[&partial, dw])?;
+    launch(step, &WEIGHT_SUM, 1, Fuse::NONE, &s, &[&partial, dw])?;
     Ok(true)
 }
 
 /// dw = gradient of sum(dy * conv(x, w)) with respect to w; dw has w's shape.
 pub fn backward_weight(step: &mut Step, x: &Tensor, dy: &Tensor, p: &Conv2d, dw: &Tensor) -> Result<()> {
+    backward_weight_with(step, x, dy, p, false, dw)
+}
+
+/// With `relu_input`, the gradient of sum(dy * conv(relu(x), w)): the kernels read max(x, 0).
+pub fn backward_weight_with(step: &mut Step, x: &Tensor, dy: &Tensor, p: &Conv2d, relu_input: bool, dw: &Tensor) -> Result<()> {
     let mut q = geometry(&x.shape, &dw.shape, &dy.shape, p, "dy")?;
     let fast = crate::autotune::conv_fast(step.gpu(), &x.shape, &dw.shape, p, Pass::BackwardWeight);
     if fast && is_strided_pointwise(&dw.shape, p) {
-        let sub = gather(step, x, p.stride, dy.shape[2], dy.shape[3])?;
-        return backward_weight(step, &sub, dy, &unstrided(p), dw);
+        let sub = gather(step, x, p.stride, dy.shape[2], dy.shape[3], relu_input)?;
+        return backward_weight_with(step, &sub, dy, &unstrided(p), false, dw);
     }
-    if fast && is_pointwise(&dw.shape, p) && pointwise_weight(step, &q, x, dy, dw)? {
+    if fast && is_pointwise(&dw.shape, p) && pointwise_weight(step, &q, x, dy, relu_input, dw)? {
         return Ok(());
     }
     if fast && (is_depthwise(&x.shape, &dw.shape, p) || is_dense(&dw.shape, p)) {
-        return weight_rows(step, x, dy, p, dw);
+        return weight_rows(step, x, dy, p, relu_input, dw);
     }
+    let f = Fuse::relu(relu_input);
     let (ct, ctiles, chunk, chunks) = weight_plan(&q, p.groups);
     let nw = dw.numel();
     q.ctiles = ctiles as u32;
@@ -706,12 +821,12 @@ pub fn backward_weight(step: &mut Step, x: &Tensor, dy: &Tensor, p: &Conv2d, dw:
     q.chunks = chunks as u32;
     q.total = (chunks * p.groups * ctiles) as u32 * q.cin_g * q.kh * q.kw;
     if chunks == 1 {
-        return launch(step, &WEIGHT_PARTIAL, ct, &q, &[x, dy, dw]);
+        return launch(step, &WEIGHT_PARTIAL, ct, f, &q, &[x, dy, dw]);
     }
     let partial = Tensor::empty(step.gpu(), &[chunks, nw]);
-    launch(step, &WEIGHT_PARTIAL, ct, &q, &[x, dy, &partial])?;
+    launch(step, &WEIGHT_PARTIAL, ct, f, &q, &[x, dy, &partial])?;
     q.total = nw as u32;
-    launch(step, &WEIGHT_SUM, 1, &q, &[&partial, dw])
+    launch(step, &WEIGHT_SUM, 1, Fuse::NONE, &q, &[&partial, dw])
 }
 
 /// Plain f64 loops, written as the definition (backward passes scatter, unlike the kernels).
@@ -778,20 +893,26 @@ pub mod reference {
     }
 }
 
-/// One convolution at one shape. `simple` runs the one-element-per-invocation kernels.
+/// One convolution at one shape. `simple` runs the one-element-per-invocation kernels;
+/// `relu` is ReLU -> conv fused (reference: relu, then the convolution).
 pub struct ConvCase {
     pub x: [usize; 4],
     pub w: [usize; 4],
     pub p: Conv2d,
     pub simple: bool,
+    pub relu: bool,
 }
 
 impl ConvCase {
     fn new(x: [usize; 4], cout: usize, k: [usize; 2], stride: usize, padding: usize, dilation: usize, groups: usize) -> ConvCase {
-        ConvCase { x, w: [cout, x[1] / groups, k[0], k[1]], p: Conv2d { stride, padding, dilation, groups }, simple: false }
+        ConvCase { x, w: [cout, x[1] / groups, k[0], k[1]], p: Conv2d { stride, padding, dilation, groups }, simple: false, relu: false }
     }
     fn y(&self) -> Vec<usize> {
         out_shape(&self.x, &self.w, &self.p).expect("conv2d case has valid shapes")
+    }
+    /// The input as the convolution sees it: relu(x) for a fused case.
+    fn act(&self, x: &[f64]) -> Vec<f64> {
+        x.iter().map(|&v| if self.relu { v.max(0.0) } else { v }).collect()
     }
     /// Multiply-adds of one pass (the same count for all three).
     fn macs(&self) -> f64 {
@@ -803,7 +924,12 @@ impl ConvCase {
 
 impl OpCase for ConvCase {
     fn name(&self) -> &'static str {
-        if self.simple { "conv2d_simple" } else { "conv2d" }
+        match (self.relu, self.simple) {
+            (false, false) => "conv2d",
+            (false, true) => "conv2d_simple",
+            (true, false) => "conv2d_fused",
+            (true, true) => "conv2d_fused_simple",
+        }
     }
     fn shape(&self) -> String {
         let [n, c, h, w] = self.x;
@@ -825,28 +951,32 @@ impl OpCase for ConvCase {
         let t = 1e-4 * (longest as f64 / 256.0).max(1.0);
         (t, t)
     }
+    // The ReLU cases keep the default inputs: never within 1e-3 of zero, far beyond the
+    // checker's finite-difference step, so no difference straddles the kink.
     fn forward_ref(&self, x: &[Vec<f64>]) -> Vec<f64> {
-        reference::forward(&x[0], self.x, &x[1], self.w, &self.p)
+        reference::forward(&self.act(&x[0]), self.x, &x[1], self.w, &self.p)
     }
     fn backward_ref(&self, x: &[Vec<f64>], dy: &[f64]) -> Vec<Vec<f64>> {
-        vec![
-            reference::backward_input(dy, self.x, &x[1], self.w, &self.p),
-            reference::backward_weight(&x[0], self.x, dy, self.w, &self.p),
-        ]
+        let mut dx = reference::backward_input(dy, self.x, &x[1], self.w, &self.p);
+        if self.relu {
+            dx.iter_mut().zip(&x[0]).for_each(|(d, &v)| *d = if v > 0.0 { *d } else { 0.0 });
+        }
+        vec![dx, reference::backward_weight(&self.act(&x[0]), self.x, dy, self.w, &self.p)]
     }
     fn forward(&self, step: &mut Step, x: &[Tensor], y: &Tensor) -> Result<Vec<Tensor>> {
         if self.simple {
-            forward_simple(step, &x[0], &x[1], &self.p, y)?;
+            forward_simple_with(step, &x[0], &x[1], &self.p, self.relu, y)?;
         } else {
-            forward(step, &x[0], &x[1], &self.p, y)?;
+            forward_with(step, &x[0], &x[1], &self.p, self.relu, y)?;
         }
         Ok(vec![])
     }
     fn backward(&self, step: &mut Step, x: &[Tensor], _y: &Tensor, _s: &[Tensor], dy: &Tensor, wrt: usize, dx: &Tensor) -> Result<()> {
+        let mask = self.relu.then_some(&x[0]);
         match (wrt, self.simple) {
-            (0, false) => backward_input(step, dy, &x[1], &self.p, dx),
-            (0, true) => backward_input_simple(step, dy, &x[1], &self.p, dx),
-            _ => backward_weight(step, &x[0], dy, &self.p, dx),
+            (0, false) => backward_input_with(step, dy, &x[1], &self.p, mask, dx),
+            (0, true) => backward_input_simple_with(step, dy, &x[1], &self.p, mask, dx),
+            _ => backward_weight_with(step, &x[0], dy, &self.p, self.relu, dx),
         }
     }
     fn flops(&self, _pass: Pass) -> f64 {
@@ -863,6 +993,17 @@ impl OpCase for ConvCase {
 }
 
 pub fn test_cases() -> Vec<Box<dyn OpCase>> {
+    cases().into_iter().map(|case| Box::new(case) as Box<dyn OpCase>).collect()
+}
+
+/// Every test case again with a ReLU fused in front: each path's kernels (forward and weight
+/// gradient reading relu(x), input gradient masked) at the same odd shapes.
+pub fn relu_test_cases() -> Vec<Box<dyn OpCase>> {
+    let simple = simple_cases().into_iter().map(|c| ConvCase { simple: true, ..c });
+    cases().into_iter().chain(simple).map(|case| Box::new(ConvCase { relu: true, ..case }) as Box<dyn OpCase>).collect()
+}
+
+fn cases() -> Vec<ConvCase> {
     let c = ConvCase::new;
     [
         c([1, 3, 7, 7], 5, [3, 3], 1, 1, 1, 1),   // dense 3x3
@@ -939,13 +1080,15 @@ pub fn test_cases() -> Vec<Box<dyn OpCase>> {
         c([1, 2, 6, 5], 3, [1, 1], 2, 0, 1, 1),   // zero4 + spread with scalar loads
         c([1, 5, 6, 6], 3, [1, 1], 2, 1, 1, 1),
     ]
-    .into_iter()
-    .map(|case| Box::new(case) as Box<dyn OpCase>)
-    .collect()
+    .into()
 }
 
 /// The fast cases again, on the one-element-per-invocation kernels (backward_weight has one).
 pub fn simple_test_cases() -> Vec<Box<dyn OpCase>> {
+    simple_cases().into_iter().map(|case| Box::new(ConvCase { simple: true, ..case }) as Box<dyn OpCase>).collect()
+}
+
+fn simple_cases() -> Vec<ConvCase> {
     let c = ConvCase::new;
     [
         c([1, 3, 7, 7], 5, [3, 3], 1, 1, 1, 1),
@@ -954,9 +1097,7 @@ pub fn simple_test_cases() -> Vec<Box<dyn OpCase>> {
         c([2, 4, 7, 5], 8, [3, 2], 2, 1, 2, 2),
         c([3, 5, 1, 1], 7, [3, 3], 1, 1, 1, 1),
     ]
-    .into_iter()
-    .map(|case| Box::new(ConvCase { simple: true, ..case }) as Box<dyn OpCase>)
-    .collect()
+    .into()
 }
 
 pub fn bench_cases() -> Vec<Box<dyn OpCase>> {
@@ -980,4 +1121,20 @@ pub fn bench_cases() -> Vec<Box<dyn OpCase>> {
         v.push(Box::new(ConvCase::new(x, cout, [1, 1], 2, 0, 1, 1)));
     }
     v
+}
+
+/// The convolutions DARTS runs behind a ReLU, fused, at supernet shapes: the cell
+/// preprocessing's pointwise convs, every first depthwise conv of sep_conv / dil_conv (stride 1
+/// and 2), FactorizedReduce's strided 1x1s.
+pub fn relu_bench_cases() -> Vec<Box<dyn OpCase>> {
+    let mut v: Vec<ConvCase> = Vec::new();
+    for &x in BENCH_SHAPES {
+        let ch = x[1];
+        let c = |k: usize, s, pad, d, g| ConvCase::new(x, ch, [k, k], s, pad, d, g);
+        v.extend([c(1, 1, 0, 1, 1), c(3, 1, 1, 1, ch), c(5, 1, 2, 1, ch), c(3, 1, 2, 2, ch), c(3, 2, 1, 1, ch), c(5, 2, 2, 1, ch)]);
+    }
+    for (x, cout) in [([64, 32, 28, 28], 8), ([64, 32, 27, 27], 8), ([64, 64, 14, 14], 16), ([64, 64, 13, 13], 16)] {
+        v.push(ConvCase::new(x, cout, [1, 1], 2, 0, 1, 1));
+    }
+    v.into_iter().map(|c| Box::new(ConvCase { relu: true, ..c }) as Box<dyn OpCase>).collect()
 }

@@ -95,6 +95,7 @@ pub const FAMILIES: &[Family] = &[
     Family { name: "zero", test_cases: elementwise::zero_test_cases, bench_cases: elementwise::zero_bench_cases },
     Family { name: "add", test_cases: elementwise::add_test_cases, bench_cases: elementwise::add_bench_cases },
     Family { name: "conv2d", test_cases: conv2d::test_cases, bench_cases: conv2d::bench_cases },
+    Family { name: "conv2d_fused", test_cases: conv2d::relu_test_cases, bench_cases: conv2d::relu_bench_cases },
     Family { name: "linear", test_cases: linear::test_cases, bench_cases: linear::bench_cases },
     Family { name: "softmax_cross_entropy", test_cases: loss::cross_entropy_test_cases, bench_cases: loss::cross_entropy_bench_cases },
     Family { name: "sgd", test_cases: optim::sgd_test_cases, bench_cases: optim::sgd_bench_cases },
