@@ -39,6 +39,10 @@ pub const CONV_VARIANTS: &[&str] = &["fast", "general"];
 pub const POOL_VARIANTS: &[&str] = &["rows", "general"];
 /// ReLU variants: vec4 loads and stores where the length allows (the default), or scalars.
 pub const RELU_VARIANTS: &[&str] = &["vec4", "scalar"];
+/// Batch-norm reduction variants: today's per-invocation chunks summed by a second dispatch
+/// (the default, tuned on lavapipe), or one workgroup per channel slab with a tree in
+/// workgroup memory (`ops::batchnorm_wg`).
+pub const BATCH_NORM_VARIANTS: &[&str] = &["units", "workgroup"];
 
 /// The variants of the op a key belongs to (None: not a key of any choice point).
 pub fn variants_of(key: &str) -> Option<&'static [&'static str]> {
@@ -48,6 +52,8 @@ pub fn variants_of(key: &str) -> Option<&'static [&'static str]> {
         Some(POOL_VARIANTS)
     } else if key.starts_with("relu.") {
         Some(RELU_VARIANTS)
+    } else if key.starts_with("batch_norm.") {
+        Some(BATCH_NORM_VARIANTS)
     } else {
         None
     }
@@ -110,6 +116,20 @@ pub fn relu_key(x: &[usize]) -> Option<String> {
 /// Whether a ReLU of this shape may take the vec4 kernels on `gpu` (the length decides too).
 pub fn relu_vec4(gpu: &Gpu, x: &[usize]) -> bool {
     gpu.kernel_choice(|| relu_key(x)).is_none_or(|v| v != "scalar")
+}
+
+/// The choice point of the reductions of a training batch norm: `batch_norm.forward <HxW>`
+/// (batch statistics) or `batch_norm.backward <HxW>` (any other pass); [N, C] is 1x1.
+pub fn batch_norm_key(x: &[usize], pass: Pass) -> Option<String> {
+    let [_, _, h, w] = crate::tensor::nchw(x);
+    let pass = if pass == Pass::Forward { "forward" } else { "backward" };
+    Some(format!("batch_norm.{pass} {h}x{w}"))
+}
+
+/// Whether the batch-norm launcher of this pass takes the workgroup reductions on `gpu`
+/// (only where the adapter's choices say so).
+pub fn batch_norm_workgroup(gpu: &Gpu, x: &[usize], pass: Pass) -> bool {
+    gpu.kernel_choice(|| batch_norm_key(x, pass)).is_some_and(|v| v == "workgroup")
 }
 
 /// Whether this pass of this convolution may take its fast path on `gpu`: false when the
