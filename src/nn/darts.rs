@@ -201,7 +201,6 @@ pub fn check_batch_fits(gpu: &crate::gpu::Gpu, cfg: &NetConfig, genotype: &Genot
 /// every pooling, and input shape of every ReLU that the network `genotype` defines runs on
 /// `batch` images of `image` [C, H, W] (what `cellnas autotune` times).
 #[allow(clippy::type_complexity)]
-#[allow(clippy::type_complexity)]
 pub fn op_shapes(cfg: &NetConfig, genotype: &Genotype, batch: usize, image: [usize; 3]) -> Result<(Vec<(Vec<usize>, Vec<usize>, Conv2d, bool)>, Vec<(Vec<usize>, Pool2d)>, Vec<Vec<usize>>, Vec<(Vec<usize>, bool)>)> {
     let mut g = Graph::count();
     let x = g.input_shape(&[batch, image[0], image[1], image[2]]);
