@@ -198,7 +198,8 @@ pub fn check_batch_fits(gpu: &crate::gpu::Gpu, cfg: &NetConfig, genotype: &Genot
 }
 
 /// Input shape, weight shape, settings and ReLU fusion of every convolution, input shape and settings of
-/// every pooling, and input shape of every ReLU that the network `genotype` defines runs on
+/// every pooling, input shape of every ReLU and input shape and affinity of every batch norm that
+/// the network `genotype` defines runs on
 /// `batch` images of `image` [C, H, W] (what `cellnas autotune` times).
 #[allow(clippy::type_complexity)]
 pub fn op_shapes(cfg: &NetConfig, genotype: &Genotype, batch: usize, image: [usize; 3]) -> Result<(Vec<(Vec<usize>, Vec<usize>, Conv2d, bool)>, Vec<(Vec<usize>, Pool2d)>, Vec<Vec<usize>>, Vec<(Vec<usize>, bool)>)> {
