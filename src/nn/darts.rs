@@ -198,7 +198,7 @@ pub fn check_batch_fits(gpu: &crate::gpu::Gpu, cfg: &NetConfig, genotype: &Genot
 }
 
 /// Input shape, weight shape, settings and ReLU fusion of every convolution, input shape and settings of
-/// every pooling, input shape of every ReLU and input shape and affinity of every batch norm that
+/// every pooling, input shape of every ReLU and input shape of every batch norm (and whether it is affine) that
 /// the network `genotype` defines runs on
 /// `batch` images of `image` [C, H, W] (what `cellnas autotune` times).
 #[allow(clippy::type_complexity)]
