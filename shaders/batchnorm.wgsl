@@ -33,7 +33,8 @@ struct Params {
     // Partial j of channel c sits at c * pc + j * pj (stage 1 layouts differ between paths).
     pc: u32,
     pj: u32,
-    pad: u32,
+    // values per slab (workgroup kernels, batchnorm_wg.wgsl)
+    slab: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;

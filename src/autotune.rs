@@ -1,12 +1,13 @@
 //! Per-adapter kernel choice by measurement (burn-style autotune).
 //!
 //! Where an op has more than one kernel for a shape (conv2d's fast paths vs its general
-//! kernels, pooling's row kernels vs the general ones, ReLU's vec4 vs scalar kernels), the built-in choice is a measurement
+//! kernels, pooling's row kernels vs the general ones, ReLU's vec4 vs scalar kernels, batch norm's
+//! reductions in chunks vs in workgroup memory), the built-in choice is a measurement
 //! on lavapipe. A real GPU may prefer the other one, so `cellnas autotune` times the variants
 //! of every *choice point* a network hits on the current adapter and writes the winners to a
 //! cache file keyed by adapter (name, backend, driver, driver info). [`crate::gpu::Gpu`]
 //! loads the entries for its adapter when it opens; kernel choice functions ask
-//! [`conv_fast`] / [`pool_rows`] / [`relu_vec4`], which fall back to the documented default (the first
+//! [`conv_fast`] / [`pool_rows`] / [`relu_vec4`] / [`batch_norm_workgroup`], which fall back to the documented default (the first
 //! variant) where the cache has no entry. `CELLNAS_CONV_GENERIC` / `CELLNAS_POOL_GENERIC` still
 //! force the general kernels whatever the cache says.
 //!
@@ -39,6 +40,10 @@ pub const CONV_VARIANTS: &[&str] = &["fast", "general"];
 pub const POOL_VARIANTS: &[&str] = &["rows", "general"];
 /// ReLU variants: vec4 loads and stores where the length allows (the default), or scalars.
 pub const RELU_VARIANTS: &[&str] = &["vec4", "scalar"];
+/// Batch-norm reduction variants: today's per-invocation chunks summed by a second dispatch
+/// (the default, tuned on lavapipe), or one workgroup per channel slab with a tree in
+/// workgroup memory (`ops::batchnorm_wg`).
+pub const BATCH_NORM_VARIANTS: &[&str] = &["units", "workgroup"];
 
 /// The variants of the op a key belongs to (None: not a key of any choice point).
 pub fn variants_of(key: &str) -> Option<&'static [&'static str]> {
@@ -48,6 +53,8 @@ pub fn variants_of(key: &str) -> Option<&'static [&'static str]> {
         Some(POOL_VARIANTS)
     } else if key.starts_with("relu.") {
         Some(RELU_VARIANTS)
+    } else if key.starts_with("batch_norm.") {
+        Some(BATCH_NORM_VARIANTS)
     } else {
         None
     }
@@ -110,6 +117,20 @@ pub fn relu_key(x: &[usize]) -> Option<String> {
 /// Whether a ReLU of this shape may take the vec4 kernels on `gpu` (the length decides too).
 pub fn relu_vec4(gpu: &Gpu, x: &[usize]) -> bool {
     gpu.kernel_choice(|| relu_key(x)).is_none_or(|v| v != "scalar")
+}
+
+/// The choice point of the reductions of a training batch norm: `batch_norm.forward <HxW>`
+/// (batch statistics) or `batch_norm.backward <HxW>` (any other pass); [N, C] is 1x1.
+pub fn batch_norm_key(x: &[usize], pass: Pass) -> Option<String> {
+    let [_, _, h, w] = crate::tensor::nchw(x);
+    let pass = if pass == Pass::Forward { "forward" } else { "backward" };
+    Some(format!("batch_norm.{pass} {h}x{w}"))
+}
+
+/// Whether the batch-norm launcher of this pass takes the workgroup reductions on `gpu`
+/// (only where the adapter's choices say so).
+pub fn batch_norm_workgroup(gpu: &Gpu, x: &[usize], pass: Pass) -> bool {
+    gpu.kernel_choice(|| batch_norm_key(x, pass)).is_some_and(|v| v == "workgroup")
 }
 
 /// Whether this pass of this convolution may take its fast path on `gpu`: false when the
@@ -287,6 +308,8 @@ pub enum Site {
     Conv { x: [usize; 4], w: [usize; 4], p: Conv2d, pass: Pass, relu: bool },
     Pool { x: [usize; 4], p: Pool2d },
     Relu { x: [usize; 4] },
+    /// Training batch norm: `pass` Forward times forward_train, any other the backward.
+    BatchNorm { x: [usize; 4], affine: bool, pass: Pass },
 }
 
 #[derive(Clone, Debug)]
@@ -303,6 +326,7 @@ impl ChoicePoint {
             Site::Conv { x, w, p, relu, .. } => ConvCase { x: *x, w: *w, p: *p, simple: false, relu: *relu }.shape(),
             Site::Pool { x, p } => format!("n{} c{} {}x{} k{} s{} p{}", x[0], x[1], x[2], x[3], p.kernel, p.stride, p.padding),
             Site::Relu { x } => format!("n{} c{} {}x{}", x[0], x[1], x[2], x[3]),
+            Site::BatchNorm { x, affine, .. } => format!("n{} c{} {}x{}{}", x[0], x[1], x[2], x[3], if *affine { " affine" } else { "" }),
         }
     }
 }
@@ -321,7 +345,7 @@ pub fn network_points(cfg: &NetConfig, genotypes: &[Genotype], batch: usize, ima
         }
     };
     for g in genotypes {
-        let (convs, pools, relus) = crate::nn::darts::op_shapes(cfg, g, batch, image)?;
+        let (convs, pools, relus, bns) = crate::nn::darts::op_shapes(cfg, g, batch, image)?;
         for (x, w, p, relu) in convs {
             let (x, w) = (four(&x)?, four(&w)?);
             for pass in [Pass::Forward, Pass::BackwardInput, Pass::BackwardWeight] {
@@ -335,6 +359,12 @@ pub fn network_points(cfg: &NetConfig, genotypes: &[Genotype], batch: usize, ima
         for x in relus {
             let x = four(&x)?;
             add(relu_key(&x), RELU_VARIANTS, Site::Relu { x });
+        }
+        for (x, affine) in bns {
+            let x = crate::tensor::nchw(&x);
+            for pass in [Pass::Forward, Pass::BackwardInput] {
+                add(batch_norm_key(&x, pass), BATCH_NORM_VARIANTS, Site::BatchNorm { x, affine, pass });
+            }
         }
     }
     Ok(points)
@@ -381,6 +411,7 @@ fn tune_inner(gpu: &Arc<Gpu>, points: &[ChoicePoint], warmup: usize, reps: usize
             Site::Conv { x, w, p, pass, relu } => (Box::new(ConvCase { x: *x, w: *w, p: *p, simple: false, relu: *relu }), vec![*pass]),
             Site::Pool { x, p } => (pool::case(*x, *p), vec![Pass::Forward, Pass::BackwardInput]),
             Site::Relu { x } => (crate::ops::elementwise::relu_case(x), vec![Pass::Forward, Pass::BackwardInput]),
+            Site::BatchNorm { x, affine, pass } => (crate::ops::batchnorm::train_case(*x, *affine), vec![*pass]),
         };
         let prepared = Prepared::new(gpu, case)?;
         let select = |v: &str| gpu.set_kernel_choices(Choices::from([(point.key.clone(), v.to_string())]));

@@ -198,9 +198,10 @@ fn autotune_on_a_tiny_network_writes_an_entry_per_choice_point() {
     let mut want_sorted = want.clone();
     want_sorted.sort();
     assert_eq!(got, want_sorted);
-    // The network hits conv fast paths of all three passes and the pool row kernels; its ReLUs
-    // are fused into the convs, so no ReLU kernel (and no relu.both point) is left to tune.
-    for needle in ["conv2d.forward depthwise", "conv2d.backward_input depthwise", "conv2d.backward_weight pointwise", "conv2d.forward strided_pointwise", "max_pool.both"] {
+    // The network hits conv fast paths of all three passes, the pool row kernels and the
+    // batch-norm reductions of both passes; its ReLUs are fused into the convs, so no ReLU
+    // kernel (and no relu.both point) is left to tune.
+    for needle in ["conv2d.forward depthwise", "conv2d.backward_input depthwise", "conv2d.backward_weight pointwise", "conv2d.forward strided_pointwise", "max_pool.both", "batch_norm.forward", "batch_norm.backward"] {
         assert!(want.iter().any(|k| k.starts_with(needle)), "no {needle} point in {want:?}");
     }
     assert!(!want.iter().any(|k| k.starts_with("relu.both")), "fused ReLUs are not separate choice points: {want:?}");

@@ -198,12 +198,13 @@ pub fn check_batch_fits(gpu: &crate::gpu::Gpu, cfg: &NetConfig, genotype: &Genot
 }
 
 /// Input shape, weight shape, settings and ReLU fusion of every convolution, input shape and settings of
-/// every pooling, and input shape of every ReLU that the network `genotype` defines runs on
+/// every pooling, input shape of every ReLU and input shape of every batch norm (and whether it is affine) that
+/// the network `genotype` defines runs on
 /// `batch` images of `image` [C, H, W] (what `cellnas autotune` times).
 #[allow(clippy::type_complexity)]
-pub fn op_shapes(cfg: &NetConfig, genotype: &Genotype, batch: usize, image: [usize; 3]) -> Result<(Vec<(Vec<usize>, Vec<usize>, Conv2d, bool)>, Vec<(Vec<usize>, Pool2d)>, Vec<Vec<usize>>)> {
+pub fn op_shapes(cfg: &NetConfig, genotype: &Genotype, batch: usize, image: [usize; 3]) -> Result<(Vec<(Vec<usize>, Vec<usize>, Conv2d, bool)>, Vec<(Vec<usize>, Pool2d)>, Vec<Vec<usize>>, Vec<(Vec<usize>, bool)>)> {
     let mut g = Graph::count();
     let x = g.input_shape(&[batch, image[0], image[1], image[2]]);
     forward(&mut g, cfg, genotype, x)?;
-    Ok((std::mem::take(&mut g.convs), std::mem::take(&mut g.pools), std::mem::take(&mut g.relus)))
+    Ok((std::mem::take(&mut g.convs), std::mem::take(&mut g.pools), std::mem::take(&mut g.relus), std::mem::take(&mut g.bns)))
 }

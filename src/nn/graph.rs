@@ -69,6 +69,8 @@ pub struct Graph<'a> {
     pub convs: Vec<(Vec<usize>, Vec<usize>, Conv2d, bool)>,
     pub pools: Vec<(Vec<usize>, Pool2d)>,
     pub relus: Vec<Vec<usize>>,
+    /// Batch norms (input shape, affine).
+    pub bns: Vec<(Vec<usize>, bool)>,
     /// `relu_conv` as one fused node (true) or a ReLU node and a conv node (the reference).
     fuse: bool,
 }
@@ -81,12 +83,12 @@ pub fn fuse_default() -> bool {
 
 impl<'a> Graph<'a> {
     pub fn new(step: Step, store: &'a mut ParamStore, bn_stats: &'a mut BnStats, mode: Mode) -> Graph<'a> {
-        Graph { step: Some(step), store: Some(store), bn_stats: Some(bn_stats), mode, vals: vec![], tape: vec![], grads: vec![], flops: 0.0, used: BTreeSet::new(), inputs: BTreeSet::new(), convs: vec![], pools: vec![], relus: vec![], fuse: fuse_default() }
+        Graph { step: Some(step), store: Some(store), bn_stats: Some(bn_stats), mode, vals: vec![], tape: vec![], grads: vec![], flops: 0.0, used: BTreeSet::new(), inputs: BTreeSet::new(), convs: vec![], pools: vec![], relus: vec![], bns: vec![], fuse: fuse_default() }
     }
 
     /// Shapes only: nothing is allocated or launched; parameters and FLOPs are counted.
     pub fn count() -> Graph<'static> {
-        Graph { step: None, store: None, bn_stats: None, mode: Mode::Eval, vals: vec![], tape: vec![], grads: vec![], flops: 0.0, used: BTreeSet::new(), inputs: BTreeSet::new(), convs: vec![], pools: vec![], relus: vec![], fuse: fuse_default() }
+        Graph { step: None, store: None, bn_stats: None, mode: Mode::Eval, vals: vec![], tape: vec![], grads: vec![], flops: 0.0, used: BTreeSet::new(), inputs: BTreeSet::new(), convs: vec![], pools: vec![], relus: vec![], bns: vec![], fuse: fuse_default() }
     }
 
     /// Fuse ReLU -> conv (`relu_conv`) or not; the default is [`fuse_default`].
@@ -218,7 +220,10 @@ impl<'a> Graph<'a> {
             None => (None, None),
         };
         let y = self.out(self.shape(x).to_vec());
-        let Some(step) = self.step.as_mut() else { return Ok(y) };
+        let Some(step) = self.step.as_mut() else {
+            self.bns.push((self.shape(x).to_vec(), affine));
+            return Ok(y);
+        };
         let stats = self.bn_stats.as_mut().expect("executing graphs have BN statistics");
         let gpu = step.gpu().clone();
         let (rm, rv) = stats.get(step, &gpu, name, c)?;

@@ -4,7 +4,8 @@
 //! Follows PyTorch: normalisation uses the biased batch variance, the running variance is
 //! updated with the unbiased one, `running = (1 - momentum) * running + momentum * batch`.
 //! Per-channel reductions are two-stage with a split that depends only on the shape, so the
-//! same inputs give bitwise the same outputs.
+//! same inputs give bitwise the same outputs. An autotune cache may choose the workgroup-memory
+//! reductions of `batchnorm_wg.rs` instead, per pass and plane size.
 
 use super::{OpCase, Pass, BENCH_SHAPES};
 use crate::error::{Error, Result};
@@ -16,13 +17,13 @@ use rand_chacha::ChaCha8Rng;
 
 const SUM_PARTIAL: Kernel = kernel!("batchnorm.wgsl", "sum_partial", [1: Read, 3: ReadWrite]);
 const SQ_PARTIAL: Kernel = kernel!("batchnorm.wgsl", "sq_partial", [1: Read, 6: Read, 3: ReadWrite]);
-const MEAN_FINAL: Kernel = kernel!("batchnorm.wgsl", "mean_final", [1: Read, 4: Read, 5: ReadWrite]);
-const VAR_FINAL: Kernel =
+pub(super) const MEAN_FINAL: Kernel = kernel!("batchnorm.wgsl", "mean_final", [1: Read, 4: Read, 5: ReadWrite]);
+pub(super) const VAR_FINAL: Kernel =
     kernel!("batchnorm.wgsl", "var_final", [4: Read, 6: Read, 7: ReadWrite, 9: ReadWrite, 10: ReadWrite, 11: ReadWrite]);
 const EVAL_COEF: Kernel = kernel!("batchnorm.wgsl", "eval_coef", [14: Read, 11: ReadWrite]);
 const NORMALIZE: Kernel = kernel!("batchnorm.wgsl", "normalize", [1: Read, 12: Read, 13: ReadWrite]);
 const BACKWARD_PARTIAL: Kernel = kernel!("batchnorm.wgsl", "backward_partial", [1: Read, 2: Read, 6: Read, 3: ReadWrite]);
-const BACKWARD_FINAL: Kernel = kernel!("batchnorm.wgsl", "backward_final", [4: Read, 6: Read, 8: Read, 11: ReadWrite]);
+pub(super) const BACKWARD_FINAL: Kernel = kernel!("batchnorm.wgsl", "backward_final", [4: Read, 6: Read, 8: Read, 11: ReadWrite]);
 const BACKWARD_DX: Kernel = kernel!("batchnorm.wgsl", "backward_dx", [1: Read, 2: Read, 12: Read, 13: ReadWrite]);
 // The vec4 path (unit kernels), for shapes whose planes group into aligned units.
 const SUM_UNITS: Kernel = kernel!("batchnorm.wgsl", "sum_units", [15: Read, 1: Read, 3: ReadWrite]);
@@ -58,23 +59,24 @@ impl Default for BatchNorm {
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    n: u32,
-    c: u32,
-    hw: u32,
-    m: u32,
-    parts: u32,
-    dn: u32,
-    ds: u32,
-    affine: u32,
-    eps: f32,
-    momentum: f32,
-    total: u32,
-    units: u32,
-    lvec: u32,
-    pc: u32,
-    pj: u32,
-    pad: u32,
+pub(super) struct Params {
+    pub(super) n: u32,
+    pub(super) c: u32,
+    pub(super) hw: u32,
+    pub(super) m: u32,
+    pub(super) parts: u32,
+    pub(super) dn: u32,
+    pub(super) ds: u32,
+    pub(super) affine: u32,
+    pub(super) eps: f32,
+    pub(super) momentum: f32,
+    pub(super) total: u32,
+    pub(super) units: u32,
+    pub(super) lvec: u32,
+    pub(super) pc: u32,
+    pub(super) pj: u32,
+    /// Values per slab (workgroup kernels only, batchnorm_wg.rs).
+    pub(super) slab: u32,
 }
 
 /// Planes per unit of the vec4 path for this shape, or None when it must take the scalar path:
@@ -94,11 +96,12 @@ pub fn unit_planes(shape: &[usize]) -> Option<usize> {
 }
 
 /// Shape facts every launcher needs, after validation.
-struct Geometry {
-    c: usize,
+#[derive(Clone)]
+pub(super) struct Geometry {
+    pub(super) c: usize,
     /// Planes per unit when the vec4 path is taken.
     unit: Option<usize>,
-    params: Params,
+    pub(super) params: Params,
 }
 
 impl Geometry {
@@ -140,7 +143,7 @@ impl Geometry {
             lvec: (u * hw / 4) as u32,
             pc: pc as u32,
             pj: pj as u32,
-            pad: 0,
+            slab: 0,
         };
         Ok(Geometry { c, unit, params })
     }
@@ -156,7 +159,7 @@ impl Geometry {
         Ok(())
     }
 
-    fn dispatch_per_channel(&self, step: &mut Step, k: &Kernel, bufs: &[&Tensor]) -> Result<()> {
+    pub(super) fn dispatch_per_channel(&self, step: &mut Step, k: &Kernel, bufs: &[&Tensor]) -> Result<()> {
         self.dispatch(step, k, self.c, bufs)
     }
 
@@ -272,11 +275,15 @@ pub fn forward_train(
         g.per_channel(OP, what, t)?;
     }
     let gpu = step.gpu().clone();
-    let part = Tensor::empty(&gpu, &[g.c * g.parts()]);
     let coef = coef_buffer(&gpu, 3 * g.c);
-    let chunks = g.c * g.parts();
     // Copies first: a copy between dispatches splits the compute pass.
     copy_affine(step, g.c, gamma, beta, &coef);
+    if crate::autotune::batch_norm_workgroup(&gpu, &x.shape, Pass::Forward) {
+        super::batchnorm_wg::forward_stats(step, &g, x, save_mean, save_inv_std, running_mean, running_var, &coef)?;
+        return g.normalize(step, x, &coef, y);
+    }
+    let part = Tensor::empty(&gpu, &[g.c * g.parts()]);
+    let chunks = g.c * g.parts();
     if g.unit.is_some() {
         g.dispatch_unit_reduce(step, &SUM_UNITS, &[x, x, &part])?;
     } else {
@@ -342,7 +349,6 @@ pub fn backward(
     g.per_channel(OP, "save_mean", save_mean)?;
     g.per_channel(OP, "save_inv_std", save_inv_std)?;
     let gpu = step.gpu().clone();
-    let part = Tensor::empty(&gpu, &[2 * g.c * g.parts()]);
     let coef = coef_buffer(&gpu, 6 * g.c);
     let bytes = 4 * g.c as u64;
     // Copies before and after the dispatches, not between them: a copy splits the compute pass
@@ -350,12 +356,17 @@ pub fn backward(
     if let Some(gm) = gamma {
         step.copy(&gm.buf, 0, &coef.buf, 2 * bytes, bytes);
     }
-    if g.unit.is_some() {
-        g.dispatch_unit_reduce(step, &BACKWARD_UNITS, &[x, dy, save_mean, &part])?;
+    if crate::autotune::batch_norm_workgroup(&gpu, &x.shape, Pass::BackwardInput) {
+        super::batchnorm_wg::backward_stats(step, &g, x, dy, save_mean, save_inv_std, &coef)?;
     } else {
-        g.dispatch(step, &BACKWARD_PARTIAL, g.c * g.parts(), &[x, dy, save_mean, &part])?;
+        let part = Tensor::empty(&gpu, &[2 * g.c * g.parts()]);
+        if g.unit.is_some() {
+            g.dispatch_unit_reduce(step, &BACKWARD_UNITS, &[x, dy, save_mean, &part])?;
+        } else {
+            g.dispatch(step, &BACKWARD_PARTIAL, g.c * g.parts(), &[x, dy, save_mean, &part])?;
+        }
+        g.dispatch_per_channel(step, &BACKWARD_FINAL, &[&part, save_mean, save_inv_std, &coef])?;
     }
-    g.dispatch_per_channel(step, &BACKWARD_FINAL, &[&part, save_mean, save_inv_std, &coef])?;
     if g.unit.is_some() {
         g.dispatch_unit_elements(step, &BACKWARD_DX_UNITS, &[x, dy, &coef, &coef, dx])?;
     } else {
@@ -615,6 +626,11 @@ impl OpCase for EvalCase {
 /// (coefficient buffers shorter than a vec4 unless padded).
 const TEST_SHAPES: &[[usize; 4]] =
     &[[1, 3, 7, 7], [3, 5, 1, 1], [2, 17, 9, 11], [2, 4, 4, 4], [1, 3, 2, 6], [2, 6, 3, 2], [3, 4, 7, 7], [5, 8, 1, 1], [2, 1, 4, 4]];
+
+/// The training-mode case at one shape (autotune times it; tests check variants with it).
+pub fn train_case(shape: [usize; 4], affine: bool) -> Box<dyn OpCase> {
+    Box::new(TrainCase { shape, affine })
+}
 
 pub fn train_test_cases() -> Vec<Box<dyn OpCase>> {
     TEST_SHAPES

@@ -5,6 +5,7 @@
 //! `cellnas bench` all iterate this registry.
 
 pub mod batchnorm;
+pub mod batchnorm_wg;
 pub mod check;
 pub mod concat;
 pub mod conv2d;
