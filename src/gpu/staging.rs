@@ -13,6 +13,8 @@ use std::sync::{Arc, Mutex};
 /// Staging buffers above this size are not kept: they serve whole-model downloads (checkpoints),
 /// rare enough that holding that much host-visible memory idle costs more than recreating it.
 const KEEP_MAX_BYTES: u64 = 16 << 20;
+/// How long a finished step's readback may take to be mapped (see `PendingOutput::wait`).
+const MAP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 /// Smallest staging size, so tiny reads of different lengths share one buffer.
 const MIN_BYTES: u64 = 256;
 
@@ -121,12 +123,18 @@ impl PendingOutput {
         if !self.mappings().all(Mapping::done) {
             let wait = wgpu::PollType::Wait { submission_index: Some(self.index.clone()), timeout: None };
             gpu.device.poll(wait).map_err(|e| Error::DeviceLost(e.to_string()))?;
-            if !self.mappings().all(Mapping::done) {
-                // The mapping callbacks of a finished submission fire on the next poll at the latest.
+            // The mapping callbacks of a finished submission fire on the next poll at the latest,
+            // but on a device shared by threads another thread's poll may have taken them and not
+            // run them yet: poll again until they have, within a bound.
+            let t0 = std::time::Instant::now();
+            while !self.mappings().all(Mapping::done) {
+                if t0.elapsed() > MAP_TIMEOUT {
+                    return Err(Error::Gpu { context: "readback".into(), message: format!("the step finished but its readback was not mapped within {} s", MAP_TIMEOUT.as_secs()) });
+                }
                 gpu.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| Error::DeviceLost(e.to_string()))?;
-            }
-            if !self.mappings().all(Mapping::done) {
-                return Err(Error::Gpu { context: "readback".into(), message: "the step finished but its readback was never mapped".into() });
+                if !self.mappings().all(Mapping::done) {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
             }
         }
         gpu.check("step")?;
