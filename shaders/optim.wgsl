@@ -43,8 +43,14 @@ struct Params {
 fn sgd_step(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let i = flat_id(wid, nwg, lid);
     if (i >= p.n) { return; }
+    sgd_at(i, grad[i]);
+}
+
+// PyTorch SGD on element i with gradient gr: weight decay, momentum buffer, nesterov; shared by
+// sgd_step and sgd_multi so both update in exactly the same arithmetic.
+fn sgd_at(i: u32, gr: f32) {
     let w = param[i];
-    let g = grad[i] + p.weight_decay * w;
+    let g = gr + p.weight_decay * w;
     var b = g;
     if (p.momentum != 0.0) {
         b = p.momentum * moment1[i] + g;
@@ -200,17 +206,6 @@ fn sgd_multi(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
         if (p.max_norm > 0.0) {
             gr = gr * coef;
         }
-        let w = param[at];
-        let g = gr + p.weight_decay * w;
-        var b = g;
-        if (p.momentum != 0.0) {
-            b = p.momentum * moment1[at] + g;
-        }
-        moment1[at] = b;
-        var update = b;
-        if (p.nesterov != 0u) {
-            update = g + p.momentum * b;
-        }
-        param[at] = w - p.lr * update;
+        sgd_at(at, gr);
     }
 }

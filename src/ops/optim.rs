@@ -19,26 +19,26 @@ const NORM_FINAL: Kernel = kernel!("optim.wgsl", "norm_final", [6: Read, 7: Read
 const CLIP: Kernel = kernel!("optim.wgsl", "clip", [8: Read, 2: ReadWrite]);
 
 /// Must match PER_INVOCATION in the shader.
-const PER_INVOCATION: u32 = 8;
+pub(super) const PER_INVOCATION: u32 = 8;
 
 #[repr(C)]
 #[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    n: u32,
-    offset: u32,
-    groups: u32,
-    nesterov: u32,
-    lr: f32,
-    momentum: f32,
-    weight_decay: f32,
-    decoupled: u32,
-    beta1: f32,
-    beta2: f32,
-    eps: f32,
-    step_size: f32,
-    bc2_sqrt: f32,
-    max_norm: f32,
-    pad: [u32; 2],
+pub(super) struct Params {
+    pub(super) n: u32,
+    pub(super) offset: u32,
+    pub(super) groups: u32,
+    pub(super) nesterov: u32,
+    pub(super) lr: f32,
+    pub(super) momentum: f32,
+    pub(super) weight_decay: f32,
+    pub(super) decoupled: u32,
+    pub(super) beta1: f32,
+    pub(super) beta2: f32,
+    pub(super) eps: f32,
+    pub(super) step_size: f32,
+    pub(super) bc2_sqrt: f32,
+    pub(super) max_norm: f32,
+    pub(super) pad: [u32; 2],
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]

@@ -17,29 +17,8 @@ const NORM_PARTIAL: Kernel = kernel!("optim.wgsl", "norm_partial_multi", [1: Rea
 const NORM_FINAL: Kernel = kernel!("optim.wgsl", "norm_final", [6: Read, 7: ReadWrite]);
 const SGD: Kernel = kernel!("optim.wgsl", "sgd_multi", [1: Read, 2: ReadWrite, 3: ReadWrite, 8: Read, 9: Read]);
 
-/// Must match PER_INVOCATION in the shader.
-const PER_INVOCATION: u32 = 8;
-
-/// Same layout as the shader's Params (shared by every entry point of optim.wgsl).
-#[repr(C)]
-#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    n: u32,
-    offset: u32,
-    groups: u32,
-    nesterov: u32,
-    lr: f32,
-    momentum: f32,
-    weight_decay: f32,
-    decoupled: u32,
-    beta1: f32,
-    beta2: f32,
-    eps: f32,
-    step_size: f32,
-    bc2_sqrt: f32,
-    max_norm: f32,
-    pad: [u32; 2],
-}
+// One Params layout serves every entry point of optim.wgsl.
+use super::optim::{Params, PER_INVOCATION};
 
 /// Elements of one parameter's slot in an arena block.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
