@@ -41,7 +41,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Time every kernel (forward, backward to input, backward to weights) on the chosen adapter.
+    /// Time every kernel (forward, backward to input, backward to weights) on the chosen adapter,
+    /// or with --net a whole network's training and evaluation steps.
     Bench(BenchArgs),
     /// Train a supernet once, score candidates with inherited weights, write the best cell.
     Search(Box<cli::jobs::SearchArgs>),
@@ -66,7 +67,7 @@ pub(crate) struct BenchArgs {
     #[arg(long)]
     json: bool,
     /// Only kernels whose family name contains this text (e.g. conv2d), and with FAMILY/SHAPE only cases whose shape contains SHAPE (e.g. 'conv2d/k1x1 s1').
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value = "", conflicts_with = "net")]
     filter: String,
     /// Untimed runs before measuring each pass (with --net: untimed steps; default 2).
     #[arg(long)]

@@ -61,3 +61,11 @@ fn a_batch_too_large_for_the_adapter_is_refused_before_allocation() {
     }
     assert_eq!(gpu.buffers_created(), before, "nothing allocated");
 }
+
+#[test]
+fn bench_net_refuses_a_kernel_filter() {
+    let out = Command::new(env!("CARGO_BIN_EXE_cellnas")).args(["bench", "--net", "--filter", "conv2d"]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--filter") && err.contains("--net"), "{err}");
+}
