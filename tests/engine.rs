@@ -165,7 +165,7 @@ fn bounded_submits_give_the_same_evaluation_and_statistics() {
     let data = data(&gpu, 100);
     let [g, _] = genotypes();
     let mut model = Model::new(&gpu, net(true), 4).unwrap();
-    epoch(&mut model, &data, 0, &[g.clone()], IN_FLIGHT, None);
+    epoch(&mut model, &data, 0, std::slice::from_ref(&g), IN_FLIGHT, None);
     let cfg = EvalConfig { recalibration_batches: 5, batch_size: 12 };
     let stats = |model: &mut Model, per_submit: usize| {
         let bn = recalibrate_bounded(model, &g, &data, &cfg, 3, per_submit).unwrap();
