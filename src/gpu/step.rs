@@ -210,8 +210,7 @@ impl Step {
         });
         let readback = (self.read_bytes > 0).then(|| gpu.take_readback(self.read_bytes));
         let serial = gpu.counts.submits.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-        let n_dispatches = self.commands.iter().filter(|c| matches!(c, Command::Dispatch { .. })).count();
-        Counts::add(&gpu.counts.dispatches, n_dispatches as u64);
+        Counts::add(&gpu.counts.dispatches, self.dispatches() as u64);
         let timing = (self.timed && gpu.timestamps).then(|| {
             let set = dev.create_query_set(&wgpu::QuerySetDescriptor { label: None, ty: wgpu::QueryType::Timestamp, count: 2 });
             Counts::add(&gpu.counts.staging, 2);

@@ -140,7 +140,7 @@ impl ParamStore {
         let (value, grad, momentum) = self.arena.tensors(&slot, shape)?;
         step.upload(&value.buf, 0, bytemuck::cast_slice(data))?;
         if !fresh {
-            step.upload(&momentum.buf, 0, bytemuck::cast_slice(&vec![0f32; data.len()]))?;
+            elementwise::fill(step, &momentum, 0.0)?;
         }
         self.params.insert(name.to_string(), Param { value: value.clone(), grad, momentum: None, slot, arena_momentum: momentum });
         Ok(value)
