@@ -112,6 +112,25 @@ fn tree2(l: u32) -> vec2<f32> {
     return vec2<f32>(red[0], red2[0]);
 }
 
+// This lane's share of slab j of channel c: the sum of (x - center), or of its squares.
+fn slab_sum(c: u32, j: u32, l: u32, center: f32, square: bool) -> f32 {
+    let end = slab_end(j);
+    var k = j * p.slab + l;
+    var cur = cursor_at(k);
+    var acc = 0.0;
+    while (k < end) {
+        let d = x[cursor_index(cur, c)] - center;
+        if (square) {
+            acc += d * d;
+        } else {
+            acc += d;
+        }
+        cur = cursor_next(cur);
+        k += WG;
+    }
+    return acc;
+}
+
 // Sum of (x - shift), shift = the channel's first value, as sum_partial and sum_units (keeps the
 // summands small when the channel has a large common offset; mean_final adds it back).
 @compute @workgroup_size(WG)
@@ -120,17 +139,7 @@ fn sum_wg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     if (cj.x >= p.c) { return; }
     let c = cj.x;
     let l = lid.x;
-    let shift = x[c * p.hw];
-    let end = slab_end(cj.y);
-    var k = cj.y * p.slab + l;
-    var cur = cursor_at(k);
-    var acc = 0.0;
-    while (k < end) {
-        acc += x[cursor_index(cur, c)] - shift;
-        cur = cursor_next(cur);
-        k += WG;
-    }
-    red[l] = acc;
+    red[l] = slab_sum(c, cj.y, l, x[c * p.hw], false);
     let t = tree(l);
     if (l == 0u) {
         part[c * p.parts + cj.y] = t;
@@ -144,18 +153,7 @@ fn sq_wg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
     if (cj.x >= p.c) { return; }
     let c = cj.x;
     let l = lid.x;
-    let mu = mean[c];
-    let end = slab_end(cj.y);
-    var k = cj.y * p.slab + l;
-    var cur = cursor_at(k);
-    var acc = 0.0;
-    while (k < end) {
-        let d = x[cursor_index(cur, c)] - mu;
-        acc += d * d;
-        cur = cursor_next(cur);
-        k += WG;
-    }
-    red[l] = acc;
+    red[l] = slab_sum(c, cj.y, l, mean[c], true);
     let t = tree(l);
     if (l == 0u) {
         part[c * p.parts + cj.y] = t;
