@@ -12,6 +12,7 @@ pub mod pipeline;
 pub mod run;
 pub mod search;
 pub mod space;
+pub mod stats;
 pub mod supernet;
 pub mod tensor;
 pub mod train;

@@ -52,6 +52,9 @@ enum Command {
     Train(Box<cli::jobs::TrainCmdArgs>),
     /// Test accuracy of a `cellnas train` run: its final weights, or its latest checkpoint.
     Test(cli::jobs::TestArgs),
+    /// How well a search run's inherited scores rank architectures: K of them also trained
+    /// stand-alone, with Kendall tau, Spearman, Pearson, precision@k and regret.
+    Rank(Box<cli::rank::RankArgs>),
     /// Time the kernel variants a network uses on this adapter and cache the fastest per shape class.
     Autotune(Box<cli::autotune::AutotuneArgs>),
     /// Convert between DARTS genotype text and spec JSON (the other form is printed).
@@ -118,6 +121,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Eval(args) => with_gpu(&cli.adapter, |gpu| cli::jobs::eval(gpu, &args)),
         Command::Train(args) => with_gpu(&cli.adapter, |gpu| cli::jobs::train(gpu, &args)),
         Command::Test(args) => with_gpu(&cli.adapter, |gpu| cli::jobs::test(gpu, &args)),
+        Command::Rank(args) => with_gpu(&cli.adapter, |gpu| cli::rank::rank(gpu, &args)),
         Command::Autotune(args) => with_gpu(&cli.adapter, |gpu| cli::autotune::autotune(gpu, &args)),
         Command::Genotype { file } => genotype(&file),
     }

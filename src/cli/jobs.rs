@@ -61,7 +61,8 @@ pub struct TrainArgs {
     /// Random-crop padding in pixels, 0 = off [2].
     #[arg(long)]
     pub crop: Option<u32>,
-    /// Random horizontal flips [true].
+    /// Random horizontal flips [true for data known to keep its classes when mirrored
+    /// (Fashion-MNIST, CIFAR-10), false otherwise (MNIST, KMNIST, EMNIST, unrecognised data)].
     #[arg(long)]
     pub flip: Option<bool>,
     /// Cutout square side, 0 = off [0].
@@ -147,7 +148,7 @@ pub fn default_search() -> SearchConfig {
 
 /// `base`, or `base.2`, `base.3`, ... : the first that does not exist yet, so running the same
 /// command twice without `--out` starts a second run instead of failing.
-fn fresh_dir(base: &str) -> PathBuf {
+pub(crate) fn fresh_dir(base: &str) -> PathBuf {
     let first = PathBuf::from(base);
     if !first.exists() {
         return first;
@@ -165,22 +166,46 @@ fn apply_train(t: &mut TrainConfig, a: &TrainArgs) {
 }
 
 /// The config stored in a run folder that is being resumed.
-fn read_config<T: serde::de::DeserializeOwned>(dir: &std::path::Path, kind: &str) -> Result<T> {
+pub(crate) fn read_config<T: serde::de::DeserializeOwned>(dir: &std::path::Path, kind: &str) -> Result<T> {
     let path = dir.join("config.json");
     let text = std::fs::read_to_string(&path).with_context(|| format!("cannot resume: {} is not a cellnas run (no readable config.json)", dir.display()))?;
     serde_json::from_str(&text).with_context(|| format!("{}: not a {kind} config", path.display()))
 }
 
-/// Size flags; a new run also takes its input channels and classes from the data.
-fn apply_net(net: &mut NetConfig, a: &NetArgs, data: &DataConfig, resume: bool) -> Result<()> {
+/// Size flags.
+fn apply_net(net: &mut NetConfig, a: &NetArgs) {
     if let Some(c) = a.channels {
         net.channels = c;
     }
     if let Some(l) = a.layers {
         net.layers = l;
     }
-    if !resume {
-        (net.in_channels, net.classes) = data_shape(data)?;
+}
+
+/// What a new run takes from its data: the network's input channels and classes, and the flip
+/// default from which dataset it is (unless `--flip` was given), saying which and why.
+fn fit_to_data(net: &mut NetConfig, train: &mut TrainConfig, a: &TrainArgs, data: &DataConfig, quiet: bool) -> Result<()> {
+    let splits = match &data.path {
+        Some(p) => cellnas::data::load_dir(p)?,
+        None => cellnas::data::embedded()?,
+    };
+    (net.in_channels, net.classes) = (splits.train.c, splits.train.classes);
+    if a.flip.is_some() {
+        return Ok(());
+    }
+    let known = cellnas::data::identify(&splits, data.path.as_deref());
+    train.augment.flip = known.as_ref().is_some_and(|k| k.flip);
+    if !quiet {
+        match known {
+            Some(k) => eprintln!(
+                "data: {} (recognised by {}): horizontal flips {} (--flip {} to change)",
+                k.name,
+                k.how,
+                if k.flip { "on" } else { "off, they change its classes" },
+                !k.flip
+            ),
+            None => eprintln!("data: not a dataset cellnas recognises, so no horizontal flips (--flip true if mirrored images keep their class)"),
+        }
     }
     Ok(())
 }
@@ -197,15 +222,6 @@ fn apply_data(d: &mut DataConfig, a: &DataArgs) {
     }
 }
 
-/// Image channels and class count of the data a config points at (the network's ends).
-fn data_shape(d: &DataConfig) -> Result<(usize, usize)> {
-    let splits = match &d.path {
-        Some(p) => cellnas::data::load_dir(p)?,
-        None => cellnas::data::embedded()?,
-    };
-    Ok((splits.train.c, splits.train.classes))
-}
-
 pub fn search(gpu: &Arc<Gpu>, a: &SearchArgs) -> Result<()> {
     let (mut cfg, out, resume) = match &a.resume {
         Some(dir) => {
@@ -216,7 +232,10 @@ pub fn search(gpu: &Arc<Gpu>, a: &SearchArgs) -> Result<()> {
     };
     apply_data(&mut cfg.data, &a.data);
     apply_train(&mut cfg.train, &a.train);
-    apply_net(&mut cfg.net, &a.net, &cfg.data, resume)?;
+    apply_net(&mut cfg.net, &a.net);
+    if !resume {
+        fit_to_data(&mut cfg.net, &mut cfg.train, &a.train, &cfg.data, a.quiet)?;
+    }
     if a.nodes.is_some() || a.ops.is_some() {
         let ops = match &a.ops {
             Some(names) => names.iter().map(|n| Op::from_name(n.trim())).collect::<cellnas::Result<Vec<_>>>()?,
@@ -265,6 +284,15 @@ pub fn search(gpu: &Arc<Gpu>, a: &SearchArgs) -> Result<()> {
         summary.search_seconds
     );
     print_top(&summary.top, 5);
+    // The three numbers that say whether the search was worth it, side by side.
+    let pct = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{:.2}%", 100.0 * v));
+    println!(
+        "supernet train accuracy (last epoch, random paths) {} | best candidate {} | median of the {} random candidates {} (inherited val accuracy)",
+        pct(summary.epochs.last().map(|m| m.accuracy)),
+        pct(summary.top.first().map(|e| e.accuracy)),
+        summary.random_candidates,
+        pct(summary.random_median)
+    );
     println!("best cell: {}", out.join("best.genotype.txt").display());
     Ok(())
 }
@@ -280,6 +308,10 @@ pub struct TrainCmdArgs {
     pub net: NetArgs,
     #[command(flatten)]
     pub train: TrainArgs,
+    /// Training batches forwarded after training to re-estimate BN statistics before the test
+    /// (precise BN; no weight updates), 0 = off [32].
+    #[arg(long)]
+    pub precise_bn: Option<usize>,
     /// Output folder [default: runs/train-<seed>, or .2, .3, ... if that exists].
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -295,7 +327,7 @@ pub struct TrainCmdArgs {
 }
 
 /// Mid-epoch checkpoint interval from a flag in minutes (0 = none).
-fn checkpoint_every(minutes: f64) -> Result<Option<std::time::Duration>> {
+pub(crate) fn checkpoint_every(minutes: f64) -> Result<Option<std::time::Duration>> {
     if !(minutes >= 0.0 && minutes.is_finite()) {
         bail!("--checkpoint-minutes must be a number >= 0, got {minutes}");
     }
@@ -325,7 +357,7 @@ pub fn train(gpu: &Arc<Gpu>, a: &TrainCmdArgs) -> Result<()> {
                 seed: 1,
                 augment: Augment { crop_padding: 2, flip: true, cutout: 0 },
             };
-            (StandaloneConfig { spec, data, net, train, eval_batch_size: 200, resume_ignore: json!({}) }, PathBuf::new(), false)
+            (StandaloneConfig { spec, data, net, train, eval_batch_size: 200, precise_bn: 32, resume_ignore: json!({}) }, PathBuf::new(), false)
         }
     };
     // On a resume, flags that are given must agree with the stored config (RunDir::resume
@@ -335,7 +367,13 @@ pub fn train(gpu: &Arc<Gpu>, a: &TrainCmdArgs) -> Result<()> {
     }
     apply_data(&mut cfg.data, &a.data);
     apply_train(&mut cfg.train, &a.train);
-    apply_net(&mut cfg.net, &a.net, &cfg.data, resume)?;
+    apply_net(&mut cfg.net, &a.net);
+    if let Some(n) = a.precise_bn {
+        cfg.precise_bn = n;
+    }
+    if !resume {
+        fit_to_data(&mut cfg.net, &mut cfg.train, &a.train, &cfg.data, a.quiet)?;
+    }
     let out = if resume { out } else { a.out.clone().unwrap_or_else(|| fresh_dir(&format!("runs/train-{}", cfg.train.seed))) };
     cfg.resume_ignore = json!({ "adapter": gpu.info.name, "out": out });
     if !a.quiet {
@@ -343,6 +381,14 @@ pub fn train(gpu: &Arc<Gpu>, a: &TrainCmdArgs) -> Result<()> {
     }
     let job = JobOptions { resume, quiet: a.quiet, checkpoint_every: checkpoint_every(a.checkpoint_minutes)? };
     let s = run_train(gpu, &cfg, &out, &job)?;
+    if let Some(r) = s.running_bn {
+        println!(
+            "with the BN statistics training left: test accuracy {:.2}% (loss {:.4}); re-estimated over {} training batches (precise BN):",
+            100.0 * r.test_accuracy,
+            r.test_loss,
+            cfg.precise_bn
+        );
+    }
     println!(
         "test accuracy {:.2}% (loss {:.4}); {} parameters, {:.1} MFLOPs per image; trained in {:.1}s; weights {}",
         100.0 * s.test_accuracy,
@@ -415,6 +461,9 @@ pub fn test(gpu: &Arc<Gpu>, a: &TestArgs) -> Result<()> {
         (false, None) => format!("checkpoint after {} epochs (training unfinished)", r.epoch),
     };
     let val = r.val_accuracy.map(|v| format!("; val accuracy {:.2}%", 100.0 * v)).unwrap_or_default();
+    if let Some(b) = r.running_bn {
+        println!("with the checkpoint's BN running statistics: test accuracy {:.2}% (loss {:.4}); with precise BN:", 100.0 * b.test_accuracy, b.test_loss);
+    }
     println!("test accuracy {:.2}% (loss {:.4}){val}; {trained}: {}", 100.0 * r.test_accuracy, r.test_loss, r.weights.display());
     Ok(())
 }

@@ -1,9 +1,10 @@
 //! Subcommands beyond `devices` and the kernel `bench`: search, eval, train, test, genotype,
-//! autotune, bench --net.
+//! rank, autotune, bench --net.
 
 pub mod autotune;
 pub mod bench;
 pub mod jobs;
+pub mod rank;
 
 pub use bench::bench_net;
 pub mod table;

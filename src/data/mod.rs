@@ -6,10 +6,12 @@
 mod cifar;
 pub mod device;
 mod idx;
+pub mod known;
 
 pub use cifar::load_cifar10_dir;
 pub use device::{assemble, augment_choices, Augment, AugmentChoice, DeviceData};
 pub use idx::load_idx_dir;
+pub use known::{identify, Known};
 
 use crate::error::{Error, Result};
 use rand::seq::SliceRandom;

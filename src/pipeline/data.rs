@@ -61,3 +61,23 @@ pub fn load(gpu: &Arc<Gpu>, cfg: &DataConfig, seed: u64) -> Result<Loaded> {
         test: DeviceData::upload(gpu, &splits.test, &mean, &std)?,
     })
 }
+
+/// Refuses a data config whose training part (after the validation split and the limit) holds
+/// fewer images than one batch, naming the flags that decide it.
+pub fn check_batches(cfg: &DataConfig, batch_size: usize) -> Result<()> {
+    let splits = match &cfg.path {
+        Some(p) => load_dir(p)?,
+        None => embedded()?,
+    };
+    let mut n = splits.train.n.saturating_sub(cfg.val_count);
+    if cfg.train_limit > 0 {
+        n = n.min(cfg.train_limit);
+    }
+    if n < batch_size.max(1) {
+        return Err(Error::Invalid(format!(
+            "{n} training images (--train-limit {}, --val {} of {}'s {}) make no batch of {batch_size} (--batch-size): nothing to train on",
+            cfg.train_limit, cfg.val_count, splits.name, splits.train.n
+        )));
+    }
+    Ok(())
+}

@@ -68,6 +68,10 @@ pub struct SearchSummary {
     pub evaluated: usize,
     /// Candidates in the history, replayed ones included.
     pub candidates: usize,
+    /// How many candidates were uniform random samples (the strategy's blind start), and their
+    /// median inherited accuracy: the baseline the best is compared with.
+    pub random_candidates: usize,
+    pub random_median: Option<f64>,
 }
 
 pub fn run_search(gpu: &Arc<Gpu>, cfg: &SearchConfig, out: &Path, job: &JobOptions) -> Result<SearchSummary> {
@@ -155,16 +159,23 @@ pub fn run_search(gpu: &Arc<Gpu>, cfg: &SearchConfig, out: &Path, job: &JobOptio
     let search_seconds = t_search.elapsed().as_secs_f64();
 
     let top: Vec<HistoryEntry> = top_k(history.entries(), 10).into_iter().cloned().collect();
+    let random: Vec<f64> = history.entries().iter().take(strategy.random_proposals()).map(|e| e.accuracy).collect();
+    let random_median = crate::stats::quantile(&random, 0.5);
     if let Some(best) = top.first() {
         let genotype = crate::space::Genotype::from_darts(&best.genotype)?;
         let spec = Spec { name: Some(format!("cellnas search, candidate {}", best.id)), ..Spec::new(genotype) };
         let best_json = json!({
             "spec": serde_json::from_str::<serde_json::Value>(&spec.to_json_pretty()).expect("spec JSON"),
             "metrics": { "val_accuracy": best.accuracy, "val_loss": best.loss, "params": best.params, "flops": best.flops, "candidate": best.id },
+            "baseline": {
+                "supernet_train_accuracy": epochs.last().map(|m| m.accuracy),
+                "random_candidates": random.len(),
+                "random_median_val_accuracy": random_median,
+            },
         });
         write_json_atomic(&run.best_json_path(), &best_json)?;
         write_atomic(&run.best_genotype_path(), format!("{}\n", best.genotype).as_bytes())?;
     }
     let candidates = history.entries().len();
-    Ok(SearchSummary { top, epochs, train_seconds, search_seconds, evaluated, candidates })
+    Ok(SearchSummary { top, epochs, train_seconds, search_seconds, evaluated, candidates, random_candidates: random.len(), random_median })
 }

@@ -22,7 +22,24 @@ pub struct StandaloneConfig {
     pub net: NetConfig,
     pub train: TrainConfig,
     pub eval_batch_size: usize,
+    /// Training batches forwarded after training, in training mode without updates, to
+    /// re-estimate every BN layer's statistics before testing (precise BN); 0 = off. Left out of
+    /// config.json when 0, so runs from before it existed resume unchanged.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub precise_bn: usize,
     pub resume_ignore: serde_json::Value,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// Test (and validation) figures of one set of weights.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Tested {
+    pub test_accuracy: f64,
+    pub test_loss: f64,
+    pub val_accuracy: Option<f64>,
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -30,6 +47,8 @@ pub struct TrainSummary {
     pub test_accuracy: f64,
     pub test_loss: f64,
     pub val_accuracy: Option<f64>,
+    /// The same with the BN running statistics training left, when precise BN replaced them.
+    pub running_bn: Option<Tested>,
     pub params: u64,
     pub flops: u64,
     pub train_seconds: f64,
@@ -49,6 +68,15 @@ pub fn run_train(gpu: &Arc<Gpu>, cfg: &StandaloneConfig, out: &Path, job: &JobOp
     let run = run.with_checkpoint_file("checkpoint.safetensors");
     super::kernels::pin(gpu, &run, job.resume)?;
     let data = load(gpu, &cfg.data, cfg.train.seed)?;
+    if data.train.n() < cfg.train.batch_size {
+        return Err(Error::Invalid(format!(
+            "{} training images (after --val {} and --train-limit {}) make no batch of {} (--batch-size): nothing to train on",
+            data.train.n(),
+            cfg.data.val_count,
+            cfg.data.train_limit,
+            cfg.train.batch_size
+        )));
+    }
     let [_, h, w] = data.train.image_shape();
     let (params, flops) = darts::size(&cfg.net, genotype, h, w)?;
     for batch in [cfg.train.batch_size, cfg.eval_batch_size] {
@@ -59,28 +87,45 @@ pub fn run_train(gpu: &Arc<Gpu>, cfg: &StandaloneConfig, out: &Path, job: &JobOp
     let epochs = fit(&mut model, &data.train, &cfg.train, &opts, &mut |_, _| vec![genotype.clone()])?;
     // Training time over every process that ran it (a resumed run included).
     let train_seconds: f64 = epochs.iter().map(|m| m.seconds).sum();
-    let (test_accuracy, test_loss, val_accuracy) = test_and_val(&mut model, genotype, &data, cfg.eval_batch_size)?;
+    let (running_bn, t) = test_precise(&mut model, cfg, &data)?;
+    let Tested { test_accuracy, test_loss, val_accuracy } = t;
     let mut meta = BTreeMap::new();
     meta.insert("genotype".to_string(), genotype.to_darts());
     meta.insert("network".to_string(), serde_json::to_string(&cfg.net).unwrap_or_default());
     let weights: Vec<_> = model.download()?.into_iter().filter(|(n, _, _)| !n.ends_with("#momentum")).collect();
     save_tensors(&run.dir().join("weights.safetensors"), &weights, &meta)?;
-    let summary = TrainSummary { test_accuracy, test_loss, val_accuracy, params, flops, train_seconds, epochs };
+    let summary = TrainSummary { test_accuracy, test_loss, val_accuracy, running_bn, params, flops, train_seconds, epochs };
     write_json_atomic(
         &run.dir().join("metrics.json"),
-        &json!({ "test_accuracy": test_accuracy, "test_loss": test_loss, "val_accuracy": val_accuracy, "params": params, "flops": flops, "train_seconds": train_seconds }),
+        &json!({ "test_accuracy": test_accuracy, "test_loss": test_loss, "val_accuracy": val_accuracy, "params": params, "flops": flops,
+                 "train_seconds": train_seconds, "precise_bn_batches": cfg.precise_bn, "running_bn": running_bn }),
     )?;
     Ok(summary)
 }
 
 /// Test accuracy and loss, and validation accuracy when the run holds a validation split out.
-fn test_and_val(model: &mut Model, genotype: &crate::space::Genotype, data: &super::data::Loaded, batch: usize) -> Result<(f64, f64, Option<f64>)> {
-    let (acc, loss) = evaluate(&model.net, &mut model.store, &mut model.bn, genotype, &data.test, batch)?;
-    let val = match &data.val {
+fn test_and_val(model: &mut Model, genotype: &crate::space::Genotype, data: &super::data::Loaded, batch: usize) -> Result<Tested> {
+    let (test_accuracy, test_loss) = evaluate(&model.net, &mut model.store, &mut model.bn, genotype, &data.test, batch)?;
+    let val_accuracy = match &data.val {
         Some(v) => Some(evaluate(&model.net, &mut model.store, &mut model.bn, genotype, v, batch)?.0),
         None => None,
     };
-    Ok((acc, loss, val))
+    Ok(Tested { test_accuracy, test_loss, val_accuracy })
+}
+
+/// Tests with the running statistics training left, then, when `cfg.precise_bn` > 0, replaces
+/// them by statistics re-estimated over that many training batches (no augmentation, batches
+/// of the training batch size, order by seed) and tests again. Returns (running-statistics
+/// figures when precise BN ran, the final figures).
+fn test_precise(model: &mut Model, cfg: &StandaloneConfig, data: &super::data::Loaded) -> Result<(Option<Tested>, Tested)> {
+    let genotype = &cfg.spec.genotype;
+    let running = test_and_val(model, genotype, data, cfg.eval_batch_size)?;
+    if cfg.precise_bn == 0 {
+        return Ok((None, running));
+    }
+    let eval = crate::supernet::EvalConfig { recalibration_batches: cfg.precise_bn, batch_size: cfg.train.batch_size };
+    model.bn = crate::supernet::recalibrate(model, genotype, &data.train, &eval, cfg.train.seed)?;
+    Ok((Some(running), test_and_val(model, genotype, data, cfg.eval_batch_size)?))
 }
 
 /// What `cellnas test` measured, and on which weights.
@@ -96,6 +141,8 @@ pub struct TestReport {
     pub test_accuracy: f64,
     pub test_loss: f64,
     pub val_accuracy: Option<f64>,
+    /// For a checkpoint tested with precise BN: the figures with its running statistics.
+    pub running_bn: Option<Tested>,
 }
 
 /// Test accuracy of a stand-alone training run: its final weights when it has finished,
@@ -129,6 +176,7 @@ pub fn test_run(gpu: &Arc<Gpu>, dir: &Path) -> Result<TestReport> {
     darts::check_batch_fits(gpu, &cfg.net, genotype, cfg.eval_batch_size, h, w)?;
     let mut model = Model::new(gpu, cfg.net.clone(), cfg.train.seed)?;
     model.restore(&tensors)?;
-    let (test_accuracy, test_loss, val_accuracy) = test_and_val(&mut model, genotype, &data, cfg.eval_batch_size)?;
-    Ok(TestReport { weights, epoch, step, finished, test_accuracy, test_loss, val_accuracy })
+    // Final weights already hold precise-BN statistics; a checkpoint gets them now.
+    let (running_bn, t) = if finished { (None, test_and_val(&mut model, genotype, &data, cfg.eval_batch_size)?) } else { test_precise(&mut model, &cfg, &data)? };
+    Ok(TestReport { weights, epoch, step, finished, test_accuracy: t.test_accuracy, test_loss: t.test_loss, val_accuracy: t.val_accuracy, running_bn })
 }

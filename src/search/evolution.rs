@@ -130,6 +130,10 @@ impl Strategy for RegularizedEvolution {
         "evolution"
     }
 
+    fn random_proposals(&self) -> usize {
+        self.population_size
+    }
+
     /// Never None. In a space too small for any mutation to change a genotype, it keeps
     /// proposing the same one; the caller's budget ends the search.
     fn propose(&mut self) -> Option<Genotype> {

@@ -44,6 +44,11 @@ pub trait Strategy {
     fn propose(&mut self) -> Option<Genotype>;
     /// Result of evaluating a proposed genotype (called in proposal order, once per proposal).
     fn observe(&mut self, genotype: &Genotype, obs: &Observation);
+    /// How many of the first proposals are uniform samples of the space, blind to any score:
+    /// the random baseline a search is compared with. All of them unless overridden.
+    fn random_proposals(&self) -> usize {
+        usize::MAX
+    }
 }
 
 /// Names accepted by `strategy_from_name`.

@@ -1,0 +1,172 @@
+//! `cellnas rank`: flags -> RankConfig -> pipeline::rank, and the printed table.
+
+use anyhow::{bail, Result};
+use cellnas::gpu::Gpu;
+use cellnas::pipeline::rank::{read_search_config, run_rank, RankConfig, RankReport};
+use cellnas::pipeline::JobOptions;
+use clap::Args;
+use serde_json::json;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Defaults sized so that 20 uniform + 3 top architectures train in about an hour on a 2-core
+/// CPU adapter (docs/RESULTS.md has the measured time).
+#[derive(Args, Debug)]
+pub struct RankArgs {
+    /// The `cellnas search` run whose supernet is ranked (required unless --resume).
+    #[arg(long)]
+    pub run: Option<PathBuf>,
+    /// Architectures sampled uniformly from the run's space [20].
+    #[arg(long)]
+    pub archs: Option<usize>,
+    /// Best architectures of the run's history added to the sample [3].
+    #[arg(long)]
+    pub top: Option<usize>,
+    /// Seed of the uniform sample [the search run's seed].
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Stand-alone training epochs per architecture [2].
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Stand-alone training images per architecture, 0 = the run's whole training split [5000].
+    #[arg(long)]
+    pub train_limit: Option<usize>,
+    /// Channels of the stand-alone networks [8].
+    #[arg(long)]
+    pub channels: Option<usize>,
+    /// Cells of the stand-alone networks [5].
+    #[arg(long)]
+    pub layers: Option<usize>,
+    /// Images per training step [64].
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Peak learning rate (cosine to 0) [0.05].
+    #[arg(long)]
+    pub lr: Option<f32>,
+    /// Training batches for precise BN after each training, 0 = off [32].
+    #[arg(long)]
+    pub precise_bn: Option<usize>,
+    /// k of precision@k [5].
+    #[arg(long)]
+    pub precision_k: Option<usize>,
+    /// Take finished trainings of the same architecture and fidelity from this earlier rank
+    /// folder instead of training again (repeatable); for comparing supernets on one sample.
+    #[arg(long)]
+    pub reuse: Vec<PathBuf>,
+    /// Rank folder [default: runs/rank-<seed>, or .2, .3, ... if that exists].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Continue the rank in this folder: finished trainings are kept, the one in flight resumes.
+    #[arg(long, conflicts_with = "out")]
+    pub resume: Option<PathBuf>,
+    /// Only the final table.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Minutes between mid-epoch checkpoints of each training, 0 = only after each epoch [10].
+    #[arg(long, default_value_t = 10.0)]
+    pub checkpoint_minutes: f64,
+}
+
+pub fn rank(gpu: &Arc<Gpu>, a: &RankArgs) -> Result<()> {
+    let (mut cfg, out, resume) = match &a.resume {
+        Some(dir) => (super::jobs::read_config::<RankConfig>(dir, "rank")?, dir.clone(), true),
+        None => {
+            let Some(run) = &a.run else { bail!("--run SEARCH_RUN is required (or --resume DIR to continue a rank)") };
+            let search = read_search_config(run)?;
+            let mut data = search.data.clone();
+            data.train_limit = 5000;
+            let net = cellnas::nn::darts::NetConfig { channels: 8, layers: 5, supernet: false, ..search.net.clone() };
+            let train = cellnas::train::TrainConfig { epochs: 2, lr_min: 0.0, ..search.train.clone() };
+            let cfg = RankConfig {
+                search_run: run.clone(),
+                archs: 20,
+                top: 3,
+                sample_seed: search.train.seed,
+                precision_k: 5,
+                data,
+                net,
+                train,
+                precise_bn: 32,
+                eval_batch_size: 200,
+                resume_ignore: json!({}),
+            };
+            (cfg, PathBuf::new(), false)
+        }
+    };
+    macro_rules! set {
+        ($($f:ident => $g:expr),*) => { $(if let Some(v) = a.$f { $g = v; })* };
+    }
+    set!(archs => cfg.archs, top => cfg.top, seed => cfg.sample_seed, epochs => cfg.train.epochs, train_limit => cfg.data.train_limit,
+         channels => cfg.net.channels, layers => cfg.net.layers, batch_size => cfg.train.batch_size, lr => cfg.train.lr,
+         precise_bn => cfg.precise_bn, precision_k => cfg.precision_k);
+    if let (Some(run), true) = (&a.run, resume) {
+        if *run != cfg.search_run {
+            bail!("--run {} differs from the rank's search run {}", run.display(), cfg.search_run.display());
+        }
+    }
+    let out = if resume { out } else { a.out.clone().unwrap_or_else(|| super::jobs::fresh_dir(&format!("runs/rank-{}", cfg.sample_seed))) };
+    cfg.resume_ignore = json!({ "adapter": gpu.info.name, "out": out });
+    if !a.quiet {
+        eprintln!(
+            "cellnas rank: {} uniform + {} top architectures of {}, each trained stand-alone {} epochs on {} images at {} cells x {} channels; folder {}",
+            cfg.archs,
+            cfg.top,
+            cfg.search_run.display(),
+            cfg.train.epochs,
+            if cfg.data.train_limit == 0 { "all".to_string() } else { cfg.data.train_limit.to_string() },
+            cfg.net.layers,
+            cfg.net.channels,
+            out.display()
+        );
+    }
+    let job = JobOptions { resume, quiet: a.quiet, checkpoint_every: super::jobs::checkpoint_every(a.checkpoint_minutes)? };
+    let report = run_rank(gpu, &cfg, &out, &job, &a.reuse)?;
+    print_report(&report);
+    println!("rank.json: {}", out.join("rank.json").display());
+    Ok(())
+}
+
+fn pct(v: Option<f64>) -> String {
+    v.map_or("-".into(), |v| format!("{:.2}%", 100.0 * v))
+}
+
+fn num(v: Option<f64>) -> String {
+    v.map_or("undefined".into(), |v| format!("{v:.3}"))
+}
+
+fn print_report(r: &RankReport) {
+    println!("{:>3}  {:<7}  {:>9}  {:>11}  {:>9}  genotype", "id", "source", "inherited", "stand-alone", "params");
+    let mut rows: Vec<_> = r.archs.iter().collect();
+    rows.sort_by(|a, b| b.standalone_test_accuracy.total_cmp(&a.standalone_test_accuracy));
+    for x in rows {
+        println!(
+            "{:>3}  {:<7}  {:>9}  {:>11}  {:>9}  {}",
+            x.arch.id,
+            x.arch.source,
+            pct(Some(x.inherited_accuracy)),
+            pct(Some(x.standalone_test_accuracy)),
+            x.params,
+            x.arch.genotype
+        );
+    }
+    let s = &r.stats;
+    println!(
+        "{} architectures: Kendall tau {}, Spearman rho {}, Pearson r {}, precision@{} {}, regret of the inherited pick {}",
+        s.n,
+        num(s.kendall_tau),
+        num(s.spearman_rho),
+        num(s.pearson_r),
+        s.precision_k,
+        num(s.precision_at_k),
+        s.regret.map_or("-".into(), |v| format!("{:.2} points", 100.0 * v))
+    );
+    if s.uniform_median.is_some() {
+        let tops: Vec<String> = s.top_percentiles.iter().map(|p| format!("{:.0}%", 100.0 * p)).collect();
+        println!(
+            "random baseline (uniform sample, stand-alone test): median {}, 75th percentile {}; the search's top architectures beat {} of it",
+            pct(s.uniform_median),
+            pct(s.uniform_p75),
+            if tops.is_empty() { "-".into() } else { tops.join(", ") }
+        );
+    }
+}

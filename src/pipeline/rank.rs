@@ -1,0 +1,361 @@
+//! `cellnas rank`: does a search run's supernet rank architectures the way stand-alone training
+//! does? K architectures sampled uniformly from the run's space (plus the run's top N) get
+//! their inherited-weight score on the run's supernet and a stand-alone training at a declared
+//! fidelity; rank.json holds both per architecture and the statistics between them.
+//!
+//! Files: `config.json`, `archs.json` (the list, fixed at the start), `inherited.json` (all
+//! inherited scores, written once), `train/NN/` (one `cellnas train` run per architecture,
+//! resumable on its own), `rank.json` (the result). A killed rank resumes with `--resume`:
+//! finished trainings are read back, the one in flight continues from its checkpoint.
+
+use super::data::{load, DataConfig};
+use super::standalone::{run_train, StandaloneConfig};
+use super::JobOptions;
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::nn::darts::NetConfig;
+use crate::nn::params::name_seed;
+use crate::run::{config_diff, load_checkpoint, read_jsonl, write_atomic, write_json_atomic, RunDir};
+use crate::search::{top_k, HistoryEntry};
+use crate::space::{Genotype, Spec};
+use crate::stats;
+use crate::supernet::score;
+use crate::train::{Model, TrainConfig};
+use super::search::SearchConfig;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RankConfig {
+    /// The search run whose supernet and history are ranked.
+    pub search_run: PathBuf,
+    /// Architectures sampled uniformly from the run's space.
+    pub archs: usize,
+    /// Best architectures of the run's history added to them.
+    pub top: usize,
+    /// Seed of the uniform sample.
+    pub sample_seed: u64,
+    /// k of precision@k.
+    pub precision_k: usize,
+    /// The stand-alone fidelity: data (the search run's split), network size, training recipe.
+    pub data: DataConfig,
+    pub net: NetConfig,
+    pub train: TrainConfig,
+    pub precise_bn: usize,
+    pub eval_batch_size: usize,
+    pub resume_ignore: Value,
+}
+
+/// One ranked architecture.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Arch {
+    pub id: usize,
+    /// "uniform" (the random sample) or "top" (from the search's history).
+    pub source: String,
+    pub genotype: String,
+    pub key: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Inherited {
+    pub key: String,
+    pub accuracy: f64,
+    pub loss: f64,
+}
+
+/// Per architecture in rank.json.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Ranked {
+    #[serde(flatten)]
+    pub arch: Arch,
+    pub inherited_accuracy: f64,
+    pub standalone_test_accuracy: f64,
+    pub standalone_val_accuracy: Option<f64>,
+    pub params: u64,
+    pub train_seconds: f64,
+}
+
+/// The statistics between inherited and stand-alone (test) accuracy, over all architectures.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RankStats {
+    pub n: usize,
+    pub kendall_tau: Option<f64>,
+    pub spearman_rho: Option<f64>,
+    pub pearson_r: Option<f64>,
+    pub precision_k: usize,
+    pub precision_at_k: Option<f64>,
+    /// Best stand-alone accuracy minus that of the inherited ranking's pick.
+    pub regret: Option<f64>,
+    /// Stand-alone test accuracy of the uniform sample: the random baseline.
+    pub uniform_median: Option<f64>,
+    pub uniform_p75: Option<f64>,
+    /// Share of the uniform sample each "top" architecture beats, in its order.
+    pub top_percentiles: Vec<f64>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RankReport {
+    pub archs: Vec<Ranked>,
+    pub stats: RankStats,
+}
+
+impl RankConfig {
+    pub fn validate(&self) -> Result<()> {
+        self.net.validate()?;
+        self.train.validate()?;
+        if self.archs + self.top < 2 {
+            return Err(Error::Invalid(format!("--archs {} and --top {} give fewer than 2 architectures: nothing to rank", self.archs, self.top)));
+        }
+        if self.train.epochs == 0 {
+            return Err(Error::Invalid("--epochs 0 leaves no stand-alone training: give at least 1".into()));
+        }
+        if self.precision_k == 0 {
+            return Err(Error::Invalid("--precision-k must be at least 1".into()));
+        }
+        if self.net.supernet {
+            return Err(Error::Invalid("ranked architectures train stand-alone (net.supernet must be false)".into()));
+        }
+        Ok(())
+    }
+
+    /// The `cellnas train` config of one architecture at this fidelity.
+    pub fn standalone(&self, genotype: &Genotype) -> StandaloneConfig {
+        StandaloneConfig {
+            spec: Spec::new(genotype.clone()),
+            data: self.data.clone(),
+            net: self.net.clone(),
+            train: self.train.clone(),
+            eval_batch_size: self.eval_batch_size,
+            precise_bn: self.precise_bn,
+            resume_ignore: json!({}),
+        }
+    }
+}
+
+/// The search run's config, refusing a folder that is not a search run.
+pub fn read_search_config(dir: &Path) -> Result<SearchConfig> {
+    let path = dir.join("config.json");
+    let text = std::fs::read_to_string(&path).map_err(|_| Error::Config {
+        path: dir.to_path_buf(),
+        message: "is not a search run (no readable config.json); pass the folder `cellnas search` wrote".into(),
+    })?;
+    serde_json::from_str(&text).map_err(|e| Error::Config { path: path.clone(), message: format!("not the config of a `cellnas search` run ({e})") })
+}
+
+/// The architectures to rank: `archs` distinct uniform samples by `seed`, then up to `top`
+/// best of `history` not already among them.
+pub fn choose_archs(search: &SearchConfig, history: &[HistoryEntry], archs: usize, top: usize, seed: u64) -> Result<Vec<Arch>> {
+    let size = search.space.size() * search.space.size();
+    if archs as f64 > size {
+        return Err(Error::Invalid(format!("--archs {archs} is more than the run's space holds ({size} architectures)")));
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(name_seed(seed, "rank.archs"));
+    let mut out: Vec<Arch> = Vec::new();
+    let mut keys = HashSet::new();
+    let mut tries = 0usize;
+    while out.len() < archs {
+        tries += 1;
+        if tries > 1000 * archs.max(1) {
+            return Err(Error::Invalid(format!("could not draw {archs} distinct architectures from the run's space")));
+        }
+        let g = search.space.sample(&mut rng);
+        if keys.insert(g.key()) {
+            out.push(Arch { id: out.len(), source: "uniform".into(), genotype: g.to_darts(), key: g.key() });
+        }
+    }
+    for e in top_k(history, history.len()).into_iter().filter(|e| !e.accuracy.is_nan()).take(top) {
+        if keys.insert(e.key.clone()) {
+            out.push(Arch { id: out.len(), source: "top".into(), genotype: e.genotype.clone(), key: e.key.clone() });
+        }
+    }
+    Ok(out)
+}
+
+pub fn run_rank(gpu: &Arc<Gpu>, cfg: &RankConfig, out: &Path, job: &JobOptions, reuse: &[PathBuf]) -> Result<RankReport> {
+    cfg.validate()?;
+    let search = read_search_config(&cfg.search_run)?;
+    let search_run = RunDir::open(&cfg.search_run);
+    super::data::check_batches(&cfg.data, cfg.train.batch_size)?;
+    let say = |s: String| {
+        if !job.quiet {
+            eprintln!("{s}");
+        }
+    };
+    // The list is fixed once (archs.json), so a resume ranks the same architectures even if
+    // the search run's history has grown since. A new rank checks it before creating anything.
+    let archs_path = out.join("archs.json");
+    // (A rank killed before writing archs.json has trained nothing: choose afresh.)
+    let fresh = if job.resume && archs_path.is_file() {
+        None
+    } else {
+        let (history, _) = read_jsonl::<HistoryEntry>(&search_run.history_path())?;
+        if cfg.top > 0 && history.is_empty() {
+            say(format!("note: {} has no search history yet, so no --top architectures", cfg.search_run.display()));
+        }
+        Some(choose_archs(&search, &history, cfg.archs, cfg.top, cfg.sample_seed)?)
+    };
+    let cfg_json = serde_json::to_value(cfg).map_err(|e| Error::Invalid(format!("config: {e}")))?;
+    let run = if job.resume { RunDir::resume(out, &cfg_json)? } else { RunDir::create(out, &cfg_json)? };
+    super::kernels::pin(gpu, &run, job.resume)?;
+    let archs: Vec<Arch> = match fresh {
+        Some(archs) => {
+            write_json_atomic(&archs_path, &archs)?;
+            archs
+        }
+        None => {
+            let bytes = std::fs::read(&archs_path).map_err(|e| Error::io(&archs_path, e))?;
+            serde_json::from_slice(&bytes).map_err(|e| Error::Config { path: archs_path.clone(), message: format!("not an architecture list ({e})") })?
+        }
+    };
+    let genotypes = archs.iter().map(|a| Genotype::from_darts(&a.genotype)).collect::<Result<Vec<_>>>()?;
+
+    let inherited = inherited_scores(gpu, &search, &search_run, &archs, &genotypes, &out.join("inherited.json"), &say)?;
+
+    // Each training is its own run folder; a finished one (metrics.json) is read back.
+    let mut ranked = Vec::new();
+    for ((arch, g), inh) in archs.iter().zip(&genotypes).zip(&inherited) {
+        let dir = out.join("train").join(format!("{:02}", arch.id));
+        let scfg = cfg.standalone(g);
+        let metrics = match finished_metrics(&dir, &scfg)? {
+            Some(m) => m,
+            None => match reuse.iter().find_map(|r| find_finished(r, &scfg)) {
+                Some(src) => {
+                    copy_run(&src, &dir)?;
+                    say(format!("[{}/{}] reused {}", arch.id + 1, archs.len(), src.display()));
+                    finished_metrics(&dir, &scfg)?.ok_or_else(|| Error::Invalid(format!("{}: copied run has no metrics", dir.display())))?
+                }
+                None => {
+                    let resume = dir.join("config.json").is_file();
+                    let sub = JobOptions { resume, quiet: true, checkpoint_every: job.checkpoint_every };
+                    let s = run_train(gpu, &scfg, &dir, &sub)?;
+                    json!({ "test_accuracy": s.test_accuracy, "val_accuracy": s.val_accuracy, "params": s.params, "train_seconds": s.train_seconds })
+                }
+            },
+        };
+        let r = Ranked {
+            arch: arch.clone(),
+            inherited_accuracy: inh.accuracy,
+            standalone_test_accuracy: metrics["test_accuracy"].as_f64().unwrap_or(f64::NAN),
+            standalone_val_accuracy: metrics["val_accuracy"].as_f64(),
+            params: metrics["params"].as_u64().unwrap_or(0),
+            train_seconds: metrics["train_seconds"].as_f64().unwrap_or(0.0),
+        };
+        say(format!(
+            "[{}/{}] {:<7} inherited {:5.2}%  stand-alone test {:5.2}%  ({:.0} s)",
+            arch.id + 1,
+            archs.len(),
+            arch.source,
+            100.0 * r.inherited_accuracy,
+            100.0 * r.standalone_test_accuracy,
+            r.train_seconds
+        ));
+        ranked.push(r);
+    }
+    let report = RankReport { stats: rank_stats(&ranked, cfg.precision_k), archs: ranked };
+    write_json_atomic(&out.join("rank.json"), &report)?;
+    Ok(report)
+}
+
+/// Inherited scores of every architecture on the search run's supernet, computed once and
+/// kept in `path` (a resume reads them back when they are for the same list).
+fn inherited_scores(
+    gpu: &Arc<Gpu>,
+    search: &SearchConfig,
+    search_run: &RunDir,
+    archs: &[Arch],
+    genotypes: &[Genotype],
+    path: &Path,
+    say: &dyn Fn(String),
+) -> Result<Vec<Inherited>> {
+    if let Ok(bytes) = std::fs::read(path) {
+        if let Ok(v) = serde_json::from_slice::<Vec<Inherited>>(&bytes) {
+            if v.len() == archs.len() && v.iter().zip(archs).all(|(i, a)| i.key == a.key) {
+                return Ok(v);
+            }
+        }
+    }
+    super::kernels::apply_recorded(gpu, search_run.dir())?;
+    let Some((tensors, state)) = load_checkpoint(search_run)? else {
+        return Err(Error::Config { path: search_run.dir().to_path_buf(), message: "has no supernet checkpoint yet (train it with `cellnas search`)".into() });
+    };
+    let epoch = state["epoch"].as_u64().unwrap_or(0);
+    if epoch < search.train.epochs as u64 {
+        say(format!("note: the supernet has trained {epoch} of its {} epochs; ranking it as it is", search.train.epochs));
+    }
+    let data = load(gpu, &search.data, search.train.seed)?;
+    let val = data.val.as_ref().ok_or_else(|| Error::Invalid("the search run has no validation split".into()))?;
+    let mut model = Model::new(gpu, search.net.clone(), search.train.seed)?;
+    model.restore(&tensors)?;
+    let mut out = Vec::new();
+    for (a, g) in archs.iter().zip(genotypes) {
+        search.space.contains(g)?;
+        let s = score(&mut model, g, &data.train, val, &search.eval, search.train.seed)?;
+        out.push(Inherited { key: a.key.clone(), accuracy: s.accuracy, loss: s.loss });
+    }
+    say(format!("inherited scores of {} architectures on {}'s supernet", out.len(), search_run.dir().display()));
+    write_json_atomic(path, &out)?;
+    Ok(out)
+}
+
+/// metrics.json of a finished `cellnas train` run in `dir` whose config is `cfg`.
+fn finished_metrics(dir: &Path, cfg: &StandaloneConfig) -> Result<Option<Value>> {
+    let (Ok(stored), Ok(metrics)) = (std::fs::read(dir.join("config.json")), std::fs::read(dir.join("metrics.json"))) else {
+        return Ok(None);
+    };
+    let given = serde_json::to_value(cfg).map_err(|e| Error::Invalid(format!("config: {e}")))?;
+    let stored: Value = serde_json::from_slice(&stored).map_err(|e| Error::Config { path: dir.join("config.json"), message: format!("not valid JSON: {e}") })?;
+    let diff = config_diff(&stored, &given);
+    if !diff.is_empty() {
+        return Err(Error::Config { path: dir.to_path_buf(), message: format!("holds a training of another config:\n  {}", diff.join("\n  ")) });
+    }
+    let m = serde_json::from_slice(&metrics).map_err(|e| Error::Config { path: dir.join("metrics.json"), message: format!("not valid JSON: {e}") })?;
+    Ok(Some(m))
+}
+
+/// A finished training of exactly `cfg` among `rank_dir/train/*`.
+fn find_finished(rank_dir: &Path, cfg: &StandaloneConfig) -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(rank_dir.join("train")).ok()?.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+    dirs.sort();
+    dirs.into_iter().find(|d| matches!(finished_metrics(d, cfg), Ok(Some(_))))
+}
+
+/// Copies a finished training's files; metrics.json last, so a copy cut short is not finished.
+fn copy_run(src: &Path, dst: &Path) -> Result<()> {
+    std::fs::create_dir_all(dst).map_err(|e| Error::io(dst, e))?;
+    for name in ["config.json", "kernels.json", "weights.safetensors", "metrics.jsonl", "metrics.json"] {
+        let from = src.join(name);
+        if from.is_file() {
+            let bytes = std::fs::read(&from).map_err(|e| Error::io(&from, e))?;
+            write_atomic(&dst.join(name), &bytes)?;
+        }
+    }
+    Ok(())
+}
+
+pub fn rank_stats(ranked: &[Ranked], k: usize) -> RankStats {
+    let x: Vec<f64> = ranked.iter().map(|r| r.inherited_accuracy).collect();
+    let y: Vec<f64> = ranked.iter().map(|r| r.standalone_test_accuracy).collect();
+    let uniform: Vec<f64> = ranked.iter().filter(|r| r.arch.source == "uniform").map(|r| r.standalone_test_accuracy).collect();
+    let top_percentiles = ranked
+        .iter()
+        .filter(|r| r.arch.source == "top")
+        .map(|r| if uniform.is_empty() { f64::NAN } else { uniform.iter().filter(|&&u| u < r.standalone_test_accuracy).count() as f64 / uniform.len() as f64 })
+        .collect();
+    RankStats {
+        n: ranked.len(),
+        kendall_tau: stats::kendall_tau(&x, &y),
+        spearman_rho: stats::spearman(&x, &y),
+        pearson_r: stats::pearson(&x, &y),
+        precision_k: k.min(ranked.len()),
+        precision_at_k: stats::precision_at_k(&x, &y, k),
+        regret: stats::regret(&x, &y),
+        uniform_median: stats::quantile(&uniform, 0.5),
+        uniform_p75: stats::quantile(&uniform, 0.75),
+        top_percentiles,
+    }
+}

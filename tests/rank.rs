@@ -1,0 +1,102 @@
+//! `cellnas rank` as a user runs it, on tiny settings: the report holds every architecture
+//! with both scores and the statistics; a killed rank resumes without redoing finished
+//! trainings and ends equal; `--reuse` takes finished trainings from another rank; bad input
+//! gets a one-line error.
+
+mod common;
+use common::{fails, ok, read_json, run, tmp};
+use std::path::Path;
+
+const SEARCH: &[&str] = &[
+    "--train-limit", "96", "--batch-size", "32", "--epochs", "1", "--channels", "4", "--layers", "3", "--nodes", "2",
+    "--budget", "4", "--val", "48", "--recalibration-batches", "1", "--quiet", "--seed", "5",
+];
+const RANK: &[&str] = &["--archs", "3", "--top", "1", "--epochs", "1", "--train-limit", "64", "--batch-size", "32", "--channels", "4", "--layers", "3", "--precise-bn", "2", "--quiet"];
+
+fn rank(extra: &[&str]) -> std::process::Output {
+    let mut args = vec!["rank"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(RANK);
+    run(&args)
+}
+
+/// (source, genotype, inherited bits, stand-alone bits) per architecture.
+fn scores(dir: &Path) -> Vec<(String, String, u64, u64)> {
+    let v = read_json(&dir.join("rank.json"));
+    v["archs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["source"].as_str().unwrap().to_string(),
+                a["genotype"].as_str().unwrap().to_string(),
+                a["inherited_accuracy"].as_f64().unwrap().to_bits(),
+                a["standalone_test_accuracy"].as_f64().unwrap().to_bits(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn rank_reports_resumes_and_reuses() {
+    let base = tmp("rank");
+    let (s, r1, r2) = (base.join("search"), base.join("r1"), base.join("r2"));
+    let mut args = vec!["search", "--out", s.to_str().unwrap()];
+    args.extend_from_slice(SEARCH);
+    let out = ok(run(&args));
+    // The search prints, and best.json records, the supernet's accuracy and the random
+    // baseline beside the best candidate (budget 4: evolution's first 2 are random).
+    assert!(out.contains("best candidate") && out.contains("median of the 2 random candidates"), "{out}");
+    let b = read_json(&s.join("best.json"))["baseline"].clone();
+    assert_eq!(b["random_candidates"], 2);
+    assert!(b["random_median_val_accuracy"].as_f64().unwrap() <= read_json(&s.join("best.json"))["metrics"]["val_accuracy"].as_f64().unwrap());
+    assert!(b["supernet_train_accuracy"].as_f64().is_some());
+
+    let out = ok(rank(&["--run", s.to_str().unwrap(), "--out", r1.to_str().unwrap()]));
+    assert!(out.contains("Kendall tau") && out.contains("random baseline"), "{out}");
+    let first = scores(&r1);
+    assert_eq!(first.iter().map(|a| a.0.as_str()).collect::<Vec<_>>(), ["uniform", "uniform", "uniform", "top"]);
+    let best = std::fs::read_to_string(s.join("best.genotype.txt")).unwrap();
+    assert_eq!(first[3].1, best.trim(), "the top architecture is the search's best");
+    let report = read_json(&r1.join("rank.json"));
+    assert_eq!(report["stats"]["n"], 4);
+    for (_, _, inh, sa) in &first {
+        let (inh, sa) = (f64::from_bits(*inh), f64::from_bits(*sa));
+        assert!((0.0..=1.0).contains(&inh) && (0.0..=1.0).contains(&sa), "{inh} {sa}");
+    }
+    // Each training is a `cellnas train` run that `cellnas test` reads.
+    ok(run(&["test", "--run", r1.join("train/00").to_str().unwrap()]));
+
+    // Killed in the middle of training 01 (after its last checkpoint), before rank.json.
+    let kept = r1.join("train/00/metrics.json");
+    let stamp = std::fs::metadata(&kept).unwrap().modified().unwrap();
+    for f in ["rank.json", "train/01/metrics.json", "train/01/weights.safetensors"] {
+        std::fs::remove_file(r1.join(f)).unwrap();
+    }
+    ok(run(&["rank", "--resume", r1.to_str().unwrap(), "--quiet"]));
+    assert_eq!(scores(&r1), first, "a resumed rank equals the uninterrupted one");
+    assert_eq!(std::fs::metadata(&kept).unwrap().modified().unwrap(), stamp, "finished trainings are not redone");
+
+    // The same sample and fidelity on another rank folder: every training is reused.
+    let o = rank(&["--run", s.to_str().unwrap(), "--out", r2.to_str().unwrap(), "--reuse", r1.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    ok(o);
+    assert_eq!(scores(&r2), first, "{err}");
+    assert_eq!(read_json(&r2.join("rank.json"))["stats"], report["stats"]);
+
+    // Bad input: one line naming the folder or flag.
+    let empty = base.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    fails(rank(&["--run", empty.to_str().unwrap(), "--out", base.join("x1").to_str().unwrap()]), &["is not a search run", "empty"]);
+    let sp = s.to_str().unwrap();
+    fails(run(&["rank", "--run", sp, "--archs", "100000000", "--out", base.join("x2").to_str().unwrap()]), &["--archs 100000000", "space"]);
+    fails(run(&["rank", "--run", sp, "--train-limit", "10", "--batch-size", "32", "--out", base.join("x3").to_str().unwrap()]), &["--train-limit", "--batch-size"]);
+    fails(run(&["rank", "--run", sp, "--epochs", "0", "--out", base.join("x4").to_str().unwrap()]), &["--epochs 0"]);
+    fails(run(&["rank", "--run", sp, "--archs", "1", "--top", "0", "--out", base.join("x5").to_str().unwrap()]), &["nothing to rank"]);
+    fails(run(&["rank", "--resume", base.join("nope").to_str().unwrap()]), &["nope"]);
+    for x in ["x1", "x2", "x3", "x4", "x5"] {
+        assert!(!base.join(x).exists(), "a refused rank leaves no folder {x}");
+    }
+    let _ = std::fs::remove_dir_all(&base);
+}
