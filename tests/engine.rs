@@ -41,6 +41,7 @@ fn cfg() -> TrainConfig {
         grad_clip: 5.0,
         seed: 5,
         augment: Augment { crop_padding: 2, flip: true, ..Augment::default() },
+        warmup_epochs: 0.0,
     }
 }
 

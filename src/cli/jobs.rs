@@ -43,6 +43,9 @@ pub struct TrainArgs {
     /// Peak learning rate, cosine-annealed to --lr-min [0.05].
     #[arg(long)]
     pub lr: Option<f32>,
+    /// Epochs of linear learning-rate warm-up before the cosine schedule, fractions allowed [0].
+    #[arg(long)]
+    pub warmup_epochs: Option<f32>,
     /// Final learning rate of the cosine schedule [search: 0.001, train: 0].
     #[arg(long)]
     pub lr_min: Option<f32>,
@@ -137,6 +140,7 @@ pub fn default_search() -> SearchConfig {
             grad_clip: 5.0,
             seed: 1,
             augment: Augment { crop_padding: 2, flip: true, cutout: 0 },
+            warmup_epochs: 0.0,
         },
         sampling: Sampling::Uniform,
         strategy: "evolution".into(),
@@ -162,7 +166,7 @@ fn apply_train(t: &mut TrainConfig, a: &TrainArgs) {
     }
     set!(epochs => t.epochs, batch_size => t.batch_size, lr => t.lr, lr_min => t.lr_min, momentum => t.momentum,
          weight_decay => t.weight_decay, grad_clip => t.grad_clip, seed => t.seed, crop => t.augment.crop_padding,
-         flip => t.augment.flip, cutout => t.augment.cutout);
+         flip => t.augment.flip, cutout => t.augment.cutout, warmup_epochs => t.warmup_epochs);
 }
 
 /// The config stored in a run folder that is being resumed.
@@ -356,6 +360,7 @@ pub fn train(gpu: &Arc<Gpu>, a: &TrainCmdArgs) -> Result<()> {
                 grad_clip: 5.0,
                 seed: 1,
                 augment: Augment { crop_padding: 2, flip: true, cutout: 0 },
+                warmup_epochs: 0.0,
             };
             (StandaloneConfig { spec, data, net, train, eval_batch_size: 200, precise_bn: 32, resume_ignore: json!({}) }, PathBuf::new(), false)
         }

@@ -49,6 +49,10 @@ pub struct RankArgs {
     /// k of precision@k [5].
     #[arg(long)]
     pub precision_k: Option<usize>,
+    /// BN recalibration batches (of the search's eval batch size) for the inherited scores
+    /// [the search run's own].
+    #[arg(long)]
+    pub recalibration_batches: Option<usize>,
     /// Take finished trainings of the same architecture and fidelity from this earlier rank
     /// folder instead of training again (repeatable); for comparing supernets on one sample.
     #[arg(long)]
@@ -83,6 +87,7 @@ pub fn rank(gpu: &Arc<Gpu>, a: &RankArgs) -> Result<()> {
                 top: 3,
                 sample_seed: search.train.seed,
                 precision_k: 5,
+                recalibration_batches: None,
                 data,
                 net,
                 train,
@@ -99,6 +104,9 @@ pub fn rank(gpu: &Arc<Gpu>, a: &RankArgs) -> Result<()> {
     set!(archs => cfg.archs, top => cfg.top, seed => cfg.sample_seed, epochs => cfg.train.epochs, train_limit => cfg.data.train_limit,
          channels => cfg.net.channels, layers => cfg.net.layers, batch_size => cfg.train.batch_size, lr => cfg.train.lr,
          precise_bn => cfg.precise_bn, precision_k => cfg.precision_k);
+    if a.recalibration_batches.is_some() {
+        cfg.recalibration_batches = a.recalibration_batches;
+    }
     if let (Some(run), true) = (&a.run, resume) {
         if *run != cfg.search_run {
             bail!("--run {} differs from the rank's search run {}", run.display(), cfg.search_run.display());

@@ -42,6 +42,10 @@ pub struct RankConfig {
     pub sample_seed: u64,
     /// k of precision@k.
     pub precision_k: usize,
+    /// BN recalibration batches for the inherited scores, instead of the search run's own
+    /// (to study how recalibration size changes the ranking).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recalibration_batches: Option<usize>,
     /// The stand-alone fidelity: data (the search run's split), network size, training recipe.
     pub data: DataConfig,
     pub net: NetConfig,
@@ -113,6 +117,9 @@ impl RankConfig {
         }
         if self.train.epochs == 0 {
             return Err(Error::Invalid("--epochs 0 leaves no stand-alone training: give at least 1".into()));
+        }
+        if self.recalibration_batches == Some(0) {
+            return Err(Error::Invalid("--recalibration-batches must be at least 1".into()));
         }
         if self.precision_k == 0 {
             return Err(Error::Invalid("--precision-k must be at least 1".into()));
@@ -214,6 +221,10 @@ pub fn run_rank(gpu: &Arc<Gpu>, cfg: &RankConfig, out: &Path, job: &JobOptions, 
     };
     let genotypes = archs.iter().map(|a| Genotype::from_darts(&a.genotype)).collect::<Result<Vec<_>>>()?;
 
+    let mut search = search;
+    if let Some(r) = cfg.recalibration_batches {
+        search.eval.recalibration_batches = r;
+    }
     let inherited = inherited_scores(gpu, &search, &search_run, &archs, &genotypes, &out.join("inherited.json"), &say)?;
 
     // Each training is its own run folder; a finished one (metrics.json) is read back.

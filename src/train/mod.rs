@@ -37,6 +37,15 @@ pub struct TrainConfig {
     pub grad_clip: f32,
     pub seed: u64,
     pub augment: Augment,
+    /// Epochs (fractions allowed) of linear learning-rate warm-up from 0 before the cosine
+    /// schedule starts at `lr`; 0 = none. Left out of config.json when 0, so runs from before
+    /// it existed resume unchanged.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub warmup_epochs: f32,
+}
+
+fn is_zero(x: &f32) -> bool {
+    *x == 0.0
 }
 
 impl TrainConfig {
@@ -48,15 +57,24 @@ impl TrainConfig {
         if !(self.lr > 0.0 && self.lr.is_finite()) || self.lr_min < 0.0 || self.lr_min > self.lr {
             return bad(format!("need 0 <= lr_min <= lr and lr > 0, got lr {} and lr_min {}", self.lr, self.lr_min));
         }
+        if !(self.warmup_epochs >= 0.0 && self.warmup_epochs <= self.epochs as f32) {
+            return bad(format!("warm-up must be between 0 and the {} training epochs, got {}", self.epochs, self.warmup_epochs));
+        }
         if !(0.0..1.0).contains(&self.momentum) || self.weight_decay < 0.0 || self.grad_clip < 0.0 {
             return bad(format!("momentum must be in [0, 1), weight decay and grad clip >= 0; got {}, {}, {}", self.momentum, self.weight_decay, self.grad_clip));
         }
         Ok(())
     }
 
-    /// Cosine annealing from `lr` to `lr_min` over `total` steps.
+    /// Step `step` of `total` (over all epochs): a linear ramp to `lr` over the warm-up steps,
+    /// then cosine annealing from `lr` to `lr_min` over the rest.
     pub fn lr_at(&self, step: usize, total: usize) -> f32 {
-        let t = step as f64 / total.max(1) as f64;
+        let per_epoch = total as f64 / self.epochs.max(1) as f64;
+        let warm = ((self.warmup_epochs as f64 * per_epoch).round() as usize).min(total);
+        if step < warm {
+            return (self.lr as f64 * (step + 1) as f64 / warm as f64) as f32;
+        }
+        let t = (step - warm) as f64 / (total - warm).max(1) as f64;
         (self.lr_min as f64 + 0.5 * (self.lr - self.lr_min) as f64 * (1.0 + (std::f64::consts::PI * t).cos())) as f32
     }
 }
@@ -316,4 +334,37 @@ pub fn train_epoch_in_flight(
         seconds: p.seconds,
         lr_end: p.lr,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn warmup_ramps_then_cosine() {
+        let cfg = TrainConfig {
+            epochs: 2,
+            batch_size: 1,
+            lr: 0.1,
+            lr_min: 0.0,
+            momentum: 0.9,
+            weight_decay: 0.0,
+            grad_clip: 0.0,
+            seed: 1,
+            augment: Augment::default(),
+            warmup_epochs: 0.5,
+        };
+        // 2 epochs of 10 steps: 5 warm-up steps at 0.02, 0.04, .., 0.1, then cosine from 0.1.
+        let lr: Vec<f32> = (0..20).map(|s| cfg.lr_at(s, 20)).collect();
+        for (i, v) in lr[..5].iter().enumerate() {
+            assert!((v - 0.02 * (i + 1) as f32).abs() < 1e-7, "{lr:?}");
+        }
+        assert_eq!(lr[5], 0.1);
+        assert!(lr[6..].windows(2).all(|w| w[1] < w[0]) && lr[19] < 0.002, "{lr:?}");
+        // Without warm-up: the plain cosine.
+        let plain = TrainConfig { warmup_epochs: 0.0, ..cfg.clone() };
+        assert_eq!(plain.lr_at(0, 20), 0.1);
+        assert!((plain.lr_at(10, 20) - 0.05).abs() < 1e-7);
+        assert!(TrainConfig { warmup_epochs: 3.0, ..cfg }.validate().is_err());
+    }
 }
