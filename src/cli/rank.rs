@@ -80,7 +80,20 @@ pub fn rank(gpu: &Arc<Gpu>, a: &RankArgs) -> Result<()> {
             let mut data = search.data.clone();
             data.train_limit = 5000;
             let net = cellnas::nn::darts::NetConfig { channels: 8, layers: 5, supernet: false, ..search.net.clone() };
-            let train = cellnas::train::TrainConfig { epochs: 2, lr_min: 0.0, ..search.train.clone() };
+            // A fixed recipe, not the search's (a supernet trained with another learning rate
+            // must still be ranked against the same stand-alone trainings).
+            let train = cellnas::train::TrainConfig {
+                epochs: 2,
+                batch_size: 64,
+                lr: 0.05,
+                lr_min: 0.0,
+                momentum: 0.9,
+                weight_decay: 3e-4,
+                grad_clip: 5.0,
+                seed: search.train.seed,
+                augment: cellnas::data::Augment { crop_padding: 2, flip: search.train.augment.flip, cutout: 0 },
+                warmup_epochs: 0.0,
+            };
             let cfg = RankConfig {
                 search_run: run.clone(),
                 archs: 20,
