@@ -104,6 +104,30 @@ pub fn quantile(x: &[f64], q: f64) -> Option<f64> {
     Some(s[lo] + (h - lo as f64) * (s[hi] - s[lo]))
 }
 
+/// A percentile bootstrap interval of `stat(x, y)`: `rounds` resamples of the pairs with
+/// replacement (seeded, so the interval is reproducible), the `level` central share of the
+/// defined results. With 20 architectures a Kendall tau is uncertain by about +-0.15; this says
+/// how much.
+pub fn bootstrap_interval(x: &[f64], y: &[f64], stat: fn(&[f64], &[f64]) -> Option<f64>, rounds: usize, level: f64, seed: u64) -> Option<[f64; 2]> {
+    use rand::{Rng, SeedableRng};
+    let n = x.len();
+    if n < 2 {
+        return None;
+    }
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let (mut xs, mut ys) = (vec![0.0; n], vec![0.0; n]);
+    let mut found = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        for i in 0..n {
+            let j = rng.random_range(0..n);
+            (xs[i], ys[i]) = (x[j], y[j]);
+        }
+        found.extend(stat(&xs, &ys));
+    }
+    let tail = (1.0 - level) / 2.0;
+    Some([quantile(&found, tail)?, quantile(&found, 1.0 - tail)?])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,6 +162,18 @@ mod tests {
         // Centred (-1, 0, 1) and (-7/3, -1/3, 8/3): 5 / sqrt(2 * 114/9).
         close(pearson(&[1.0, 2.0, 3.0], &[2.0, 4.0, 7.0]), 5.0 / (2.0f64 * 114.0 / 9.0).sqrt());
         close(kendall_tau(&[1.0, 2.0, 3.0], &[3.0, 2.0, 1.0]), -1.0);
+    }
+
+    #[test]
+    fn bootstrap_brackets_the_estimate() {
+        let x: Vec<f64> = (0..20).map(|i| i as f64).collect();
+        let y: Vec<f64> = x.iter().map(|v| v + 6.0 * ((v * 1.7).sin())).collect();
+        let tau = kendall_tau(&x, &y).unwrap();
+        let [lo, hi] = bootstrap_interval(&x, &y, kendall_tau, 500, 0.9, 1).unwrap();
+        assert!(lo < tau && tau < hi && hi - lo > 0.05, "{lo} {tau} {hi}");
+        assert_eq!(bootstrap_interval(&x, &y, kendall_tau, 500, 0.9, 1), Some([lo, hi]), "seeded");
+        // A perfect ranking stays perfect in every resample (where defined).
+        assert_eq!(bootstrap_interval(&x, &x, kendall_tau, 200, 0.9, 2), Some([1.0, 1.0]));
     }
 
     #[test]

@@ -156,25 +156,25 @@ fn num(v: Option<f64>) -> String {
 }
 
 fn print_report(r: &RankReport) {
-    println!("{:>3}  {:<7}  {:>9}  {:>11}  {:>9}  genotype", "id", "source", "inherited", "stand-alone", "params");
+    println!("{:>3}  {:<7}  {:>9}  {:>11}  {:>9}", "id", "source", "inherited", "stand-alone", "params");
     let mut rows: Vec<_> = r.archs.iter().collect();
     rows.sort_by(|a, b| b.standalone_test_accuracy.total_cmp(&a.standalone_test_accuracy));
     for x in rows {
         println!(
-            "{:>3}  {:<7}  {:>9}  {:>11}  {:>9}  {}",
+            "{:>3}  {:<7}  {:>9}  {:>11}  {:>9}",
             x.arch.id,
             x.arch.source,
             pct(Some(x.inherited_accuracy)),
             pct(Some(x.standalone_test_accuracy)),
-            x.params,
-            x.arch.genotype
+            x.params
         );
     }
     let s = &r.stats;
     println!(
-        "{} architectures: Kendall tau {}, Spearman rho {}, Pearson r {}, precision@{} {}, regret of the inherited pick {}",
+        "{} architectures: Kendall tau {} (90% bootstrap interval {}), Spearman rho {}, Pearson r {}, precision@{} {}, regret of the inherited pick {}",
         s.n,
         num(s.kendall_tau),
+        s.kendall_tau_90.map_or("-".into(), |[a, b]| format!("{a:.2}..{b:.2}")),
         num(s.spearman_rho),
         num(s.pearson_r),
         s.precision_k,

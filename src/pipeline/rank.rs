@@ -89,6 +89,8 @@ pub struct Ranked {
 pub struct RankStats {
     pub n: usize,
     pub kendall_tau: Option<f64>,
+    /// 90% percentile-bootstrap interval of the tau (1,000 resamples, fixed seed).
+    pub kendall_tau_90: Option<[f64; 2]>,
     pub spearman_rho: Option<f64>,
     pub pearson_r: Option<f64>,
     pub precision_k: usize,
@@ -360,6 +362,7 @@ pub fn rank_stats(ranked: &[Ranked], k: usize) -> RankStats {
     RankStats {
         n: ranked.len(),
         kendall_tau: stats::kendall_tau(&x, &y),
+        kendall_tau_90: stats::bootstrap_interval(&x, &y, stats::kendall_tau, 1000, 0.9, 1),
         spearman_rho: stats::spearman(&x, &y),
         pearson_r: stats::pearson(&x, &y),
         precision_k: k.min(ranked.len()),
