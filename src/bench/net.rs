@@ -99,6 +99,7 @@ impl NetBench {
             layers: self.layers,
             nodes: self.genotype.normal.nodes.len(),
             supernet: self.supernet,
+            supernet_affine: false,
         }
     }
 

@@ -100,6 +100,10 @@ pub struct SearchArgs {
     /// Path sampling while training the supernet: uniform (SPOS) or fair (FairNAS) [uniform].
     #[arg(long)]
     pub sampling: Option<String>,
+    /// Supernet BN layers with a learnable scale and shift shared by all paths [off: none, as
+    /// in DARTS and SPOS].
+    #[arg(long)]
+    pub supernet_affine: bool,
     /// Search strategy: random or evolution [evolution].
     #[arg(long)]
     pub strategy: Option<String>,
@@ -128,7 +132,7 @@ pub struct SearchArgs {
 pub fn default_search() -> SearchConfig {
     SearchConfig {
         data: DataConfig { path: None, val_count: 300, train_limit: 2000 },
-        net: NetConfig { in_channels: 1, classes: 10, channels: 8, layers: 5, nodes: 4, supernet: true },
+        net: NetConfig { in_channels: 1, classes: 10, channels: 8, layers: 5, nodes: 4, supernet: true, supernet_affine: false },
         space: SearchSpace::default(),
         train: TrainConfig {
             epochs: 2,
@@ -251,6 +255,9 @@ pub fn search(gpu: &Arc<Gpu>, a: &SearchArgs) -> Result<()> {
     if let Some(s) = &a.sampling {
         cfg.sampling = s.parse()?;
     }
+    if a.supernet_affine {
+        cfg.net.supernet_affine = true;
+    }
     if let Some(s) = &a.strategy {
         cfg.strategy = s.clone();
     }
@@ -348,7 +355,7 @@ pub fn train(gpu: &Arc<Gpu>, a: &TrainCmdArgs) -> Result<()> {
         None => {
             let Some(spec) = spec.clone() else { bail!("--spec FILE is required (or --resume DIR to continue a training run)") };
             let nodes = spec.genotype.normal.nodes.len();
-            let net = NetConfig { in_channels: 1, classes: 10, channels: 16, layers: 8, nodes, supernet: false };
+            let net = NetConfig { in_channels: 1, classes: 10, channels: 16, layers: 8, nodes, supernet: false, supernet_affine: false };
             let data = DataConfig { path: None, val_count: 0, train_limit: 0 };
             let train = TrainConfig {
                 epochs: 10,

@@ -23,9 +23,19 @@ pub struct NetConfig {
     pub nodes: usize,
     /// True: supernet conventions (BN without affine, BN after pools).
     pub supernet: bool,
+    /// With `supernet`: BN layers keep a learnable scale and shift (shared by every path through
+    /// them) instead of none. Off by default, as in DARTS and SPOS; left out of config.json
+    /// when off.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub supernet_affine: bool,
 }
 
 impl NetConfig {
+    /// Whether BN layers have a learnable scale and shift.
+    pub fn affine(&self) -> bool {
+        !self.supernet || self.supernet_affine
+    }
+
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Invalid(m));
         if self.channels == 0 || !self.channels.is_multiple_of(2) {
@@ -91,11 +101,11 @@ pub fn factorized_reduce(g: &mut Graph, x: Var, name: &str, cout: usize, affine:
 
 /// One op on one edge. `name` is the edge's parameter prefix.
 pub fn op(g: &mut Graph, x: Var, op: Op, stride: usize, name: &str, cfg: &NetConfig) -> Result<Var> {
-    let affine = !cfg.supernet;
+    let affine = cfg.affine();
     let c = g.shape(x)[1];
     let pool = |g: &mut Graph, kind| -> Result<Var> {
         let y = g.pool(x, Pool2d { kind, kernel: 3, stride, padding: 1 })?;
-        if cfg.supernet { g.bn(y, &format!("{name}.bn"), false) } else { Ok(y) }
+        if cfg.supernet { g.bn(y, &format!("{name}.bn"), affine) } else { Ok(y) }
     };
     match op {
         Op::None => Err(Error::Invalid(format!("{name}: the none op is never part of a path"))),
@@ -114,7 +124,7 @@ pub fn op(g: &mut Graph, x: Var, op: Op, stride: usize, name: &str, cfg: &NetCon
 }
 
 fn cell(g: &mut Graph, s0: Var, s1: Var, cell: &Cell, idx: usize, c: usize, reduction: bool, reduction_prev: bool, cfg: &NetConfig) -> Result<Var> {
-    let affine = !cfg.supernet;
+    let affine = cfg.affine();
     let pre = format!("cells.{idx}");
     let p0 = if reduction_prev {
         factorized_reduce(g, s0, &format!("{pre}.pre0"), c, affine)?
