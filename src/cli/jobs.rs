@@ -41,22 +41,22 @@ pub struct TrainArgs {
     #[arg(long)]
     pub batch_size: Option<usize>,
     /// Peak learning rate, cosine-annealed to --lr-min [0.05].
-    #[arg(long)]
+    #[arg(long, value_parser = super::finite_f32)]
     pub lr: Option<f32>,
     /// Epochs of linear learning-rate warm-up before the cosine schedule, fractions allowed [0].
-    #[arg(long)]
+    #[arg(long, value_parser = super::finite_f32)]
     pub warmup_epochs: Option<f32>,
     /// Final learning rate of the cosine schedule [search: 0.001, train: 0].
-    #[arg(long)]
+    #[arg(long, value_parser = super::finite_f32)]
     pub lr_min: Option<f32>,
     /// SGD momentum [0.9].
-    #[arg(long)]
+    #[arg(long, value_parser = super::finite_f32)]
     pub momentum: Option<f32>,
     /// L2 weight decay [3e-4].
-    #[arg(long)]
+    #[arg(long, value_parser = super::finite_f32)]
     pub weight_decay: Option<f32>,
     /// Global gradient-norm clip, 0 = off [5].
-    #[arg(long)]
+    #[arg(long, value_parser = super::finite_f32)]
     pub grad_clip: Option<f32>,
     /// Seed of every random choice: split, init, batches, paths, augmentation, search [1].
     #[arg(long)]

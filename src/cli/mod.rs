@@ -43,3 +43,15 @@ fn best_json_spec(text: &str) -> Option<String> {
     }
     fields.get("spec").filter(|s| s.is_object()).map(|s| s.to_string())
 }
+
+/// clap value parser for float flags: NaN and infinities are refused at parse time, so the
+/// error names the flag (a NaN learning rate would otherwise fail later as "diverged", and a
+/// NaN clip would silently turn clipping off).
+pub fn finite_f32(s: &str) -> std::result::Result<f32, String> {
+    let v: f32 = s.trim().parse().map_err(|e| format!("{e}"))?;
+    if v.is_finite() {
+        Ok(v)
+    } else {
+        Err(format!("expected a finite number, got {s}"))
+    }
+}

@@ -41,7 +41,7 @@ pub struct RankArgs {
     #[arg(long)]
     pub batch_size: Option<usize>,
     /// Peak learning rate (cosine to 0) [0.05].
-    #[arg(long)]
+    #[arg(long, value_parser = super::finite_f32)]
     pub lr: Option<f32>,
     /// Training batches for precise BN after each training, 0 = off [32].
     #[arg(long)]

@@ -54,7 +54,14 @@ impl TrainConfig {
         if self.batch_size == 0 {
             return bad("batch size must be at least 1".into());
         }
-        if !(self.lr > 0.0 && self.lr.is_finite()) || self.lr_min < 0.0 || self.lr_min > self.lr {
+        let finite = [self.lr, self.lr_min, self.momentum, self.weight_decay, self.grad_clip, self.warmup_epochs].iter().all(|v| v.is_finite());
+        if !finite {
+            return bad(format!(
+                "training settings must be finite numbers, got lr {}, lr_min {}, momentum {}, weight decay {}, grad clip {}, warm-up {}",
+                self.lr, self.lr_min, self.momentum, self.weight_decay, self.grad_clip, self.warmup_epochs
+            ));
+        }
+        if !(self.lr > 0.0) || self.lr_min < 0.0 || self.lr_min > self.lr {
             return bad(format!("need 0 <= lr_min <= lr and lr > 0, got lr {} and lr_min {}", self.lr, self.lr_min));
         }
         if !(self.warmup_epochs >= 0.0 && self.warmup_epochs <= self.epochs as f32) {
@@ -365,6 +372,17 @@ mod tests {
         let plain = TrainConfig { warmup_epochs: 0.0, ..cfg.clone() };
         assert_eq!(plain.lr_at(0, 20), 0.1);
         assert!((plain.lr_at(10, 20) - 0.05).abs() < 1e-7);
-        assert!(TrainConfig { warmup_epochs: 3.0, ..cfg }.validate().is_err());
+        assert!(TrainConfig { warmup_epochs: 3.0, ..cfg.clone() }.validate().is_err());
+        // NaN compares false with everything, so each field is checked for finiteness first.
+        assert!(cfg.validate().is_ok());
+        for bad in [
+            TrainConfig { lr_min: f32::NAN, ..cfg.clone() },
+            TrainConfig { grad_clip: f32::NAN, ..cfg.clone() },
+            TrainConfig { weight_decay: f32::INFINITY, ..cfg.clone() },
+            TrainConfig { momentum: f32::NAN, ..cfg.clone() },
+            TrainConfig { warmup_epochs: f32::NAN, ..cfg.clone() },
+        ] {
+            assert!(bad.validate().is_err(), "{bad:?}");
+        }
     }
 }
