@@ -487,3 +487,15 @@ fn embedded_batch_on_the_gpu_matches_reference() {
     assert_eq!(l, want_l);
     assert_close(&x, &want_x, "embedded");
 }
+
+#[test]
+fn idx_dimensions_that_multiply_past_u64_are_refused() {
+    // Dimensions whose product passes 2^64 (wrapping it to a small number); the file is 16 bytes.
+    let dir = temp_dir("idx-huge");
+    write_idx_dir(&dir, 3, 2, 2, 2);
+    let p = dir.join("train-images-idx3-ubyte");
+    std::fs::write(&p, idx_bytes(0x0803, &[u32::MAX, u32::MAX, u32::MAX], &[])).unwrap();
+    assert_has(&data_error(data::load_idx_dir(&dir)), &["train-images-idx3-ubyte", "multiply past"]);
+    std::fs::write(&p, idx_bytes(0x0803, &[0x40_0000, 0x40_0000, 0x40_0000], &[])).unwrap();
+    assert_has(&data_error(data::load_idx_dir(&dir)), &["train-images-idx3-ubyte", "multiply past"]);
+}

@@ -357,3 +357,20 @@ fn docs_spec_example_is_darts_v2() {
     assert_eq!(spec.genotype.to_darts(), DARTS_V2);
     assert_eq!(block("```text\n").trim(), DARTS_V2);
 }
+
+#[test]
+fn hostile_concats_are_refused_without_allocating() {
+    let with = |concat: &str| DARTS_V1.replace("normal_concat=[2, 3, 4, 5]", &format!("normal_concat={concat}"));
+    for (concat, needle) in [
+        ("range(2, 3000000000)", "more than 1024"),
+        ("range(2, 99999999999999999999999)", "too large"),
+        (&format!("{}range(2, 6){}", "list(".repeat(100_000), ")".repeat(100_000)), "nested"),
+        (&format!("[{}]", vec!["2"; 5000].join(", ")), "more than 1024"),
+    ] {
+        let err = Genotype::from_darts(&with(concat)).unwrap_err().to_string();
+        assert!(err.contains(needle), "{}: {err}", &concat[..concat.len().min(40)]);
+    }
+    // The ordinary forms still parse.
+    assert!(Genotype::from_darts(&with("list(range(2, 6))")).is_ok());
+    assert!(Genotype::from_darts(&with("range(2, 6)")).is_ok());
+}

@@ -82,9 +82,11 @@ fn header<'a>(path: &Path, b: &'a [u8], ndims: usize, what: &str) -> Result<(Vec
         return Err(Error::data(path, format!("truncated: expected a {head}-byte header, found {} bytes", b.len())));
     }
     let dims: Vec<usize> = (0..ndims).map(|i| u32::from_be_bytes(b[4 + 4 * i..8 + 4 * i].try_into().unwrap()) as usize).collect();
-    let body: u64 = dims.iter().map(|&d| d as u64).product();
-    let expected = head as u64 + body;
     let shape = dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x");
+    // Checked: dimensions from a damaged header can multiply past u64 and wrap to a small size.
+    let Some(expected) = dims.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d as u64)).and_then(|body| body.checked_add(head as u64)) else {
+        return Err(Error::data(path, format!("header sizes {shape} multiply past 2^64 bytes: not a real IDX file")));
+    };
     if (b.len() as u64) < expected {
         return Err(Error::data(path, format!("truncated: expected {expected} bytes ({shape} {what}), found {}", b.len())));
     }

@@ -13,6 +13,9 @@ use super::op::Op;
 use crate::error::{Error, Result};
 use std::fmt::Write;
 
+/// The most nodes a concat may list (cells have a handful).
+const MAX_CONCAT: usize = 1024;
+
 const FIELDS: [&str; 4] = ["normal", "normal_concat", "reduce", "reduce_concat"];
 
 impl Genotype {
@@ -76,7 +79,7 @@ impl Parser<'_> {
             self.punct('=')?;
             let which = if field.starts_with("normal") { 0 } else { 1 };
             if field.ends_with("_concat") {
-                concats[which] = Some(self.concat()?);
+                concats[which] = Some(self.concat(0)?);
             } else {
                 cells[which] = Some(self.edges(&field)?);
             }
@@ -151,8 +154,10 @@ impl Parser<'_> {
         }
     }
 
-    /// `[2, 3, 4, 5]`, `range(2, 6)` or `list(range(2, 6))`.
-    fn concat(&mut self) -> Result<Vec<usize>> {
+    /// `[2, 3, 4, 5]`, `range(2, 6)` or `list(range(2, 6))`; `depth` counts the `list(`s
+    /// around it. Bounded, so hostile text cannot exhaust memory or the stack: a concat lists
+    /// node indices, and no cell has anywhere near `MAX_CONCAT` nodes.
+    fn concat(&mut self, depth: usize) -> Result<Vec<usize>> {
         self.skip_ws();
         if self.peek() == Some('[') {
             self.pos += 1;
@@ -162,6 +167,9 @@ impl Parser<'_> {
                 if self.peek() == Some(']') {
                     self.pos += 1;
                     return Ok(out);
+                }
+                if out.len() == MAX_CONCAT {
+                    return Err(self.error(&format!("a concat list of more than {MAX_CONCAT} nodes")));
                 }
                 out.push(self.uint()?);
                 self.skip_ws();
@@ -181,11 +189,17 @@ impl Parser<'_> {
                 self.punct(',')?;
                 let end = self.uint()?;
                 self.punct(')')?;
+                if end.saturating_sub(start) > MAX_CONCAT {
+                    return Err(self.error(&format!("range({start}, {end}) lists more than {MAX_CONCAT} nodes")));
+                }
                 Ok((start..end).collect())
             }
             "list" => {
+                if depth == 2 {
+                    return Err(self.error("list( nested more than twice"));
+                }
                 self.punct('(')?;
-                let out = self.concat()?;
+                let out = self.concat(depth + 1)?;
                 self.punct(')')?;
                 Ok(out)
             }
