@@ -21,3 +21,19 @@ fn non_finite_float_flags_are_refused_by_name() {
         }
     }
 }
+
+#[test]
+fn size_flags_have_bounds_checked_before_anything_is_allocated() {
+    let out = common::tmp("size-flags");
+    for (flag, v, needle) in [
+        ("--channels", "2000000000", "channels must be at most 4096"),
+        ("--channels", "18446744073709551614", "channels must be at most 4096"),
+        ("--layers", "100000000", "layers must be at most 1000"),
+        ("--nodes", "18446744073709551615", "nodes must be at most 64"),
+    ] {
+        let o = run(&["search", flag, v, "--out", out.to_str().unwrap()]);
+        common::fails(o, &[needle]);
+        assert!(!out.exists(), "{flag} {v} left a run folder");
+    }
+    common::fails(run(&["bench", "--net", "--layers", "100000000"]), &["layers must be at most 1000"]);
+}

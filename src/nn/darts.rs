@@ -30,6 +30,11 @@ pub struct NetConfig {
     pub supernet_affine: bool,
 }
 
+/// Upper bounds of the size flags (documented in `--help` through NetConfig::validate's error).
+pub const MAX_CHANNELS: usize = 4096;
+pub const MAX_LAYERS: usize = 1000;
+pub const MAX_NODES: usize = 64;
+
 impl NetConfig {
     /// Whether BN layers have a learnable scale and shift.
     pub fn affine(&self) -> bool {
@@ -49,6 +54,13 @@ impl NetConfig {
         }
         if self.in_channels == 0 || self.classes < 2 {
             return bad(format!("need at least 1 input channel and 2 classes, got {} and {}", self.in_channels, self.classes));
+        }
+        // Far beyond any network an adapter holds, and small enough that sizes and parameter
+        // counts computed from them cannot overflow before the adapter check refuses them.
+        for (what, v, max) in [("channels", self.channels, MAX_CHANNELS), ("layers", self.layers, MAX_LAYERS), ("nodes", self.nodes, MAX_NODES), ("input channels", self.in_channels, 64), ("classes", self.classes, 100_000)] {
+            if v > max {
+                return bad(format!("{what} must be at most {max}, got {v}"));
+            }
         }
         Ok(())
     }
