@@ -61,7 +61,7 @@ impl TrainConfig {
                 self.lr, self.lr_min, self.momentum, self.weight_decay, self.grad_clip, self.warmup_epochs
             ));
         }
-        if !(self.lr > 0.0) || self.lr_min < 0.0 || self.lr_min > self.lr {
+        if self.lr <= 0.0 || self.lr_min < 0.0 || self.lr_min > self.lr {
             return bad(format!("need 0 <= lr_min <= lr and lr > 0, got lr {} and lr_min {}", self.lr, self.lr_min));
         }
         if !(self.warmup_epochs >= 0.0 && self.warmup_epochs <= self.epochs as f32) {
