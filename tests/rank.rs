@@ -85,6 +85,21 @@ fn rank_reports_resumes_and_reuses() {
     assert_eq!(scores(&r2), first, "{err}");
     assert_eq!(read_json(&r2.join("rank.json"))["stats"], report["stats"]);
 
+    // A supernet trained differently (here with affine BN) is ranked against the same trainings:
+    // all of the uniform ones are reused, none retrained.
+    let (sa, r3) = (base.join("search-affine"), base.join("r3"));
+    let mut args = vec!["search", "--supernet-affine", "--out", sa.to_str().unwrap()];
+    args.extend_from_slice(SEARCH);
+    ok(run(&args));
+    let mut args = vec!["rank", "--run", sa.to_str().unwrap(), "--out", r3.to_str().unwrap(), "--reuse", r1.to_str().unwrap(), "--archs", "3", "--top", "0"];
+    assert_eq!(RANK[..4], ["--archs", "3", "--top", "1"]);
+    args.extend_from_slice(&RANK[4..]);
+    ok(run(&args));
+    for i in 0..3 {
+        assert!(!r3.join(format!("train/{i:02}/checkpoint.safetensors")).exists(), "training {i} was redone instead of reused");
+    }
+    assert_eq!(scores(&r3).iter().map(|a| a.3).collect::<Vec<_>>(), first[..3].iter().map(|a| a.3).collect::<Vec<_>>());
+
     // Bad input: one line naming the folder or flag.
     let empty = base.join("empty");
     std::fs::create_dir_all(&empty).unwrap();
