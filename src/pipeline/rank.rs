@@ -173,8 +173,9 @@ pub fn choose_archs(search: &SearchConfig, history: &[HistoryEntry], archs: usiz
             return Err(Error::Invalid(format!("could not draw {archs} distinct architectures from the run's space")));
         }
         let g = search.space.sample(&mut rng);
-        if keys.insert(g.key()) {
-            out.push(Arch { id: out.len(), source: "uniform".into(), genotype: g.to_darts(), key: g.key() });
+        let key = g.key();
+        if keys.insert(key.clone()) {
+            out.push(Arch { id: out.len(), source: "uniform".into(), genotype: g.to_darts(), key });
         }
     }
     for e in top_k(history, history.len()).into_iter().filter(|e| !e.accuracy.is_nan()).take(top) {
@@ -187,7 +188,10 @@ pub fn choose_archs(search: &SearchConfig, history: &[HistoryEntry], archs: usiz
 
 pub fn run_rank(gpu: &Arc<Gpu>, cfg: &RankConfig, out: &Path, job: &JobOptions, reuse: &[PathBuf]) -> Result<RankReport> {
     cfg.validate()?;
-    let search = read_search_config(&cfg.search_run)?;
+    let mut search = read_search_config(&cfg.search_run)?;
+    if let Some(r) = cfg.recalibration_batches {
+        search.eval.recalibration_batches = r;
+    }
     let search_run = RunDir::open(&cfg.search_run);
     super::data::check_batches(&cfg.data, cfg.train.batch_size)?;
     let say = |s: String| {
@@ -223,10 +227,6 @@ pub fn run_rank(gpu: &Arc<Gpu>, cfg: &RankConfig, out: &Path, job: &JobOptions, 
     };
     let genotypes = archs.iter().map(|a| Genotype::from_darts(&a.genotype)).collect::<Result<Vec<_>>>()?;
 
-    let mut search = search;
-    if let Some(r) = cfg.recalibration_batches {
-        search.eval.recalibration_batches = r;
-    }
     let inherited = inherited_scores(gpu, &search, &search_run, &archs, &genotypes, &out.join("inherited.json"), &say)?;
 
     // Each training is its own run folder; a finished one (metrics.json) is read back.
