@@ -154,6 +154,11 @@ impl NetBench {
             _ => None,
         };
 
+        gpu.wait()?;
+        if let Some(report) = gpu.take_profile_report() {
+            eprint!("training steps (warm-up included):\n{report}evaluation (warm-up included) follows at the end\n");
+        }
+
         // Evaluation reads the running BN statistics training left behind.
         let eval_data = random_data(gpu, self.batch * self.steps, c, h, w, self.classes)?;
         let eval_run = |model: &mut Model| -> Result<()> {

@@ -314,6 +314,14 @@ impl Gpu {
         Some(out)
     }
 
+    /// The profile so far (as `profile_report`), then cleared: how `bench --net` reports its
+    /// phases apart.
+    pub fn take_profile_report(&self) -> Option<String> {
+        let report = self.profile_report()?;
+        self.profile.as_ref()?.lock().unwrap().clear();
+        Some(report)
+    }
+
     /// The variant chosen for the choice point `key` names, if any. `key` is only computed
     /// when there are choices at all, so a Gpu without any costs a lock per kernel choice.
     pub fn kernel_choice(&self, key: impl FnOnce() -> Option<String>) -> Option<String> {
