@@ -184,7 +184,7 @@ fn run_dir_create_refuses_folders_it_should_not_write_into() {
     assert_eq!(run.state_path(), run.dir().join("state.json"));
     assert_eq!(run.metrics_path(), run.dir().join("metrics.jsonl"));
     assert_eq!(run.history_path(), run.dir().join("history.jsonl"));
-    assert_eq!(names_in(run.dir()), ["config.json"]);
+    assert_eq!(names_in(run.dir()), ["config.json", "manifest.json"]);
 
     let empty = root.join("empty");
     fs::create_dir(&empty).unwrap();
@@ -253,7 +253,7 @@ fn resume_sweeps_temp_files_left_by_a_killed_writer() {
     let stale = run.dir().join(".supernet.safetensors.tmp-4294967295-0");
     fs::write(&stale, b"half a checkpoint").unwrap();
     RunDir::resume(run.dir(), &config()).unwrap();
-    assert_eq!(names_in(run.dir()), ["config.json"]);
+    assert_eq!(names_in(run.dir()), ["config.json", "manifest.json"]);
 }
 
 #[test]
@@ -344,7 +344,7 @@ fn checkpoint_round_trip_and_a_kill_between_weights_and_state() {
     let (t, state) = load_checkpoint(&run2).unwrap().unwrap();
     assert_bit_exact(&t, &weights(3.0));
     assert_eq!(state["epoch"], 0);
-    assert_eq!(names_in(run2.dir()), ["config.json", "supernet.safetensors"]);
+    assert_eq!(names_in(run2.dir()), ["config.json", "manifest.json", "supernet.safetensors"]);
 }
 
 #[test]
@@ -355,19 +355,30 @@ fn checkpoint_state_and_weights_mismatch_is_an_error() {
     save_checkpoint(&run, &weights(2.0), &json!({"epoch": 2})).unwrap();
     let epoch2_weights = fs::read(run.checkpoint_path()).unwrap();
 
-    // Weights written by something else.
+    // Weights written by something else (no run id).
     save_tensors(&run.checkpoint_path(), &weights(2.0), &BTreeMap::new()).unwrap();
     let err = load_checkpoint(&run).unwrap_err();
     assert!(matches!(err, Error::Checkpoint { .. }));
     let msg = err.to_string();
+    assert!(msg.contains("supernet.safetensors") && msg.contains("no run") && msg.contains("refusing"), "{msg}");
+    // The same in a folder an older cellnas wrote (no run ids anywhere): caught by the hash.
+    let legacy = RunDir::open(run.dir());
+    let msg = load_checkpoint(&legacy).unwrap_err().to_string();
     assert!(msg.contains("supernet.safetensors") && msg.contains("epoch 2") && msg.contains("refusing to mix"), "{msg}");
 
-    // Weights of another run's checkpoint: a cellnas checkpoint, but not this state's successor.
+    // Weights of another run's checkpoint, and then that run's whole checkpoint pair: both are
+    // consistent cellnas checkpoints, refused by run id.
     let other = RunDir::create(&dir.join("other"), &config()).unwrap();
     save_checkpoint(&other, &weights(5.0), &json!({"epoch": 5})).unwrap();
     fs::copy(other.checkpoint_path(), run.checkpoint_path()).unwrap();
     let msg = load_checkpoint(&run).unwrap_err().to_string();
-    assert!(msg.contains("holds epoch 5") && msg.contains("epoch 2"), "{msg}");
+    assert!(msg.contains(other.run_id().unwrap()) && msg.contains(run.run_id().unwrap()) && msg.contains("copied from another run"), "{msg}");
+    fs::copy(other.state_path(), run.state_path()).unwrap();
+    let msg = load_checkpoint(&run).unwrap_err().to_string();
+    assert!(msg.contains("copied from another run"), "{msg}");
+    fs::write(run.checkpoint_path(), &epoch2_weights).unwrap();
+    let msg = load_checkpoint(&run).unwrap_err().to_string();
+    assert!(msg.contains("state.json") && msg.contains("copied from another run"), "{msg}");
 
     // An older weights file of this run (epoch 1 under epoch 2's state) is not accepted either.
     let run3 = RunDir::create(&dir.join("run3"), &config()).unwrap();
@@ -376,6 +387,18 @@ fn checkpoint_state_and_weights_mismatch_is_an_error() {
     save_checkpoint(&run3, &weights(2.0), &json!({"epoch": 2})).unwrap();
     fs::write(run3.checkpoint_path(), &epoch1_weights).unwrap();
     assert!(load_checkpoint(&run3).unwrap_err().to_string().contains("holds epoch 1"));
+
+    // state.json edited by hand: the epoch set back to 0 everywhere in it, or in one place.
+    let run4 = RunDir::create(&dir.join("run4"), &config()).unwrap();
+    save_checkpoint(&run4, &weights(2.0), &json!({"epoch": 2})).unwrap();
+    let original = fs::read_to_string(run4.state_path()).unwrap();
+    assert_eq!(original.matches("\"epoch\": 2").count(), 2, "{original}");
+    fs::write(run4.state_path(), original.replace("\"epoch\": 2", "\"epoch\": 0")).unwrap();
+    let msg = load_checkpoint(&run4).unwrap_err().to_string();
+    assert!(msg.contains("state.json") && msg.contains("changed after cellnas wrote it"), "{msg}");
+    fs::write(run4.state_path(), original.replacen("\"epoch\": 2", "\"epoch\": 0", 1)).unwrap();
+    let msg = load_checkpoint(&run4).unwrap_err().to_string();
+    assert!(msg.contains("state.json") && msg.contains("edited"), "{msg}");
 
     // State without weights, and a truncated weights file.
     fs::remove_file(run.checkpoint_path()).unwrap();

@@ -429,7 +429,7 @@ pub fn eval(gpu: &Arc<Gpu>, a: &EvalArgs) -> Result<()> {
     let text = std::fs::read_to_string(&path).with_context(|| format!("{} is not a search run (no readable config.json)", a.run.display()))?;
     let cfg: SearchConfig = serde_json::from_str(&text).with_context(|| format!("{}: not a search config", path.display()))?;
     cfg.space.contains(&spec.genotype).context("the spec is outside the run's search space")?;
-    let run = cellnas::run::RunDir::open(&a.run);
+    let run = cellnas::run::RunDir::verified(&a.run)?;
     cellnas::pipeline::kernels::apply_recorded(gpu, &a.run)?;
     let Some((tensors, state)) = cellnas::run::load_checkpoint(&run)? else {
         bail!("{} has no supernet checkpoint yet (train it with `cellnas search`)", a.run.display());

@@ -192,6 +192,44 @@ pub fn size(cfg: &NetConfig, genotype: &Genotype, h: usize, w: usize) -> Result<
     Ok((g.params_used(), g.flops as u64))
 }
 
+/// Every tensor (name -> scalars) a checkpoint of this network holds; see
+/// [`check_tensors`].
+pub fn expected_tensors(cfg: &NetConfig, genotype: &Genotype, h: usize, w: usize) -> Result<std::collections::BTreeMap<String, usize>> {
+    let mut g = Graph::count();
+    let x = g.input_shape(&[1, cfg.in_channels, h, w]);
+    forward(&mut g, cfg, genotype, x)?;
+    Ok(g.tensors_used())
+}
+
+/// A weights file of a stand-alone network must hold exactly its tensors (momentum of its
+/// parameters allowed): a missing one would be initialised at random and a foreign one means
+/// the file is not this network's, both silently wrong results otherwise.
+pub fn check_tensors(expected: &std::collections::BTreeMap<String, usize>, tensors: &[crate::run::NamedTensor], path: &std::path::Path) -> Result<()> {
+    let bad = |message: String| Error::Checkpoint { path: path.to_path_buf(), message };
+    let mut seen = std::collections::BTreeSet::new();
+    for (name, _, data) in tensors {
+        let base = name.strip_suffix("#momentum").unwrap_or(name);
+        let Some(&n) = expected.get(base) else {
+            return Err(bad(format!("holds tensor '{name}', which this run's network does not have: the file is another network's")));
+        };
+        if data.len() != n {
+            return Err(bad(format!("tensor '{name}' has {} values, this run's network needs {n}: the file is another network's", data.len())));
+        }
+        seen.insert(base);
+    }
+    let missing: Vec<&str> = expected.keys().map(String::as_str).filter(|k| !seen.contains(k)).collect();
+    if !missing.is_empty() {
+        let shown = missing.iter().take(5).copied().collect::<Vec<_>>().join("', '");
+        return Err(bad(format!(
+            "lacks {} of the network's {} tensors ('{shown}'{}): it is incomplete or another network's",
+            missing.len(),
+            expected.len(),
+            if missing.len() > 5 { ", ..." } else { "" }
+        )));
+    }
+    Ok(())
+}
+
 /// Fails with a clear error, before anything is allocated, when a batch of `batch` images
 /// needs a tensor larger than the adapter can bind (`max_storage_buffer_binding_size`, or
 /// `max_buffer_size` when smaller); the message names the tensor, the limit and the largest

@@ -62,6 +62,8 @@ pub struct Graph<'a> {
     pub flops: f64,
     /// Parameter names used, with their sizes (for counting).
     used: BTreeSet<(String, usize)>,
+    /// BN layers met (name, channels): with `used`, the tensors a checkpoint of the network holds.
+    bn_layers: BTreeSet<(String, usize)>,
     /// Values that came from outside (data): no gradient is computed for them.
     inputs: BTreeSet<usize>,
     /// Counting graphs only: every convolution (input, weight shape, settings, ReLU fused on
@@ -83,12 +85,12 @@ pub fn fuse_default() -> bool {
 
 impl<'a> Graph<'a> {
     pub fn new(step: Step, store: &'a mut ParamStore, bn_stats: &'a mut BnStats, mode: Mode) -> Graph<'a> {
-        Graph { step: Some(step), store: Some(store), bn_stats: Some(bn_stats), mode, vals: vec![], tape: vec![], grads: vec![], flops: 0.0, used: BTreeSet::new(), inputs: BTreeSet::new(), convs: vec![], pools: vec![], relus: vec![], bns: vec![], fuse: fuse_default() }
+        Graph { step: Some(step), store: Some(store), bn_stats: Some(bn_stats), mode, vals: vec![], tape: vec![], grads: vec![], flops: 0.0, used: BTreeSet::new(), bn_layers: BTreeSet::new(), inputs: BTreeSet::new(), convs: vec![], pools: vec![], relus: vec![], bns: vec![], fuse: fuse_default() }
     }
 
     /// Shapes only: nothing is allocated or launched; parameters and FLOPs are counted.
     pub fn count() -> Graph<'static> {
-        Graph { step: None, store: None, bn_stats: None, mode: Mode::Eval, vals: vec![], tape: vec![], grads: vec![], flops: 0.0, used: BTreeSet::new(), inputs: BTreeSet::new(), convs: vec![], pools: vec![], relus: vec![], bns: vec![], fuse: fuse_default() }
+        Graph { step: None, store: None, bn_stats: None, mode: Mode::Eval, vals: vec![], tape: vec![], grads: vec![], flops: 0.0, used: BTreeSet::new(), bn_layers: BTreeSet::new(), inputs: BTreeSet::new(), convs: vec![], pools: vec![], relus: vec![], bns: vec![], fuse: fuse_default() }
     }
 
     /// Fuse ReLU -> conv (`relu_conv`) or not; the default is [`fuse_default`].
@@ -124,6 +126,17 @@ impl<'a> Graph<'a> {
     /// Shape of the largest value recorded (activations; their gradients have the same shapes).
     pub fn largest_value(&self) -> Option<&[usize]> {
         self.vals.iter().map(|v| v.shape.as_slice()).max_by_key(|s| numel(s))
+    }
+
+    /// Every tensor a checkpoint of the recorded network holds (momentum aside), by name, with
+    /// its number of scalars: parameters, and each BN layer's "bn:<layer>.mean" / ".var".
+    pub fn tensors_used(&self) -> std::collections::BTreeMap<String, usize> {
+        let mut out: std::collections::BTreeMap<String, usize> = self.used.iter().cloned().collect();
+        for (name, c) in &self.bn_layers {
+            out.insert(format!("bn:{name}.mean"), *c);
+            out.insert(format!("bn:{name}.var"), *c);
+        }
+        out
     }
 
     /// Number of parameters (scalars) the recorded network uses.
@@ -214,6 +227,7 @@ impl<'a> Graph<'a> {
     /// Batch norm over channels; `affine` adds a learned scale and shift (stand-alone nets).
     pub fn bn(&mut self, x: Var, name: &str, affine: bool) -> Result<Var> {
         let c = self.shape(x)[1];
+        self.bn_layers.insert((name.to_string(), c));
         let names = affine.then(|| (format!("{name}.weight"), format!("{name}.bias")));
         let (gamma, beta) = match &names {
             Some((gw, gb)) => (self.param(gw, &[c], Init::Const(1.0))?, self.param(gb, &[c], Init::Const(0.0))?),

@@ -21,6 +21,9 @@ pub struct FitOptions<'a> {
     /// Wall time between mid-epoch checkpoints; `None`: only at the end of each epoch.
     pub checkpoint_every: Option<Duration>,
     pub quiet: bool,
+    /// The tensors a checkpoint must hold exactly (a stand-alone network); None where a
+    /// checkpoint holds only what training touched (a supernet).
+    pub expect: Option<&'a std::collections::BTreeMap<String, usize>>,
 }
 
 /// Train `model` for `cfg.epochs`, resuming from the run's checkpoint if it has one.
@@ -39,6 +42,9 @@ pub fn fit(
     let mut progress = EpochProgress::default();
     let mut last_epoch_metrics: Option<EpochMetrics> = None;
     if let Some((tensors, state)) = load_checkpoint(run)? {
+        if let Some(expect) = opts.expect {
+            crate::nn::darts::check_tensors(expect, &tensors, &run.checkpoint_path())?;
+        }
         model.restore(&tensors)?;
         start_epoch = state["epoch"].as_u64().unwrap_or(0) as usize;
         if let Some(p) = state.get("progress") {

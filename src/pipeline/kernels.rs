@@ -6,7 +6,7 @@
 use crate::autotune::{AdapterKey, Choices};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::run::{write_json_atomic, RunDir};
+use crate::run::RunDir;
 use std::path::{Path, PathBuf};
 
 pub const FILE: &str = "kernels.json";
@@ -64,7 +64,7 @@ pub fn pin(gpu: &Gpu, run: &RunDir, resume: bool) -> Result<()> {
         pool_generic: env_on("CELLNAS_POOL_GENERIC"),
     };
     if !resume {
-        return write_json_atomic(&path(run.dir()), &now);
+        return run.write_json_recorded(FILE, &now);
     }
     match read(run.dir())? {
         Some(rec) => {
@@ -73,7 +73,7 @@ pub fn pin(gpu: &Gpu, run: &RunDir, resume: bool) -> Result<()> {
         }
         None => {
             gpu.set_kernel_choices(Choices::new());
-            write_json_atomic(&path(run.dir()), &KernelRecord { choices: Choices::new(), ..now })?;
+            run.write_json_recorded(FILE, &KernelRecord { choices: Choices::new(), ..now })?;
         }
     }
     Ok(())

@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::nn::darts::NetConfig;
 use crate::nn::params::name_seed;
-use crate::run::{config_diff, load_checkpoint, read_jsonl, write_atomic, write_json_atomic, RunDir};
+use crate::run::{config_diff, load_checkpoint, read_jsonl, write_atomic, RunDir};
 use crate::search::{top_k, HistoryEntry};
 use crate::space::{Genotype, Spec};
 use crate::stats;
@@ -192,7 +192,7 @@ pub fn run_rank(gpu: &Arc<Gpu>, cfg: &RankConfig, out: &Path, job: &JobOptions, 
     if let Some(r) = cfg.recalibration_batches {
         search.eval.recalibration_batches = r;
     }
-    let search_run = RunDir::open(&cfg.search_run);
+    let search_run = RunDir::verified(&cfg.search_run)?;
     super::data::check_batches(&cfg.data, cfg.train.batch_size)?;
     let say = |s: String| {
         if !job.quiet {
@@ -217,7 +217,7 @@ pub fn run_rank(gpu: &Arc<Gpu>, cfg: &RankConfig, out: &Path, job: &JobOptions, 
     super::kernels::pin(gpu, &run, job.resume)?;
     let archs: Vec<Arch> = match fresh {
         Some(archs) => {
-            write_json_atomic(&archs_path, &archs)?;
+            run.write_json_recorded("archs.json", &archs)?;
             archs
         }
         None => {
@@ -227,7 +227,7 @@ pub fn run_rank(gpu: &Arc<Gpu>, cfg: &RankConfig, out: &Path, job: &JobOptions, 
     };
     let genotypes = archs.iter().map(|a| Genotype::from_darts(&a.genotype)).collect::<Result<Vec<_>>>()?;
 
-    let inherited = inherited_scores(gpu, &search, &search_run, &archs, &genotypes, &out.join("inherited.json"), &say)?;
+    let inherited = inherited_scores(gpu, &search, &search_run, &archs, &genotypes, &run, &say)?;
 
     // Each training is its own run folder; a finished one (metrics.json) is read back.
     let mut ranked = Vec::new();
@@ -270,7 +270,7 @@ pub fn run_rank(gpu: &Arc<Gpu>, cfg: &RankConfig, out: &Path, job: &JobOptions, 
         ranked.push(r);
     }
     let report = RankReport { stats: rank_stats(&ranked, cfg.precision_k), archs: ranked };
-    write_json_atomic(&out.join("rank.json"), &report)?;
+    run.write_json_recorded("rank.json", &report)?;
     Ok(report)
 }
 
@@ -282,10 +282,10 @@ fn inherited_scores(
     search_run: &RunDir,
     archs: &[Arch],
     genotypes: &[Genotype],
-    path: &Path,
+    run: &RunDir,
     say: &dyn Fn(String),
 ) -> Result<Vec<Inherited>> {
-    if let Ok(bytes) = std::fs::read(path) {
+    if let Ok(bytes) = std::fs::read(run.dir().join("inherited.json")) {
         if let Ok(v) = serde_json::from_slice::<Vec<Inherited>>(&bytes) {
             if v.len() == archs.len() && v.iter().zip(archs).all(|(i, a)| i.key == a.key) {
                 return Ok(v);
@@ -311,7 +311,7 @@ fn inherited_scores(
         out.push(Inherited { key: a.key.clone(), accuracy: s.accuracy, loss: s.loss });
     }
     say(format!("inherited scores of {} architectures on {}'s supernet", out.len(), search_run.dir().display()));
-    write_json_atomic(path, &out)?;
+    run.write_json_recorded("inherited.json", &out)?;
     Ok(out)
 }
 
@@ -337,10 +337,13 @@ fn find_finished(rank_dir: &Path, cfg: &StandaloneConfig) -> Option<PathBuf> {
     dirs.into_iter().find(|d| matches!(finished_metrics(d, cfg), Ok(Some(_))))
 }
 
-/// Copies a finished training's files; metrics.json last, so a copy cut short is not finished.
+/// Copies a finished training's files, verified first (a damaged one is not spread); its
+/// manifest comes along, so the copy is the same verified run. metrics.json last, so a copy cut
+/// short is not finished.
 fn copy_run(src: &Path, dst: &Path) -> Result<()> {
+    RunDir::verified(src)?;
     std::fs::create_dir_all(dst).map_err(|e| Error::io(dst, e))?;
-    for name in ["config.json", "kernels.json", "weights.safetensors", "metrics.jsonl", "metrics.json"] {
+    for name in ["config.json", "kernels.json", "weights.safetensors", "metrics.jsonl", "manifest.json", "metrics.json"] {
         let from = src.join(name);
         if from.is_file() {
             let bytes = std::fs::read(&from).map_err(|e| Error::io(&from, e))?;

@@ -10,7 +10,7 @@ use crate::nn::darts::NetConfig;
 use crate::nn::params::name_seed;
 use super::fit::{fit, FitOptions};
 use super::JobOptions;
-use crate::run::{write_atomic, write_json_atomic, RunDir};
+use crate::run::RunDir;
 use crate::search::{History, replay, rfc3339, strategy_from_name, top_k, HistoryEntry, Observation};
 use crate::space::{SearchSpace, Spec};
 use crate::supernet::{sample_paths, score, EvalConfig, Sampling};
@@ -102,7 +102,7 @@ pub fn run_search(gpu: &Arc<Gpu>, cfg: &SearchConfig, out: &Path, job: &JobOptio
     // seeded by (seed, epoch), so a resumed epoch redraws the same paths.
     let mut model = Model::new(gpu, cfg.net.clone(), cfg.train.seed)?;
     let mut rng: Option<(usize, ChaCha8Rng)> = None;
-    let opts = FitOptions { run: &run, checkpoint_every: job.checkpoint_every, quiet };
+    let opts = FitOptions { run: &run, checkpoint_every: job.checkpoint_every, quiet, expect: None };
     let epochs = fit(&mut model, &data.train, &cfg.train, &opts, &mut |epoch, _| {
         if rng.as_ref().map(|r| r.0) != Some(epoch) {
             rng = Some((epoch, ChaCha8Rng::seed_from_u64(name_seed(cfg.train.seed, &format!("epoch{epoch}.paths")))));
@@ -173,8 +173,8 @@ pub fn run_search(gpu: &Arc<Gpu>, cfg: &SearchConfig, out: &Path, job: &JobOptio
                 "random_median_val_accuracy": random_median,
             },
         });
-        write_json_atomic(&run.best_json_path(), &best_json)?;
-        write_atomic(&run.best_genotype_path(), format!("{}\n", best.genotype).as_bytes())?;
+        run.write_json_recorded("best.json", &best_json)?;
+        run.write_recorded("best.genotype.txt", format!("{}\n", best.genotype).as_bytes())?;
     }
     let candidates = history.entries().len();
     Ok(SearchSummary { top, epochs, train_seconds, search_seconds, evaluated, candidates, random_candidates: random.len(), random_median })

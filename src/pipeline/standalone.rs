@@ -7,7 +7,7 @@ use crate::gpu::Gpu;
 use crate::nn::darts::{self, NetConfig};
 use super::fit::{fit, FitOptions};
 use super::JobOptions;
-use crate::run::{load_checkpoint, load_tensors, save_tensors, write_json_atomic, RunDir};
+use crate::run::{load_checkpoint, load_tensors, save_tensors, RunDir};
 use crate::space::Spec;
 use crate::train::{evaluate, EpochMetrics, Model, TrainConfig};
 use serde_json::json;
@@ -83,7 +83,8 @@ pub fn run_train(gpu: &Arc<Gpu>, cfg: &StandaloneConfig, out: &Path, job: &JobOp
         darts::check_batch_fits(gpu, &cfg.net, genotype, batch, h, w)?;
     }
     let mut model = Model::new(gpu, cfg.net.clone(), cfg.train.seed)?;
-    let opts = FitOptions { run: &run, checkpoint_every: job.checkpoint_every, quiet: job.quiet };
+    let expect = darts::expected_tensors(&cfg.net, genotype, h, w)?;
+    let opts = FitOptions { run: &run, checkpoint_every: job.checkpoint_every, quiet: job.quiet, expect: Some(&expect) };
     let epochs = fit(&mut model, &data.train, &cfg.train, &opts, &mut |_, _| vec![genotype.clone()])?;
     // Training time over every process that ran it (a resumed run included).
     let train_seconds: f64 = epochs.iter().map(|m| m.seconds).sum();
@@ -92,11 +93,16 @@ pub fn run_train(gpu: &Arc<Gpu>, cfg: &StandaloneConfig, out: &Path, job: &JobOp
     let mut meta = BTreeMap::new();
     meta.insert("genotype".to_string(), genotype.to_darts());
     meta.insert("network".to_string(), serde_json::to_string(&cfg.net).unwrap_or_default());
+    if let Some(id) = run.run_id() {
+        meta.insert("cellnas.run_id".to_string(), id.to_string());
+    }
     let weights: Vec<_> = model.download()?.into_iter().filter(|(n, _, _)| !n.ends_with("#momentum")).collect();
-    save_tensors(&run.dir().join("weights.safetensors"), &weights, &meta)?;
+    let final_path = run.dir().join("weights.safetensors");
+    save_tensors(&final_path, &weights, &meta)?;
+    run.record("weights.safetensors", &std::fs::read(&final_path).map_err(|e| Error::io(&final_path, e))?)?;
     let summary = TrainSummary { test_accuracy, test_loss, val_accuracy, running_bn, params, flops, train_seconds, epochs };
-    write_json_atomic(
-        &run.dir().join("metrics.json"),
+    run.write_json_recorded(
+        "metrics.json",
         &json!({ "test_accuracy": test_accuracy, "test_loss": test_loss, "val_accuracy": val_accuracy, "params": params, "flops": flops,
                  "train_seconds": train_seconds, "precise_bn_batches": cfg.precise_bn, "running_bn": running_bn }),
     )?;
@@ -156,7 +162,7 @@ pub fn test_run(gpu: &Arc<Gpu>, dir: &Path) -> Result<TestReport> {
         path: config_path.clone(),
         message: format!("not the config of a `cellnas train` run ({e})"),
     })?;
-    let run = RunDir::open(dir).with_checkpoint_file("checkpoint.safetensors");
+    let run = RunDir::verified(dir)?.with_checkpoint_file("checkpoint.safetensors");
     super::kernels::apply_recorded(gpu, dir)?;
     let final_path = run.dir().join("weights.safetensors");
     let (tensors, epoch, step, finished, weights) = if final_path.exists() {
@@ -174,6 +180,7 @@ pub fn test_run(gpu: &Arc<Gpu>, dir: &Path) -> Result<TestReport> {
     let genotype = &cfg.spec.genotype;
     let [_, h, w] = data.train.image_shape();
     darts::check_batch_fits(gpu, &cfg.net, genotype, cfg.eval_batch_size, h, w)?;
+    darts::check_tensors(&darts::expected_tensors(&cfg.net, genotype, h, w)?, &tensors, &weights)?;
     let mut model = Model::new(gpu, cfg.net.clone(), cfg.train.seed)?;
     model.restore(&tensors)?;
     // Final weights already hold precise-BN statistics; a checkpoint gets them now.

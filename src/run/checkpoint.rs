@@ -23,6 +23,7 @@ const FORMAT: &str = "cellnas-checkpoint-1";
 const META_EPOCH: &str = "cellnas.epoch";
 const META_STATE: &str = "cellnas.state";
 const META_SUPERSEDES: &str = "cellnas.supersedes";
+const META_RUN_ID: &str = "cellnas.run_id";
 
 /// `state.json`.
 #[derive(Serialize, Deserialize)]
@@ -33,6 +34,9 @@ struct StateFile {
     weights_bytes: u64,
     /// Hex, since a u64 does not survive JSON readers that use doubles.
     weights_fnv1a64: String,
+    /// The run's id (manifest.rs); absent in checkpoints of an older cellnas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    run_id: Option<String>,
     state: Value,
 }
 
@@ -47,6 +51,9 @@ pub fn save_checkpoint(run: &RunDir, tensors: &[NamedTensor], state: &Value) -> 
     let mut meta = BTreeMap::new();
     meta.insert(META_EPOCH.to_string(), epoch.to_string());
     meta.insert(META_STATE.to_string(), state.to_string());
+    if let Some(id) = run.run_id() {
+        meta.insert(META_RUN_ID.to_string(), id.to_string());
+    }
     if let Some(previous) = read_state(&state_path)? {
         meta.insert(META_SUPERSEDES.to_string(), previous.weights_fnv1a64);
     }
@@ -58,6 +65,7 @@ pub fn save_checkpoint(run: &RunDir, tensors: &[NamedTensor], state: &Value) -> 
         weights: file_name(&weights_path),
         weights_bytes: bytes.len() as u64,
         weights_fnv1a64: hex(fnv1a64(&bytes)),
+        run_id: run.run_id().map(str::to_string),
         state: state.clone(),
     };
     write_atomic(&weights_path, &bytes)?;
@@ -88,8 +96,11 @@ pub fn load_checkpoint(run: &RunDir) -> Result<Option<(Vec<NamedTensor>, Value)>
     let corrupt = |message| Error::Checkpoint { path: weights_path.clone(), message };
     let (tensors, meta) = decode_tensors(&bytes).map_err(corrupt)?;
     let hash = hex(fnv1a64(&bytes));
+    check_run_id(run, &weights_path, meta.get(META_RUN_ID).map(String::as_str))?;
     if let Some(s) = &state {
+        check_run_id(run, &state_path, s.run_id.as_deref())?;
         if s.weights_fnv1a64 == hash && s.weights_bytes == bytes.len() as u64 {
+            check_state(&state_path, s, &meta)?;
             return Ok(Some((tensors, s.state.clone())));
         }
     }
@@ -122,6 +133,44 @@ pub fn load_checkpoint(run: &RunDir) -> Result<Option<(Vec<NamedTensor>, Value)>
             state_path.display()
         ),
     }))
+}
+
+/// A checkpoint file must carry the run's id: one from another run (or a state.json copied
+/// from one) would otherwise be a consistent pair and load silently.
+fn check_run_id(run: &RunDir, path: &Path, found: Option<&str>) -> Result<()> {
+    let Some(want) = run.run_id() else { return Ok(()) };
+    match found {
+        Some(id) if id == want => Ok(()),
+        None if run.legacy() => Ok(()),
+        found => Err(Error::Checkpoint {
+            path: path.to_path_buf(),
+            message: format!(
+                "belongs to {} but this run's manifest.json names run {want}: it was copied from another run folder; \
+                 refusing to load it",
+                found.map_or("no run (written without a run id)".to_string(), |id| format!("run {id}"))
+            ),
+        }),
+    }
+}
+
+/// The weights file (hash-verified) stores the state it was saved with; state.json must say the
+/// same, so an edited epoch or progress is caught instead of retraining on trained weights.
+fn check_state(path: &Path, s: &StateFile, meta: &BTreeMap<String, String>) -> Result<()> {
+    let bad = |message: String| Error::Checkpoint { path: path.to_path_buf(), message };
+    if s.state.get("epoch").and_then(Value::as_u64) != Some(s.epoch) {
+        return Err(bad(format!("epoch {} disagrees with its state's epoch {}: the file was edited", s.epoch, s.state["epoch"])));
+    }
+    if let Some(own) = meta.get(META_STATE) {
+        let own: Value = serde_json::from_str(own).map_err(|e| bad(format!("the weights' stored state is not valid JSON: {e}")))?;
+        if own != s.state {
+            return Err(bad(format!(
+                "its state {} differs from the one saved inside the weights file ({own}): state.json was changed after \
+                 cellnas wrote it; refusing to resume from it",
+                s.state
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// `state.json`, or `None` when there is none yet.

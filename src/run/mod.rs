@@ -9,9 +9,11 @@
 //! | `history.jsonl` | one record per evaluated architecture | appended, fsynced |
 //! | `best.json`, `best.genotype.txt` | the best architecture so far | atomically |
 //! | `kernels.json` | the kernel choices the run started with (crate::pipeline::kernels); a resume uses them | once, atomically |
+//! | `manifest.json` | the run id and the hash of every finished file above that is read back whole (manifest.rs) | atomically, after each such file |
 //!
 //! Every write either lands whole or not at all, so a run killed at any point resumes from its
-//! last complete checkpoint.
+//! last complete checkpoint. Readers open a run with [`RunDir::verified`], which checks the
+//! manifest, so a damaged, edited or foreign file is refused by name instead of being used.
 //!
 //! Resuming checks that the run is continued with the config it was started with. Fields under
 //! a key named `"resume_ignore"` (at any depth) are not compared: put there what may
@@ -21,11 +23,13 @@
 mod atomic;
 mod checkpoint;
 mod jsonl;
+mod manifest;
 mod tensors;
 
 pub use atomic::{write_atomic, write_json_atomic, PendingWrite};
 pub use checkpoint::{load_checkpoint, save_checkpoint};
 pub use jsonl::{append_jsonl, read_jsonl};
+pub use manifest::{FileEntry, Manifest, MANIFEST, RECORDED};
 pub use tensors::{download_named, load_tensors, save_tensors, NamedTensor};
 
 use crate::error::{Error, Result};
@@ -42,6 +46,11 @@ pub struct RunDir {
     dir: PathBuf,
     /// File name of the checkpoint's weights (a search's is its supernet).
     checkpoint: &'static str,
+    /// The manifest's run id; None for a folder opened unverified or written by an older
+    /// cellnas and only read.
+    run_id: Option<String>,
+    /// Checkpoints without a run id are accepted (an older cellnas wrote them).
+    legacy: bool,
 }
 
 impl RunDir {
@@ -73,7 +82,10 @@ impl RunDir {
             Err(e) => return Err(Error::io(dir, e)),
         }
         write_json_atomic(&run.config_path(), config)?;
-        Ok(run)
+        let mut manifest = Manifest::new(false);
+        manifest.files.insert("config.json".into(), FileEntry::of(&fs::read(run.config_path()).map_err(|e| Error::io(&run.config_path(), e))?));
+        manifest.write(dir)?;
+        Ok(RunDir { run_id: Some(manifest.run_id), ..run })
     }
 
     /// Continue the run in `dir`, which must hold a `config.json` equal to `config` (except
@@ -111,14 +123,84 @@ impl RunDir {
             });
         }
         atomic::remove_stale_temps(dir)?;
-        Ok(run)
+        let manifest = match Manifest::read(dir)? {
+            Some(m) => {
+                m.verify(dir, true)?;
+                m
+            }
+            None => {
+                // Written by an older cellnas (or killed between config.json and the manifest).
+                let mut m = Manifest::new(true);
+                m.files.insert("config.json".into(), FileEntry::of(&fs::read(&path).map_err(|e| Error::io(&path, e))?));
+                m.write(dir)?;
+                m
+            }
+        };
+        Ok(RunDir { run_id: Some(manifest.run_id), legacy: manifest.adopted, ..run })
+    }
+
+    /// A run folder to read, verified: every file its manifest records must be intact and every
+    /// finished file recorded (see manifest.rs); checkpoints must carry its run id. A folder
+    /// without a manifest (an older cellnas) is read with a warning on stderr.
+    pub fn verified(dir: &Path) -> Result<RunDir> {
+        let run = RunDir::open(dir);
+        if !dir.join("config.json").is_file() {
+            return Err(Error::Config { path: dir.to_path_buf(), message: "is not a cellnas run folder (no config.json)".into() });
+        }
+        match Manifest::read(dir)? {
+            Some(m) => {
+                m.verify(dir, false)?;
+                Ok(RunDir { run_id: Some(m.run_id), legacy: m.adopted, ..run })
+            }
+            None => {
+                eprintln!("warning: {} has no {MANIFEST} (written by an older cellnas): its files are not verified", dir.display());
+                Ok(RunDir { legacy: true, ..run })
+            }
+        }
+    }
+
+    /// The run id (None: opened unverified, or an older cellnas's folder being read).
+    pub fn run_id(&self) -> Option<&str> {
+        self.run_id.as_deref()
+    }
+
+    /// Whether checkpoints without a run id are accepted.
+    pub(crate) fn legacy(&self) -> bool {
+        self.legacy || self.run_id.is_none()
+    }
+
+    /// Writes `name` in the run folder atomically and records it in the manifest.
+    pub fn write_recorded(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        write_atomic(&self.dir.join(name), bytes)?;
+        self.record(name, bytes)
+    }
+
+    /// [`RunDir::write_recorded`] of pretty JSON.
+    pub fn write_json_recorded<T: serde::Serialize + ?Sized>(&self, name: &str, value: &T) -> Result<()> {
+        let mut bytes = serde_json::to_vec_pretty(value).map_err(|e| Error::Invalid(format!("{name}: cannot serialize to JSON: {e}")))?;
+        bytes.push(b'\n');
+        self.write_recorded(name, &bytes)
+    }
+
+    /// Records `name` (already written with these bytes) in the manifest. A run opened without
+    /// one (unverified) records nothing.
+    pub fn record(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        if self.run_id.is_none() {
+            return Ok(());
+        }
+        let mut m = Manifest::read(&self.dir)?.ok_or_else(|| Error::Config {
+            path: self.dir.join(MANIFEST),
+            message: "missing while the run is being written (deleted by hand?)".into(),
+        })?;
+        m.files.insert(name.to_string(), FileEntry::of(bytes));
+        m.write(&self.dir)
     }
 
     /// A run folder to read, not to continue (`cellnas eval`, `cellnas test`), whose
     /// `config.json` the caller has read. Nothing is checked or changed: `resume`'s cleanup of
     /// temp files would delete those of the run's own process if it is still writing.
     pub fn open(dir: &Path) -> RunDir {
-        RunDir { dir: dir.to_path_buf(), checkpoint: "supernet.safetensors" }
+        RunDir { dir: dir.to_path_buf(), checkpoint: "supernet.safetensors", run_id: None, legacy: false }
     }
 
     /// Name the checkpoint's weights file (default `supernet.safetensors`).
