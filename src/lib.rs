@@ -6,6 +6,7 @@ pub mod bench;
 pub mod data;
 pub mod error;
 pub mod gpu;
+pub mod host_memory;
 pub mod nn;
 pub mod ops;
 pub mod pipeline;

@@ -169,6 +169,10 @@ pub fn embedded() -> Result<Splits> {
 /// Reads a file, inflating it when it is gzip (by its magic bytes, whatever its name; a `.gz`
 /// name without them is an error rather than a confusing format error later).
 fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
+    let len = std::fs::metadata(path).map_err(|e| Error::io(path, e))?.len();
+    if let Some(free) = crate::host_memory::available_bytes().filter(|&free| len > free) {
+        return Err(Error::data(path, crate::host_memory::too_big(&format!("reading this {len}-byte file"), len, free)));
+    }
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     gunzip_if_needed(path, bytes)
 }
@@ -182,10 +186,16 @@ fn gunzip_if_needed(path: &Path, bytes: Vec<u8>) -> Result<Vec<u8>> {
         return Ok(bytes);
     }
     use std::io::Read;
+    // A few bytes of gzip can expand to any size: stop at what the machine can hold.
+    let free = crate::host_memory::available_bytes();
     let mut out = Vec::new();
     flate2::read::MultiGzDecoder::new(bytes.as_slice())
+        .take(free.map_or(u64::MAX, |f| f.saturating_add(1)))
         .read_to_end(&mut out)
         .map_err(|e| Error::data(path, format!("corrupt gzip data: {e}")))?;
+    if let Some(f) = free.filter(|&f| out.len() as u64 > f) {
+        return Err(Error::data(path, crate::host_memory::too_big("decompressing this file", out.len() as u64, f)));
+    }
     Ok(out)
 }
 

@@ -139,6 +139,11 @@ impl<'a> Graph<'a> {
         out
     }
 
+    /// Scalars in all values (activations) the recorded network computes.
+    pub fn value_scalars(&self) -> u64 {
+        self.vals.iter().map(|v| numel(&v.shape) as u64).sum()
+    }
+
     /// Number of parameters (scalars) the recorded network uses.
     pub fn params_used(&self) -> u64 {
         self.used.iter().map(|(_, n)| *n as u64).sum()
