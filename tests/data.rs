@@ -499,3 +499,20 @@ fn idx_dimensions_that_multiply_past_u64_are_refused() {
     std::fs::write(&p, idx_bytes(0x0803, &[0x40_0000, 0x40_0000, 0x40_0000], &[])).unwrap();
     assert_has(&data_error(data::load_idx_dir(&dir)), &["train-images-idx3-ubyte", "multiply past"]);
 }
+
+#[test]
+fn blank_images_are_refused_naming_the_folder_and_channel() {
+    let dir = temp_dir("blank");
+    write_idx_dir(&dir, 40, 10, 4, 4);
+    let n = 40u32;
+    std::fs::write(dir.join("train-images-idx3-ubyte"), idx_bytes(0x803, &[n, 4, 4], &vec![0u8; 40 * 16])).unwrap();
+    let out = std::env::temp_dir().join(format!("cellnas-data-{}-blank-run", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_cellnas"))
+        .args(["search", "--data", dir.to_str().unwrap(), "--out", out.to_str().unwrap(), "--val", "8", "--batch-size", "8", "--quiet"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert_has(&err, &[dir.to_str().unwrap(), "channel 0", "is 0 (of 255)", "blank images"]);
+}

@@ -136,6 +136,8 @@ pub fn load_dir(dir: &Path) -> Result<Splits> {
     if !dir.is_dir() {
         return Err(Error::data(dir, "not a directory (expected a folder of IDX or CIFAR-10 binary files)"));
     }
+    // An unreadable folder would otherwise look empty ("no dataset found").
+    std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
     if idx::present(dir) {
         load_idx_dir(dir)
     } else if cifar::present(dir) {

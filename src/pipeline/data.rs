@@ -52,6 +52,15 @@ pub fn load(gpu: &Arc<Gpu>, cfg: &DataConfig, seed: u64) -> Result<Loaded> {
     }
     // Normalisation statistics from the training part only.
     let (mean, std) = train.channel_stats();
+    if let Some((ch, _)) = std.iter().enumerate().find(|(_, s)| !(s.is_finite() && **s > 0.0)) {
+        let source = cfg.path.as_ref().map_or(splits.name.clone(), |p| p.display().to_string());
+        return Err(Error::Invalid(format!(
+            "{source}: every pixel of channel {ch} in the {} training images is {:.0} (of 255): blank images cannot be normalised; \
+             check the image files",
+            train.n,
+            mean[ch] * 255.0
+        )));
+    }
     Ok(Loaded {
         name: splits.name.clone(),
         classes: splits.train.classes,
