@@ -30,6 +30,10 @@ fn size_flags_have_bounds_checked_before_anything_is_allocated() {
         ("--channels", "18446744073709551614", "channels must be at most 4096"),
         ("--layers", "100000000", "layers must be at most 1000"),
         ("--nodes", "18446744073709551615", "nodes must be at most 64"),
+        ("--epochs", "18446744073709551615", "epochs must be at most 100000"),
+        ("--budget", "18446744073709551615", "budget must be between 1 and 1000000"),
+        ("--batch-size", "18446744073709551615", "batch size must be between 1 and 65536"),
+        ("--crop", "1000000", "at most 65536"),
     ] {
         let o = run(&["search", flag, v, "--out", out.to_str().unwrap()]);
         common::fails(o, &[needle]);

@@ -34,10 +34,10 @@ pub struct DataArgs {
 
 #[derive(Args, Debug, Default)]
 pub struct TrainArgs {
-    /// Training epochs [search: 2, train: 10].
+    /// Training epochs, 0-100000 [search: 2, train: 10].
     #[arg(long)]
     pub epochs: Option<usize>,
-    /// Images per step [64].
+    /// Images per step, 1-65536 and what the adapter holds [64].
     #[arg(long)]
     pub batch_size: Option<usize>,
     /// Peak learning rate, cosine-annealed to --lr-min [0.05].
@@ -61,24 +61,24 @@ pub struct TrainArgs {
     /// Seed of every random choice: split, init, batches, paths, augmentation, search [1].
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Random-crop padding in pixels, 0 = off [2].
+    /// Random-crop padding in pixels, 0 = off, at most 65536 [2].
     #[arg(long)]
     pub crop: Option<u32>,
     /// Random horizontal flips [true for data known to keep its classes when mirrored
     /// (Fashion-MNIST, CIFAR-10), false otherwise (MNIST, KMNIST, EMNIST, unrecognised data)].
     #[arg(long)]
     pub flip: Option<bool>,
-    /// Cutout square side, 0 = off [0].
+    /// Cutout square side, 0 = off, at most 65536 [0].
     #[arg(long)]
     pub cutout: Option<u32>,
 }
 
 #[derive(Args, Debug, Default)]
 pub struct NetArgs {
-    /// Channels of the first cells, doubled at each reduction [search: 8, train: 16].
+    /// Channels of the first cells, doubled at each reduction; even, 2-4096 [search: 8, train: 16].
     #[arg(long)]
     pub channels: Option<usize>,
-    /// Cells; reductions at layers/3 and 2*layers/3 [search: 5, train: 8].
+    /// Cells; reductions at layers/3 and 2*layers/3; 3-1000 [search: 5, train: 8].
     #[arg(long)]
     pub layers: Option<usize>,
 }
@@ -91,7 +91,7 @@ pub struct SearchArgs {
     pub net: NetArgs,
     #[command(flatten)]
     pub train: TrainArgs,
-    /// Intermediate nodes per cell [4].
+    /// Intermediate nodes per cell, 1-64 [4].
     #[arg(long)]
     pub nodes: Option<usize>,
     /// Candidate ops, comma-separated DARTS names (e.g. sep_conv_3x3,max_pool_3x3,skip_connect) [all 7].
@@ -107,7 +107,7 @@ pub struct SearchArgs {
     /// Search strategy: random or evolution [evolution].
     #[arg(long)]
     pub strategy: Option<String>,
-    /// Candidates to evaluate [20].
+    /// Candidates to evaluate, 1-1000000 [20].
     #[arg(long)]
     pub budget: Option<usize>,
     /// Training batches (of 100) used to recalibrate BN before a candidate is scored [2].

@@ -37,6 +37,9 @@ pub struct SearchConfig {
     pub resume_ignore: serde_json::Value,
 }
 
+/// Largest --budget accepted (documented in `--help`).
+pub const MAX_BUDGET: usize = 1_000_000;
+
 impl SearchConfig {
     pub fn validate(&self) -> Result<()> {
         self.net.validate()?;
@@ -47,8 +50,8 @@ impl SearchConfig {
         if !self.net.supernet {
             return Err(Error::Invalid("a search trains a supernet (net.supernet must be true)".into()));
         }
-        if self.budget == 0 {
-            return Err(Error::Invalid("search budget must be at least 1 candidate".into()));
+        if self.budget == 0 || self.budget > MAX_BUDGET {
+            return Err(Error::Invalid(format!("search budget must be between 1 and {MAX_BUDGET} candidates, got {}", self.budget)));
         }
         // Fail now rather than after training the supernet.
         strategy_from_name(&self.strategy, self.space.clone(), self.train.seed, self.budget)?;

@@ -48,11 +48,22 @@ fn is_zero(x: &f32) -> bool {
     *x == 0.0
 }
 
+/// Largest --batch-size and --epochs accepted (documented in `--help`).
+pub const MAX_BATCH: usize = 65_536;
+pub const MAX_EPOCHS: usize = 100_000;
+
 impl TrainConfig {
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Invalid(m));
-        if self.batch_size == 0 {
-            return bad("batch size must be at least 1".into());
+        // Bounds keep every step count and schedule product far from overflow.
+        if self.batch_size == 0 || self.batch_size > MAX_BATCH {
+            return bad(format!("batch size must be between 1 and {MAX_BATCH}, got {}", self.batch_size));
+        }
+        if self.epochs > MAX_EPOCHS {
+            return bad(format!("epochs must be at most {MAX_EPOCHS}, got {}", self.epochs));
+        }
+        if self.augment.crop_padding > 65_536 || self.augment.cutout > 65_536 {
+            return bad(format!("crop padding and cutout must be at most 65536, got {} and {}", self.augment.crop_padding, self.augment.cutout));
         }
         let finite = [self.lr, self.lr_min, self.momentum, self.weight_decay, self.grad_clip, self.warmup_epochs].iter().all(|v| v.is_finite());
         if !finite {
