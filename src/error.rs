@@ -65,6 +65,11 @@ pub enum Error {
     #[error("{path}: {message}")]
     Config { path: PathBuf, message: String },
 
+    /// A run folder that another process is writing (its lock file names the holder), or
+    /// whose lock cannot be taken.
+    #[error("{path}: {message}")]
+    Locked { path: PathBuf, message: String },
+
     /// A JSON Lines file with a line that is not a valid record (lines count from 1).
     #[error("{path}, line {line}: {message}")]
     Jsonl { path: PathBuf, line: usize, message: String },

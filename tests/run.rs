@@ -184,7 +184,8 @@ fn run_dir_create_refuses_folders_it_should_not_write_into() {
     assert_eq!(run.state_path(), run.dir().join("state.json"));
     assert_eq!(run.metrics_path(), run.dir().join("metrics.jsonl"));
     assert_eq!(run.history_path(), run.dir().join("history.jsonl"));
-    assert_eq!(names_in(run.dir()), ["config.json", "manifest.json"]);
+    // The writer's lock is there while the run is held, and gone when it is dropped.
+    assert_eq!(names_in(run.dir()), ["config.json", "lock", "manifest.json"]);
 
     let empty = root.join("empty");
     fs::create_dir(&empty).unwrap();
@@ -199,6 +200,9 @@ fn run_dir_create_refuses_folders_it_should_not_write_into() {
 
     let err = RunDir::create(run.dir(), &config()).unwrap_err().to_string();
     assert!(err.contains("already holds a cellnas run"), "{err}");
+    let dir = run.dir().to_path_buf();
+    drop(run);
+    assert_eq!(names_in(&dir), ["config.json", "manifest.json"]);
 }
 
 #[test]
@@ -252,8 +256,69 @@ fn resume_sweeps_temp_files_left_by_a_killed_writer() {
     // Pid 4294967295 is never alive; the sweep keeps this process's own temp files.
     let stale = run.dir().join(".supernet.safetensors.tmp-4294967295-0");
     fs::write(&stale, b"half a checkpoint").unwrap();
-    RunDir::resume(run.dir(), &config()).unwrap();
-    assert_eq!(names_in(run.dir()), ["config.json", "manifest.json"]);
+    // While the run is held, a resume is refused before it sweeps: the temp file could be the
+    // holder's write in progress.
+    assert!(matches!(RunDir::resume(run.dir(), &config()), Err(Error::Locked { .. })));
+    assert!(stale.is_file());
+    let dir = run.dir().to_path_buf();
+    drop(run);
+    drop(RunDir::resume(&dir, &config()).unwrap());
+    assert_eq!(names_in(&dir), ["config.json", "manifest.json"]);
+}
+
+#[test]
+fn one_writer_at_a_time_and_readers_do_not_count() {
+    let root = scratch("rundir-lock");
+    let dir = root.join("run");
+    let run = RunDir::create(&dir, &config()).unwrap();
+    let clone = run.clone();
+    drop(run);
+    // A clone keeps the lock; a second writer is refused with the holder named, whatever its
+    // config, and so is a new run in the folder.
+    let pid = format!("pid {}", std::process::id());
+    for given in [config(), json!({"other": 1})] {
+        let err = RunDir::resume(&dir, &given).unwrap_err();
+        assert!(matches!(err, Error::Locked { .. }), "{err}");
+        let msg = err.to_string();
+        assert!(msg.contains(&pid) && msg.contains(&dir.display().to_string()) && msg.contains("another cellnas process"), "{msg}");
+    }
+    assert!(RunDir::create(&dir, &config()).is_err());
+    // Readers take no lock.
+    let reader = RunDir::open(&dir);
+    assert_eq!(reader.config_path(), clone.config_path());
+    drop(clone);
+    assert_eq!(names_in(&dir), ["config.json", "manifest.json"]);
+    let resumed = RunDir::resume(&dir, &config()).unwrap();
+    assert!(RunDir::resume(&dir, &config()).is_err());
+    drop(resumed);
+    drop(reader);
+    RunDir::resume(&dir, &config()).unwrap();
+}
+
+#[test]
+fn a_stale_lock_is_taken_over_and_does_not_make_a_folder_non_empty() {
+    let root = scratch("rundir-stale-lock");
+    // A lock naming a pid above any pid_max: its holder is gone.
+    let stale = json!({"pid": 4_000_000_000u32, "start_ticks": 1, "since_unix": 0,
+                       "host": fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default(),
+                       "command": "cellnas search --out run"});
+    if !Path::new("/proc/self/stat").exists() {
+        return; // without /proc a lock's holder cannot be checked, so it is never taken over
+    }
+    // A folder holding only a killed writer's lock is still empty for a new run.
+    let fresh = root.join("fresh");
+    fs::create_dir_all(&fresh).unwrap();
+    fs::write(fresh.join("lock"), stale.to_string()).unwrap();
+    let run = RunDir::create(&fresh, &config()).unwrap();
+    let lock: Value = serde_json::from_slice(&fs::read(fresh.join("lock")).unwrap()).unwrap();
+    assert_eq!(lock["pid"], std::process::id());
+    drop(run);
+
+    // A killed writer's lock and temp file in a run: the resume takes over, then sweeps.
+    fs::write(fresh.join("lock"), stale.to_string()).unwrap();
+    fs::write(fresh.join(".state.json.tmp-4294967295-3"), b"{").unwrap();
+    drop(RunDir::resume(&fresh, &config()).unwrap());
+    assert_eq!(names_in(&fresh), ["config.json", "manifest.json"]);
 }
 
 #[test]
@@ -344,7 +409,7 @@ fn checkpoint_round_trip_and_a_kill_between_weights_and_state() {
     let (t, state) = load_checkpoint(&run2).unwrap().unwrap();
     assert_bit_exact(&t, &weights(3.0));
     assert_eq!(state["epoch"], 0);
-    assert_eq!(names_in(run2.dir()), ["config.json", "manifest.json", "supernet.safetensors"]);
+    assert_eq!(names_in(run2.dir()), ["config.json", "lock", "manifest.json", "supernet.safetensors"]);
 }
 
 #[test]

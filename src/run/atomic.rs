@@ -108,13 +108,14 @@ pub(crate) fn temp_file_pid(name: &str) -> Option<u32> {
 }
 
 /// Remove temp files that killed processes left in `dir` (not this process's: another thread
-/// may be mid-write). Returns how many were removed.
+/// may be mid-write). Returns how many were removed. The lock's own temp files are left to
+/// the lock (super::lock): a process being refused the lock may be writing one right now.
 pub(crate) fn remove_stale_temps(dir: &Path) -> Result<usize> {
     let mut removed = 0;
     for entry in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
         let entry = entry.map_err(|e| Error::io(dir, e))?;
         let name = entry.file_name();
-        let Some(pid) = name.to_str().and_then(temp_file_pid) else { continue };
+        let Some(pid) = name.to_str().filter(|n| !super::lock::is_lock_file(n)).and_then(temp_file_pid) else { continue };
         if pid != std::process::id() && entry.file_type().is_ok_and(|t| t.is_file()) {
             fs::remove_file(entry.path()).map_err(|e| Error::io(entry.path(), e))?;
             removed += 1;

@@ -10,10 +10,13 @@
 //! | `best.json`, `best.genotype.txt` | the best architecture so far | atomically |
 //! | `kernels.json` | the kernel choices the run started with (crate::pipeline::kernels); a resume uses them | once, atomically |
 //! | `manifest.json` | the run id and the hash of every finished file above that is read back whole (manifest.rs) | atomically, after each such file |
+//! | `lock` | the process writing the run (pid, start time, host, command); see [`lock`] | while a writer runs, removed when it ends |
 //!
 //! Every write either lands whole or not at all, so a run killed at any point resumes from its
-//! last complete checkpoint. Readers open a run with [`RunDir::verified`], which checks the
-//! manifest, so a damaged, edited or foreign file is refused by name instead of being used.
+//! last complete checkpoint. One process writes a run at a time: [`RunDir::create`] and
+//! [`RunDir::resume`] take the folder's lock and refuse a folder another live process holds.
+//! Readers open a run with [`RunDir::verified`], which checks the manifest, so a damaged,
+//! edited or foreign file is refused by name instead of being used.
 //!
 //! Resuming checks that the run is continued with the config it was started with. Fields under
 //! a key named `"resume_ignore"` (at any depth) are not compared: put there what may
@@ -23,6 +26,7 @@
 mod atomic;
 mod checkpoint;
 mod jsonl;
+pub mod lock;
 mod manifest;
 mod tensors;
 
@@ -36,6 +40,7 @@ use crate::error::{Error, Result};
 use serde_json::Value;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The key whose subtree [`config_diff`] (and so [`RunDir::resume`]) does not compare.
 pub const RESUME_IGNORE: &str = "resume_ignore";
@@ -51,36 +56,27 @@ pub struct RunDir {
     run_id: Option<String>,
     /// Checkpoints without a run id are accepted (an older cellnas wrote them).
     legacy: bool,
+    /// A writer's hold on the folder, released when the last clone is dropped; `None` for a
+    /// reader ([`RunDir::open`]).
+    lock: Option<Arc<lock::LockGuard>>,
 }
 
 impl RunDir {
     /// Start a new run in `dir`: create the folder if needed and write `config.json`. A folder
     /// that already has files is refused, with a message that says whether it is another
-    /// cellnas run (to resume, or delete) or something else (never written into).
+    /// cellnas run (to resume, or delete) or something else (never written into). The run
+    /// holds the folder's lock until it (and every clone) is dropped.
     pub fn create(dir: &Path, config: &Value) -> Result<RunDir> {
-        let run = RunDir::open(dir);
-        let refuse = |message: String| Error::Config { path: dir.to_path_buf(), message };
-        match fs::read_dir(dir) {
-            Ok(mut entries) => {
-                if entries.next().is_some() {
-                    return Err(refuse(if run.config_path().is_file() {
-                        "already holds a cellnas run (it has config.json); resume it, or delete the folder or \
-                         choose another one to start a new run"
-                            .into()
-                    } else {
-                        "is not empty and is not a cellnas run (no config.json); cellnas will not write into \
-                         it: choose an empty or new folder"
-                            .into()
-                    }));
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-                // Make the new folder's own entry durable, as the files inside it will be.
-                atomic::sync_dir(atomic::parent_dir(dir))?;
-            }
-            Err(e) => return Err(Error::io(dir, e)),
+        let mut run = RunDir::open(dir);
+        // Checked before locking, so that a foreign folder never gets even a lock file...
+        if !run.refuse_unless_empty()? {
+            fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+            // Make the new folder's own entry durable, as the files inside it will be.
+            atomic::sync_dir(atomic::parent_dir(dir))?;
         }
+        run.lock = Some(Arc::new(lock::acquire(dir)?));
+        // ...and again once locked: another process may have started a run here meanwhile.
+        run.refuse_unless_empty()?;
         write_json_atomic(&run.config_path(), config)?;
         let mut manifest = Manifest::new(false);
         manifest.files.insert("config.json".into(), FileEntry::of(&fs::read(run.config_path()).map_err(|e| Error::io(&run.config_path(), e))?));
@@ -88,11 +84,37 @@ impl RunDir {
         Ok(RunDir { run_id: Some(manifest.run_id), ..run })
     }
 
+    /// Refuses a folder with files (other than a lock) in it; whether the folder exists.
+    fn refuse_unless_empty(&self) -> Result<bool> {
+        let dir = &self.dir;
+        let entries = match fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(Error::io(dir, e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io(dir, e))?;
+            if entry.file_name().to_str().is_some_and(lock::is_lock_file) {
+                continue;
+            }
+            let message = if self.config_path().is_file() {
+                "already holds a cellnas run (it has config.json); resume it, or delete the folder or \
+                 choose another one to start a new run"
+            } else {
+                "is not empty and is not a cellnas run (no config.json); cellnas will not write into \
+                 it: choose an empty or new folder"
+            };
+            return Err(Error::Config { path: dir.to_path_buf(), message: message.into() });
+        }
+        Ok(true)
+    }
+
     /// Continue the run in `dir`, which must hold a `config.json` equal to `config` (except
     /// under `"resume_ignore"` keys); otherwise the error lists each differing field as
-    /// `path: stored X, given Y`. Temp files left by a killed writer are removed.
+    /// `path: stored X, given Y`. The run holds the folder's lock (see [`RunDir::create`]), and
+    /// once it does, temp files left by a killed writer are removed.
     pub fn resume(dir: &Path, config: &Value) -> Result<RunDir> {
-        let run = RunDir::open(dir);
+        let mut run = RunDir::open(dir);
         if !dir.is_dir() {
             return Err(Error::Config {
                 path: dir.to_path_buf(),
@@ -111,6 +133,9 @@ impl RunDir {
             }
             Err(e) => return Err(Error::io(&path, e)),
         };
+        // Before the config check, so that a second writer hears that the run is busy, which
+        // is the news whatever its flags.
+        run.lock = Some(Arc::new(lock::acquire(dir)?));
         let diff = config_diff(&stored, config);
         if !diff.is_empty() {
             return Err(Error::Config {
@@ -122,6 +147,7 @@ impl RunDir {
                 ),
             });
         }
+        // Only now: before the lock, those temp files could be a live writer's.
         atomic::remove_stale_temps(dir)?;
         let manifest = match Manifest::read(dir)? {
             Some(m) => {
@@ -197,10 +223,10 @@ impl RunDir {
     }
 
     /// A run folder to read, not to continue (`cellnas eval`, `cellnas test`), whose
-    /// `config.json` the caller has read. Nothing is checked or changed: `resume`'s cleanup of
-    /// temp files would delete those of the run's own process if it is still writing.
+    /// `config.json` the caller has read. Nothing is checked, changed or locked: a reader may
+    /// look at a run while its writer goes on (every file it reads is replaced atomically).
     pub fn open(dir: &Path) -> RunDir {
-        RunDir { dir: dir.to_path_buf(), checkpoint: "supernet.safetensors", run_id: None, legacy: false }
+        RunDir { dir: dir.to_path_buf(), checkpoint: "supernet.safetensors", run_id: None, legacy: false, lock: None }
     }
 
     /// Name the checkpoint's weights file (default `supernet.safetensors`).
