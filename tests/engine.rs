@@ -15,7 +15,6 @@ use std::sync::Arc;
 
 /// A device of its own: other tests' work would move the counters.
 fn private_gpu() -> Arc<Gpu> {
-    cellnas::gpu::silence_mesa();
     Gpu::new(&AdapterOptions::default()).unwrap()
 }
 
