@@ -105,7 +105,8 @@ pub(crate) struct BenchArgs {
 }
 
 fn main() {
-    gpu::silence_mesa();
+    // SAFETY: the first statement of main: no other thread exists yet.
+    unsafe { gpu::silence_mesa() };
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
         eprintln!("error: {e:#}");

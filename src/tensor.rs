@@ -1,7 +1,7 @@
 //! A GPU buffer with an f32 NCHW shape, plus upload/download helpers for tests and checkpoints.
 
 use crate::error::{Error, Result};
-use crate::gpu::{Buffer, Gpu};
+use crate::gpu::{Buffer, Gpu, Step};
 use std::sync::Arc;
 
 #[derive(Clone)]
@@ -26,24 +26,36 @@ impl Tensor {
         Tensor { buf: gpu.alloc(4 * numel(shape) as u64), shape: shape.to_vec() }
     }
 
+    /// A tensor holding `data`, written before the next submitted step. Refused while this
+    /// thread records a step (see [`Tensor::write`]); [`Tensor::from_slice_in`] is the form
+    /// for use inside one.
     pub fn from_slice(gpu: &Gpu, shape: &[usize], data: &[f32]) -> Result<Tensor> {
-        if data.len() != numel(shape) {
-            return Err(Error::Shape { op: "upload", message: format!("{} values for shape {shape:?}", data.len()) });
-        }
+        check_len("upload", shape, data.len())?;
         let t = Tensor::empty(gpu, shape);
         t.write(gpu, data)?;
         Ok(t)
     }
 
-    /// Overwrite the contents (ordered before the next submitted step).
+    /// A tensor holding `data` from this point of `step` on.
+    pub fn from_slice_in(step: &mut Step, shape: &[usize], data: &[f32]) -> Result<Tensor> {
+        check_len("upload", shape, data.len())?;
+        let t = Tensor::empty(step.gpu(), shape);
+        step.upload(&t.buf, 0, bytemuck::cast_slice(data))?;
+        Ok(t)
+    }
+
+    /// Overwrite the contents before the next submitted step. Refused while this thread
+    /// records a step, whose earlier commands the write would overtake: inside a step, write
+    /// with [`Tensor::write_in`].
     pub fn write(&self, gpu: &Gpu, data: &[f32]) -> Result<()> {
-        if data.len() != self.numel() {
-            return Err(Error::Shape { op: "write", message: format!("{} values for shape {:?}", data.len(), self.shape) });
-        }
-        if !data.is_empty() {
-            gpu.queue.write_buffer(self.buf.raw(), self.buf.offset(), bytemuck::cast_slice(data));
-        }
-        Ok(())
+        check_len("write", &self.shape, data.len())?;
+        gpu.write_outside_step(&self.buf, 0, bytemuck::cast_slice(data))
+    }
+
+    /// Overwrite the contents at this point of `step`.
+    pub fn write_in(&self, step: &mut Step, data: &[f32]) -> Result<()> {
+        check_len("write", &self.shape, data.len())?;
+        step.upload(&self.buf, 0, bytemuck::cast_slice(data))
     }
 
     /// Fill with NaN so that any element a kernel fails to write shows up in a comparison.
@@ -76,11 +88,24 @@ pub fn nchw(shape: &[usize]) -> [usize; 4] {
     }
 }
 
-/// Upload integers (labels, indices) as a storage buffer.
-pub fn upload_u32(gpu: &Gpu, data: &[u32]) -> Buffer {
-    let b = gpu.alloc(4 * data.len() as u64);
-    if !data.is_empty() {
-        gpu.queue.write_buffer(b.raw(), 0, bytemuck::cast_slice(data));
+fn check_len(op: &'static str, shape: &[usize], len: usize) -> Result<()> {
+    if len != numel(shape) {
+        return Err(Error::Shape { op, message: format!("{len} values for shape {shape:?}") });
     }
-    b
+    Ok(())
+}
+
+/// Upload integers (labels, indices) as a storage buffer, outside any step (as
+/// [`Tensor::from_slice`]).
+pub fn upload_u32(gpu: &Gpu, data: &[u32]) -> Result<Buffer> {
+    let b = gpu.alloc(4 * data.len() as u64);
+    gpu.write_outside_step(&b, 0, bytemuck::cast_slice(data))?;
+    Ok(b)
+}
+
+/// Upload integers at this point of `step`.
+pub fn upload_u32_in(step: &mut Step, data: &[u32]) -> Result<Buffer> {
+    let b = step.gpu().alloc(4 * data.len() as u64);
+    step.upload(&b, 0, bytemuck::cast_slice(data))?;
+    Ok(b)
 }

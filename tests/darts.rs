@@ -46,14 +46,15 @@ fn tape_gradients_match_finite_differences() {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(std::env::var("SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(3));
     let (b, h) = (3, 8);
     let xs: Vec<f32> = (0..b * h * h).map(|_| rng.random_range(-1.0..1.0)).collect();
-    let labels = upload_u32(&gpu, &[0, 2, 1]);
+    let labels = upload_u32(&gpu, &[0, 2, 1]).unwrap();
     let mut store = ParamStore::new(&gpu, 42);
 
     // One training-mode pass: loss and the gradients of every parameter the path uses.
     let run = |store: &mut ParamStore, backward: bool| -> f64 {
         let mut bn = BnStats::new();
+        let x = Tensor::from_slice(&gpu, &[b, 1, h, h], &xs).unwrap();
         let mut g = Graph::new(gpu.step(), store, &mut bn, Mode::Train);
-        let x = g.input(Tensor::from_slice(&gpu, &[b, 1, h, h], &xs).unwrap());
+        let x = g.input(x);
         let logits = darts::forward(&mut g, &cfg, &geno, x).unwrap();
         let (loss, _) = g.cross_entropy(logits, &labels).unwrap();
         if backward {
@@ -116,16 +117,17 @@ fn fused_relu_conv_matches_unfused() {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
     let (b, h) = (3, 8);
     let xs: Vec<f32> = (0..b * h * h).map(|_| rng.random_range(-1.0..1.0)).collect();
-    let labels = upload_u32(&gpu, &[1, 0, 2]);
+    let labels = upload_u32(&gpu, &[1, 0, 2]).unwrap();
     for supernet in [true, false] {
         let cfg = NetConfig { in_channels: 1, classes: 3, channels: 4, layers: 3, nodes: 3, supernet, supernet_affine: false };
         let mut store = ParamStore::new(&gpu, 7);
         // (logits, gradient of every parameter by name, kernels launched)
         let mut run = |fuse: bool, mode: Mode| {
             let mut bn = BnStats::new();
+            let x = Tensor::from_slice(&gpu, &[b, 1, h, h], &xs).unwrap();
             let mut g = Graph::new(gpu.step(), &mut store, &mut bn, mode);
             g.set_fuse(fuse);
-            let x = g.input(Tensor::from_slice(&gpu, &[b, 1, h, h], &xs).unwrap());
+            let x = g.input(x);
             let logits = darts::forward(&mut g, &cfg, &geno, x).unwrap();
             if mode == Mode::Train {
                 g.cross_entropy(logits, &labels).unwrap();

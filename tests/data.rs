@@ -287,10 +287,10 @@ fn run_assemble(data: &DeviceData, indices: &[u32], aug: &Augment, seed: u32) ->
     let gpu = test_gpu();
     let [c, h, w] = data.image_shape();
     let b = indices.len();
-    let idx = upload_u32(&gpu, indices);
+    let idx = upload_u32(&gpu, indices).unwrap();
     let x = Tensor::empty(&gpu, &[b, c, h, w]);
     x.poison(&gpu).unwrap();
-    let labels = upload_u32(&gpu, &vec![0xdead_beef; b]);
+    let labels = upload_u32(&gpu, &vec![0xdead_beef; b]).unwrap();
     let mut step = gpu.step();
     data::assemble(&mut step, data, &idx, b, aug, seed, &x, &labels).unwrap();
     let hx = step.read(&x.buf, 0, 4 * x.numel() as u64);
@@ -460,7 +460,7 @@ fn bad_uploads_and_batches_are_errors() {
     assert!(DeviceData::upload(&gpu, &broken, &MEAN, &STD).is_err());
 
     let data = DeviceData::upload(&gpu, &ds, &MEAN, &STD).unwrap();
-    let idx = upload_u32(&gpu, &[0, 1, 2]);
+    let idx = upload_u32(&gpu, &[0, 1, 2]).unwrap();
     let labels = gpu.alloc(12);
     let aug = Augment::default();
     let mut step = gpu.step();

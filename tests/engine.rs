@@ -8,14 +8,13 @@ use cellnas::Tensor;
 use cellnas::nn::darts::NetConfig;
 use cellnas::run::download_named;
 use cellnas::space::{Genotype, Op, SearchSpace};
-use cellnas::supernet::{recalibrate_bounded, EvalConfig};
+use cellnas::supernet::{recalibrate_bounded, recalibration_batches, EvalConfig};
 use cellnas::train::{evaluate_bounded, train_epoch_in_flight, EpochMetrics, EpochProgress, Model, StepDone, TrainConfig, IN_FLIGHT};
 use rand::SeedableRng;
 use std::sync::Arc;
 
 /// A device of its own: other tests' work would move the counters.
 fn private_gpu() -> Arc<Gpu> {
-    cellnas::gpu::silence_mesa();
     Gpu::new(&AdapterOptions::default()).unwrap()
 }
 
@@ -226,4 +225,52 @@ fn bind_group_cache_stays_bounded_when_every_dispatch_binds_new_buffers() {
     assert!(gpu.bind_groups_cached() >= per_step, "this submit's bind groups stay");
     gpu.trim_pool();
     assert_eq!(gpu.bind_groups_cached(), 0);
+}
+
+/// Recalibration and evaluation stream their batches through submits of a fixed size: asking
+/// for more batches adds submits, not memory (no buffer, staging or pool byte is created once
+/// a full submit has run), and a recalibration count beyond one pass over the training split
+/// is cut to that pass, with the very same statistics.
+#[test]
+fn recalibration_and_evaluation_memory_does_not_grow_with_the_batch_count() {
+    let gpu = private_gpu();
+    let (small, large, big) = (data(&gpu, 16), data(&gpu, 96), data(&gpu, 100));
+    let [g, _] = genotypes();
+    let mut model = Model::new(&gpu, net(true), 4).unwrap();
+    let cfg = |n| EvalConfig { recalibration_batches: n, batch_size: 2 };
+    let memory = |c: Counters| (c.buffers_created, c.buffer_bytes, c.staging_created);
+    // The first pass also creates the path's parameters (their upload takes its own staging).
+    for _ in 0..2 {
+        recalibrate_bounded(&mut model, &g, &big, &cfg(8), 3, 8).unwrap();
+    }
+    let warm = gpu.counters();
+    let mut bn = recalibrate_bounded(&mut model, &g, &big, &cfg(40), 3, 8).unwrap();
+    let after = gpu.counters();
+    assert_eq!(after.submits - warm.submits, 5, "40 batches, 8 per submit");
+    assert_eq!(memory(after), memory(warm), "40 batches took more memory than 8");
+
+    // Two submits warm up: one runs while the next is recorded, each with its own read-back.
+    evaluate_bounded(&model.net, &mut model.store, &mut bn, &g, &small, 2, 4).unwrap();
+    let warm = gpu.counters();
+    evaluate_bounded(&model.net, &mut model.store, &mut bn, &g, &large, 2, 4).unwrap();
+    let after = gpu.counters();
+    assert_eq!(after.submits - warm.submits, 12, "48 batches, 4 per submit");
+    assert_eq!(memory(after), memory(warm), "evaluating 48 batches took more memory than 8");
+    drop(bn);
+
+    // 100 images make 50 batches of 2; a hundred million would repeat them two million times.
+    let (used, note) = recalibration_batches(&cfg(100_000_000), big.n());
+    assert_eq!(used, 50);
+    assert!(note.is_some_and(|n| n.contains("50 batches") && n.contains("100000000")));
+    assert_eq!(recalibration_batches(&cfg(50), big.n()), (50, None));
+    let stats = |model: &mut Model, n: usize| {
+        let bn = recalibrate_bounded(model, &g, &big, &cfg(n), 3, 8).unwrap();
+        download_named(&gpu, &bn.named_tensors()).unwrap().into_iter().map(|(n, _, v)| (n, v.into_iter().map(f32::to_bits).collect::<Vec<_>>())).collect::<Vec<_>>()
+    };
+    let pass = stats(&mut model, 50);
+    for asked in [120, 100_000_000] {
+        let before = gpu.counters();
+        assert_eq!(stats(&mut model, asked), pass, "{asked} batches");
+        assert_eq!(gpu.counters().submits - before.submits, 7 + 1, "one pass in 7 submits, then the download");
+    }
 }

@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 fn gpu_count(gpu: &Arc<Gpu>, logits: &[f32], labels: &[u32], n: usize, c: usize) -> u32 {
     let x = Tensor::from_slice(gpu, &[n, c], logits).unwrap();
-    let l = upload_u32(gpu, labels);
-    let correct = upload_u32(gpu, &[u32::MAX]);
+    let l = upload_u32(gpu, labels).unwrap();
+    let correct = upload_u32(gpu, &[u32::MAX]).unwrap();
     let mut step = gpu.step();
     loss::count_correct(&mut step, &x, &l, &correct).unwrap();
     let h = step.read(&correct, 0, 4);
@@ -86,7 +86,7 @@ fn out_of_range_label_gives_nan_loss_and_zero_gradient_row() {
     let (n, c) = (5, 4);
     let logits = random_vec(&mut rng_for("bad label"), n * c);
     let labels = [1, 3, 4, u32::MAX, 0];
-    let (l, d) = run_ce(&gpu, &logits, &upload_u32(&gpu, &labels), n, c);
+    let (l, d) = run_ce(&gpu, &logits, &upload_u32(&gpu, &labels).unwrap(), n, c);
     assert!(l.is_nan(), "loss {l}");
     // The valid rows keep their gradient (still divided by the full batch size N).
     let x64: Vec<f64> = logits.iter().map(|&v| v as f64).collect();
@@ -109,7 +109,7 @@ fn cross_entropy_is_bitwise_deterministic_and_matches_reference() {
         let mut rng = rng_for(&format!("ce {n}"));
         let logits: Vec<f32> = random_vec(&mut rng, n * c).iter().map(|v| v * 5.0).collect();
         let labels: Vec<u32> = (0..n).map(|_| rng.random_range(0..c as u32)).collect();
-        let lb = upload_u32(&gpu, &labels);
+        let lb = upload_u32(&gpu, &labels).unwrap();
         let (l1, d1) = run_ce(&gpu, &logits, &lb, n, c);
         let (l2, d2) = run_ce(&gpu, &logits, &lb, n, c);
         assert_eq!(l1.to_bits(), l2.to_bits(), "n {n}");
@@ -125,8 +125,8 @@ fn cross_entropy_is_bitwise_deterministic_and_matches_reference() {
 fn bad_shapes_are_errors() {
     let gpu = test_gpu();
     let x = Tensor::empty(&gpu, &[4, 3]);
-    let short = upload_u32(&gpu, &[0, 1, 2]);
-    let labels = upload_u32(&gpu, &[0, 1, 2, 0]);
+    let short = upload_u32(&gpu, &[0, 1, 2]).unwrap();
+    let labels = upload_u32(&gpu, &[0, 1, 2, 0]).unwrap();
     let one = Tensor::empty(&gpu, &[1]);
     let two = Tensor::empty(&gpu, &[2]);
     let dl = Tensor::empty(&gpu, &[4, 3]);

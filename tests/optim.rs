@@ -33,7 +33,7 @@ fn sgd_ten_steps_match_reference() {
         for t in 0..STEPS {
             let g = random_vec(&mut rng, n);
             let cfg = Sgd { lr: cosine_lr(0.1, t, STEPS), momentum: 0.9, weight_decay: wd, nesterov };
-            let gt = Tensor::from_slice(&gpu, &[n], &g).unwrap();
+            let gt = Tensor::from_slice_in(&mut step, &[n], &g).unwrap();
             optim::sgd_step(&mut step, &param, &gt, &buf, &cfg).unwrap();
             grads.push(gt);
             (p_ref, b_ref) = reference::sgd(&p_ref, &f64s(&g), &b_ref, &cfg);

@@ -199,9 +199,10 @@ fn supernet_training_is_deterministic_and_resumes_bitwise_with_another_layout() 
 fn recorded_step<'a>(gpu: &Arc<Gpu>, store: &'a mut ParamStore, bn: &'a mut BnStats) -> Step {
     let space = SearchSpace::new(Op::SEARCHABLE.to_vec(), 2).unwrap();
     let paths = sample_paths(&space, Sampling::Uniform, &mut rand_chacha::ChaCha8Rng::seed_from_u64(9));
-    let labels = upload_u32(gpu, &[0, 3, 9]);
+    let labels = upload_u32(gpu, &[0, 3, 9]).unwrap();
+    let x = Tensor::from_slice(gpu, &[3, 1, 8, 8], &random_vec(&mut rng_for("x"), 3 * 64)).unwrap();
     let mut g = Graph::new(gpu.step(), store, bn, Mode::Train);
-    let x = g.input(Tensor::from_slice(gpu, &[3, 1, 8, 8], &random_vec(&mut rng_for("x"), 3 * 64)).unwrap());
+    let x = g.input(x);
     let logits = darts::forward(&mut g, &tiny_net(), &paths[0], x).unwrap();
     g.cross_entropy(logits, &labels).unwrap();
     g.backward().unwrap();

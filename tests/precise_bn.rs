@@ -7,7 +7,8 @@ use common::{ok, read_json, run, tmp};
 const SPEC: &str = "Genotype(normal=[('sep_conv_3x3', 1), ('sep_conv_3x3', 0), ('skip_connect', 0), ('sep_conv_3x3', 1)], normal_concat=[2, 3], reduce=[('max_pool_3x3', 0), ('max_pool_3x3', 1), ('skip_connect', 2), ('avg_pool_3x3', 0)], reduce_concat=[2, 3])";
 const TINY: &[&str] = &["--epochs", "1", "--train-limit", "96", "--batch-size", "32", "--channels", "4", "--layers", "3", "--quiet"];
 
-fn train(base: &std::path::Path, out: &str, extra: &[&str]) -> (String, std::path::PathBuf) {
+/// (stdout, stderr, run folder)
+fn train(base: &std::path::Path, out: &str, extra: &[&str]) -> (String, String, std::path::PathBuf) {
     let spec = base.join("spec.txt");
     std::fs::create_dir_all(base).unwrap();
     std::fs::write(&spec, SPEC).unwrap();
@@ -15,16 +16,20 @@ fn train(base: &std::path::Path, out: &str, extra: &[&str]) -> (String, std::pat
     let mut args = vec!["train", "--spec", spec.to_str().unwrap(), "--out", dir.to_str().unwrap()];
     args.extend_from_slice(TINY);
     args.extend_from_slice(extra);
-    (ok(run(&args)), dir)
+    let o = run(&args);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    (ok(o), err, dir)
 }
 
 #[test]
 fn precise_bn_reports_both_and_checkpoints_get_it_too() {
     let base = tmp("precise-bn");
-    let (out, dir) = train(&base, "on", &[]);
+    let (out, err, dir) = train(&base, "on", &[]);
     assert!(out.contains("with the BN statistics training left") && out.contains("precise BN"), "{out}");
     let m = read_json(&dir.join("metrics.json"));
-    assert_eq!(m["precise_bn_batches"], 32);
+    // 96 images make 3 batches of 32: the default 32 batches would only repeat them.
+    assert_eq!(m["precise_bn_batches"], 3);
+    assert!(err.contains("uses 3 batches, not 32"), "{err}");
     let running = m["running_bn"]["test_accuracy"].as_f64().expect("running-BN figures recorded");
     let precise = m["test_accuracy"].as_f64().unwrap();
     // One epoch leaves running variances near their initial 1; re-estimated ones differ.
@@ -46,7 +51,7 @@ fn precise_bn_reports_both_and_checkpoints_get_it_too() {
     assert_eq!(t["running_bn"]["test_accuracy"].as_f64().unwrap().to_bits(), running.to_bits());
 
     // Off: one figure, the running statistics'.
-    let (out, dir) = train(&base, "off", &["--precise-bn", "0"]);
+    let (out, _, dir) = train(&base, "off", &["--precise-bn", "0"]);
     assert!(!out.contains("precise BN"), "{out}");
     let m = read_json(&dir.join("metrics.json"));
     assert!(m["running_bn"].is_null());

@@ -3,7 +3,7 @@
 
 use cellnas::gpu::{test_gpu, AdapterOptions, Gpu, Kernel};
 use cellnas::ops::elementwise;
-use cellnas::{Error, Tensor};
+use cellnas::{tensor, Error, Tensor};
 
 #[test]
 fn pipelines_are_compiled_once() {
@@ -153,4 +153,105 @@ fn timed_step_with_three_passes() {
     }
     let out = step.submit().unwrap();
     assert!(!gpu.timestamps || out.gpu_ms.is_some());
+}
+
+/// A write is taken where it is recorded: a buffer written, used, freed, handed out again by
+/// the pool and written with other data in the same step keeps its first value for its first
+/// user. A queue write (`Tensor::write`, `from_slice`, `upload_u32`) would land before the
+/// whole step, so both users saw the second data; they are refused while a step records.
+#[test]
+fn writes_are_ordered_with_later_reuse_of_the_buffer() {
+    let gpu = Gpu::new(&AdapterOptions::default()).unwrap();
+    let mut step = gpu.step();
+    let a = Tensor::from_slice_in(&mut step, &[4], &[1.0, 2.0, 3.0, 4.0]).unwrap();
+    let raw = a.buf.raw().clone();
+    let y1 = Tensor::empty(&gpu, &[4]);
+    elementwise::scale(&mut step, &a, 2.0, &y1).unwrap();
+    let h1 = step.read(&y1.buf, 0, 16);
+    drop(a);
+    let b = Tensor::empty(&gpu, &[4]);
+    assert!(b.buf.raw() == &raw, "the pool hands a's buffer back within the step");
+    for refused in [b.write(&gpu, &[9.0; 4]), Tensor::from_slice(&gpu, &[4], &[9.0; 4]).map(drop), tensor::upload_u32(&gpu, &[9; 4]).map(drop)] {
+        let e = refused.unwrap_err();
+        assert!(e.to_string().contains("Step::upload"), "{e}");
+    }
+    // Another thread records no step: its queue writes are fine meanwhile.
+    std::thread::scope(|s| s.spawn(|| Tensor::from_slice(&gpu, &[2], &[1.0, 2.0]).unwrap()).join().unwrap());
+    b.write_in(&mut step, &[10.0, 20.0, 30.0, 40.0]).unwrap();
+    let y2 = Tensor::empty(&gpu, &[4]);
+    elementwise::scale(&mut step, &b, 2.0, &y2).unwrap();
+    let h2 = step.read(&y2.buf, 0, 16);
+    let out = step.submit().unwrap();
+    assert_eq!(out.f32s(h1), vec![2.0, 4.0, 6.0, 8.0]);
+    assert_eq!(out.f32s(h2), vec![20.0, 40.0, 60.0, 80.0]);
+    // Between steps a queue write is ordered after everything submitted.
+    b.write(&gpu, &[1.0; 4]).unwrap();
+    assert_eq!(b.to_vec(&gpu).unwrap(), vec![1.0; 4]);
+    // A step dropped unsubmitted ends its recording too.
+    drop(gpu.step());
+    b.write(&gpu, &[2.0; 4]).unwrap();
+}
+
+/// Buffers freed on a thread that has exited go back to everyone: a worker thread's buffers
+/// (freed during its step, after it, or in a step it dropped) serve the main thread's
+/// allocations of the same sizes without creating any.
+#[test]
+fn buffers_freed_by_an_exited_thread_are_reused() {
+    let gpu = Gpu::new(&AdapterOptions::default()).unwrap();
+    let shapes: [&[usize]; 4] = [&[5], &[64], &[3, 1000], &[7]];
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let ts: Vec<Tensor> = shapes[..3].iter().map(|sh| Tensor::empty(&gpu, sh)).collect();
+            let mut step = gpu.step();
+            for t in &ts {
+                elementwise::fill(&mut step, t, 1.0).unwrap();
+            }
+            drop(ts); // held for this step until its submit
+            step.submit().unwrap();
+            let mut abandoned = gpu.step();
+            let t = Tensor::empty(&gpu, shapes[3]);
+            elementwise::fill(&mut abandoned, &t, 1.0).unwrap();
+            drop(t);
+        })
+        .join()
+        .unwrap()
+    });
+    assert_eq!(gpu.pool_free_buffers(), 4);
+    let before = gpu.counters();
+    let again: Vec<Tensor> = shapes.iter().map(|sh| Tensor::empty(&gpu, sh)).collect();
+    assert_eq!((gpu.counters().buffers_created, gpu.pool_bytes()), (before.buffers_created, before.buffer_bytes), "the exited thread's buffers were stranded");
+    assert_eq!(gpu.pool_free_buffers(), 0);
+    drop(again);
+}
+
+/// What per-thread free lists used to protect: a buffer freed while its thread records a step
+/// may still be used by that step, so no other thread gets it until the step is submitted.
+#[test]
+fn a_buffer_freed_during_a_recording_waits_for_its_submit() {
+    let gpu = Gpu::new(&AdapterOptions::default()).unwrap();
+    let (freed_tx, freed_rx) = std::sync::mpsc::channel();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    std::thread::scope(|s| {
+        let gpu = &gpu;
+        let worker = s.spawn(move || {
+            let t = Tensor::empty(gpu, &[16]);
+            let mut step = gpu.step();
+            elementwise::fill(&mut step, &t, 3.0).unwrap();
+            let raw = t.buf.raw().clone();
+            drop(t);
+            freed_tx.send(raw).unwrap();
+            go_rx.recv().unwrap();
+            step.submit().unwrap();
+        });
+        let raw = freed_rx.recv().unwrap();
+        let other = Tensor::empty(gpu, &[16]);
+        assert!(other.buf.raw() != &raw, "another thread got a buffer the worker's unsubmitted step uses");
+        drop(other);
+        go_tx.send(()).unwrap();
+        worker.join().unwrap();
+    });
+    let created = gpu.buffers_created();
+    let both = (Tensor::empty(&gpu, &[16]), Tensor::empty(&gpu, &[16]));
+    assert_eq!(gpu.buffers_created(), created, "after the submit the held buffer is free for all");
+    drop(both);
 }

@@ -55,7 +55,7 @@ const SHAPES: [&[usize]; 5] = [&[C, 1, 3, 3], &[C], &[C], &[CLASSES, FEAT], &[CL
 fn train_gpu(gpu: &Arc<Gpu>) -> (Vec<f32>, Vec<Vec<f32>>) {
     let (xs, ls) = data();
     let x = Tensor::from_slice(gpu, &[B, 1, H, H], &xs).unwrap();
-    let labels = upload_u32(gpu, &ls);
+    let labels = upload_u32(gpu, &ls).unwrap();
     let params: Vec<Tensor> = init().iter().zip(SHAPES).map(|(v, s)| Tensor::from_slice(gpu, s, v).unwrap()).collect();
     let grads: Vec<Tensor> = SHAPES.iter().map(|s| Tensor::empty(gpu, s)).collect();
     let momenta: Vec<Tensor> = SHAPES.iter().map(|s| Tensor::from_slice(gpu, s, &vec![0.0; s.iter().product()]).unwrap()).collect();

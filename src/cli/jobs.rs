@@ -110,7 +110,8 @@ pub struct SearchArgs {
     /// Candidates to evaluate, 1-1000000 [20].
     #[arg(long)]
     pub budget: Option<usize>,
-    /// Training batches (of 100) used to recalibrate BN before a candidate is scored [2].
+    /// Training batches (of 100) used to recalibrate BN before a candidate is scored, at most
+    /// one pass over the training split [2].
     #[arg(long)]
     pub recalibration_batches: Option<usize>,
     /// Run folder [default: runs/search-<seed>, or .2, .3, ... if that exists].
@@ -320,7 +321,7 @@ pub struct TrainCmdArgs {
     #[command(flatten)]
     pub train: TrainArgs,
     /// Training batches forwarded after training to re-estimate BN statistics before the test
-    /// (precise BN; no weight updates), 0 = off [32].
+    /// (precise BN; no weight updates), at most one pass over the training split, 0 = off [32].
     #[arg(long)]
     pub precise_bn: Option<usize>,
     /// Output folder [default: runs/train-<seed>, or .2, .3, ... if that exists].

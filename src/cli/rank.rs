@@ -49,8 +49,8 @@ pub struct RankArgs {
     /// k of precision@k [5].
     #[arg(long)]
     pub precision_k: Option<usize>,
-    /// BN recalibration batches (of the search's eval batch size) for the inherited scores
-    /// [the search run's own].
+    /// BN recalibration batches (of the search's eval batch size) for the inherited scores, at
+    /// most one pass over the training split [the search run's own].
     #[arg(long)]
     pub recalibration_batches: Option<usize>,
     /// Take finished trainings of the same architecture and fidelity from this earlier rank

@@ -138,15 +138,15 @@ impl DeviceData {
                 bytes[dst..dst + len].copy_from_slice(ds.image(first + i));
             }
             let buf = gpu.alloc(bytes.len() as u64);
-            gpu.queue.write_buffer(buf.raw(), 0, &bytes);
+            gpu.write_outside_step(&buf, 0, &bytes)?;
             chunks.push(buf);
         }
         let labels: Vec<u32> = ds.labels.iter().map(|&l| l as u32).collect();
         let norm: Vec<f32> = mean.iter().chain(std).copied().collect();
         Ok(DeviceData {
             chunks,
-            labels: upload_u32(gpu, &labels),
-            norm: upload_u32(gpu, bytemuck::cast_slice(&norm)),
+            labels: upload_u32(gpu, &labels)?,
+            norm: upload_u32(gpu, bytemuck::cast_slice(&norm))?,
             per_chunk,
             stride_words,
             n: ds.n,

@@ -360,8 +360,9 @@ impl Gpu {
 pub fn test_gpu() -> Arc<Gpu> {
     use std::sync::OnceLock;
     static GPU: OnceLock<Arc<Gpu>> = OnceLock::new();
+    // No `silence_mesa` here: tests run on parallel threads, and changing the environment
+    // while another thread reads it is undefined behaviour. `.ci/run` sets XDG_RUNTIME_DIR.
     GPU.get_or_init(|| {
-        silence_mesa();
         let opts = AdapterOptions { kernel_cache: crate::autotune::CacheSource::Off, ..Default::default() };
         match Gpu::new(&opts) {
             Ok(g) => g,
@@ -372,7 +373,13 @@ pub fn test_gpu() -> Arc<Gpu> {
 }
 
 /// Mesa warns on every start without XDG_RUNTIME_DIR; point it at a private temp dir.
-pub fn silence_mesa() {
+///
+/// # Safety
+/// It sets an environment variable, which is undefined behaviour while any other thread may
+/// read or write the environment (glibc's getenv is not synchronised with setenv). Call it
+/// first thing in `main`, before a thread exists; never from library code or tests, which run
+/// on threads of their own.
+pub unsafe fn silence_mesa() {
     if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
         let dir = std::env::temp_dir().join("cellnas-xdg");
         if std::fs::create_dir_all(&dir).is_ok() {
@@ -381,7 +388,7 @@ pub fn silence_mesa() {
                 use std::os::unix::fs::PermissionsExt;
                 let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
             }
-            // SAFETY: called before any thread that reads the environment is started.
+            // SAFETY: the caller guarantees no other thread exists (see above).
             unsafe { std::env::set_var("XDG_RUNTIME_DIR", &dir) };
         }
     }

@@ -1,16 +1,32 @@
 //! Storage buffers recycled across steps: a training step allocates the same sizes every time,
 //! so after the first step no buffer is created. A [`Buffer`] returns to the pool when its last
 //! handle is dropped — possibly while a step that used it is still being recorded. That is safe
-//! within one thread, because a step's commands run in the order they were recorded, so a later
-//! user of the buffer in the same step runs after the earlier one. Across threads it is not: a
-//! step recorded on another thread could be submitted first. Free lists are therefore kept per
-//! thread; a buffer only ever goes back to the thread that dropped it.
+//! within that step, because its commands run in the order they were recorded, so a later user
+//! of the buffer in the same step runs after the earlier one. It is not safe for anything that
+//! may run before that step: a step recorded on another thread and submitted first, or a queue
+//! write (which lands before the whole next submit). So a buffer freed while its thread records
+//! a step is held for that thread alone until the step is submitted or dropped; then, like every
+//! buffer freed outside a recording, it joins the free list all threads share. (A thread that
+//! exits therefore strands nothing; free lists were once kept per thread for good, and every
+//! buffer a finished worker thread had freed stayed out of reach.) A step is recorded on one
+//! thread: a buffer freed on a thread other than its recorder's is not held back.
 
 use super::Gpu;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::thread::ThreadId;
 
-type Free = Arc<Mutex<HashMap<(std::thread::ThreadId, u64), Vec<wgpu::Buffer>>>>;
+#[derive(Default)]
+pub(crate) struct Lists {
+    /// By size: buffers no unsubmitted step uses.
+    shared: HashMap<u64, Vec<wgpu::Buffer>>,
+    /// By (thread, size): buffers freed while that thread recorded a step.
+    held: HashMap<(ThreadId, u64), Vec<wgpu::Buffer>>,
+    /// Steps each thread is recording now (absent = none).
+    recording: HashMap<ThreadId, usize>,
+}
+
+type Free = Arc<Mutex<Lists>>;
 
 #[derive(Default)]
 pub(crate) struct Pool {
@@ -30,7 +46,9 @@ struct Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         if let Ok(mut f) = self.free.lock() {
-            f.entry((std::thread::current().id(), self.size)).or_default().push(self.raw.clone());
+            let me = std::thread::current().id();
+            let list = if f.recording.contains_key(&me) { f.held.entry((me, self.size)).or_default() } else { f.shared.entry(self.size).or_default() };
+            list.push(self.raw.clone());
         }
     }
 }
@@ -91,7 +109,12 @@ impl Gpu {
     /// Contents are unspecified: kernels overwrite, tests poison.
     pub fn alloc(&self, bytes: u64) -> Buffer {
         let size = bytes.max(4).next_multiple_of(4);
-        let reused = self.pool.free.lock().unwrap().get_mut(&(std::thread::current().id(), size)).and_then(|v| v.pop());
+        // This thread's held buffers first: freed most recently, by the step being recorded.
+        let reused = {
+            let mut f = self.pool.free.lock().unwrap();
+            let held = f.held.get_mut(&(std::thread::current().id(), size)).and_then(|v| v.pop());
+            held.or_else(|| f.shared.get_mut(&size).and_then(|v| v.pop()))
+        };
         let raw = reused.unwrap_or_else(|| {
             self.counts.buffer(size);
             self.device.create_buffer(&wgpu::BufferDescriptor {
@@ -127,18 +150,72 @@ impl Gpu {
         Ok(Buffer { inner: parent.inner.clone(), offset: start, size: bytes })
     }
 
-    /// Put this thread's free buffers in a fixed order (by handle). What is free at the start
+    /// A step starts recording on this thread: buffers freed here are held back until it ends.
+    /// The shared free buffers are put in a fixed order (by handle): what is free at the start
     /// of a steady-state step is always the same set, but the order it was freed in depends on
     /// the steps before (alternating supernet paths free differently); ordering it makes the
     /// step receive the same buffers in the same order every time, so its cached bind groups
     /// match instead of cycling through permutations.
-    pub(crate) fn order_free(&self) {
+    pub(crate) fn begin_recording(&self) -> ThreadId {
         let me = std::thread::current().id();
-        for ((thread, _), list) in self.pool.free.lock().unwrap().iter_mut() {
-            if *thread == me {
-                list.sort_unstable();
-            }
+        let mut f = self.pool.free.lock().unwrap();
+        *f.recording.entry(me).or_default() += 1;
+        for list in f.shared.values_mut() {
+            list.sort_unstable();
         }
+        me
+    }
+
+    /// A step that began on `thread` was submitted (its commands are now ordered before any
+    /// later submit or queue write) or dropped unsubmitted. When it was the thread's last, the
+    /// buffers the thread held back join the shared lists.
+    pub(crate) fn end_recording(&self, thread: ThreadId) {
+        let Ok(mut f) = self.pool.free.lock() else { return };
+        let Some(n) = f.recording.get_mut(&thread) else { return };
+        *n -= 1;
+        if *n > 0 {
+            return;
+        }
+        f.recording.remove(&thread);
+        let mine: Vec<(ThreadId, u64)> = f.held.keys().filter(|(t, _)| *t == thread).copied().collect();
+        for key in mine {
+            let list = f.held.remove(&key).unwrap_or_default();
+            f.shared.entry(key.1).or_default().extend(list);
+        }
+    }
+
+    /// Whether this thread is recording a step on this device: a queue write now would land
+    /// before that step's commands (see [`Gpu::write_outside_step`]).
+    pub fn recording_here(&self) -> bool {
+        self.pool.free.lock().unwrap().recording.contains_key(&std::thread::current().id())
+    }
+
+    /// Writes `data` into `buf` at `offset` (relative to the view) with a queue write, which
+    /// lands before every command of the next submit. Refused while this thread records a step:
+    /// the step may have used `buf` (or the pooled buffer behind it, freed and handed out
+    /// again) in commands that must run first; [`super::Step::upload`] is the ordered write.
+    pub fn write_outside_step(&self, buf: &Buffer, offset: u64, data: &[u8]) -> crate::Result<()> {
+        if self.recording_here() {
+            return Err(crate::Error::Invalid(
+                "a queue write while this thread records a step would land before the step's earlier commands: write through Step::upload (or the tensor helpers taking a step)".into(),
+            ));
+        }
+        if !offset.is_multiple_of(4) || !data.len().is_multiple_of(4) {
+            return Err(crate::Error::Invalid(format!("a write of {} bytes at {offset}: offset and length must be multiples of 4", data.len())));
+        }
+        if offset.checked_add(data.len() as u64).is_none_or(|end| end > buf.size) {
+            return Err(crate::Error::Invalid(format!("a write of {} bytes at {offset} does not fit in a buffer of {} bytes", data.len(), buf.size)));
+        }
+        if !data.is_empty() {
+            self.queue.write_buffer(&buf.inner.raw, buf.offset + offset, data);
+        }
+        Ok(())
+    }
+
+    /// Free pooled storage buffers (shared and held back) now.
+    pub fn pool_free_buffers(&self) -> usize {
+        let f = self.pool.free.lock().unwrap();
+        f.shared.values().chain(f.held.values()).map(Vec::len).sum()
     }
 
     /// A uniform buffer of at least `bytes` for a step's parameters (reused across steps).
@@ -175,7 +252,8 @@ impl Gpu {
     /// Releases every idle pooled buffer back to the driver (cached bind groups and idle
     /// staging too: they hold buffers alive).
     pub fn trim_pool(&self) {
-        self.pool.free.lock().unwrap().clear();
+        // Held buffers stay: a step being recorded may still use them.
+        self.pool.free.lock().unwrap().shared.clear();
         self.binds.lock().unwrap().clear();
         self.trim_staging();
     }

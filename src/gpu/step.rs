@@ -55,14 +55,23 @@ pub struct Step {
     read_bytes: u64,
     timed: bool,
     stride: u64,
+    /// The recording thread: until this step is submitted or dropped, buffers it frees are
+    /// held for it (see `pool.rs`).
+    thread: std::thread::ThreadId,
+}
+
+impl Drop for Step {
+    fn drop(&mut self) {
+        self.gpu.end_recording(self.thread);
+    }
 }
 
 impl Step {
     pub(crate) fn new(gpu: Arc<Gpu>) -> Step {
         let stride = PARAMS_BYTES.max(gpu.limits.min_uniform_buffer_offset_alignment as u64);
-        gpu.order_free();
+        let thread = gpu.begin_recording();
         let timed = gpu.step_timing() && gpu.profile.is_none();
-        Step { gpu, params: Vec::new(), commands: Vec::new(), uploads: Vec::new(), reads: Vec::new(), read_bytes: 0, timed, stride }
+        Step { gpu, params: Vec::new(), commands: Vec::new(), uploads: Vec::new(), reads: Vec::new(), read_bytes: 0, timed, stride, thread }
     }
 
     pub fn gpu(&self) -> &Arc<Gpu> {

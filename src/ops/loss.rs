@@ -10,7 +10,7 @@ use super::{OpCase, Pass};
 use crate::error::{Error, Result};
 use crate::gpu::{Buffer, Kernel, Step};
 use crate::kernel;
-use crate::tensor::{upload_u32, Tensor};
+use crate::tensor::{upload_u32_in, Tensor};
 
 const CROSS_ENTROPY: Kernel = kernel!("loss.wgsl", "softmax_cross_entropy", [1: Read, 2: Read, 3: ReadWrite, 4: ReadWrite]);
 const COUNT_CORRECT: Kernel = kernel!("loss.wgsl", "count_correct", [1: Read, 2: Read, 5: ReadWrite]);
@@ -157,11 +157,10 @@ impl OpCase for CrossEntropyCase {
         vec![g.iter().map(|v| v * dy[0]).collect()]
     }
     fn forward(&self, step: &mut Step, x: &[Tensor], y: &Tensor) -> Result<Vec<Tensor>> {
-        let labels = upload_u32(step.gpu(), &self.labels);
+        let labels = upload_u32_in(step, &self.labels)?;
         let dlogits = Tensor::empty(step.gpu(), &x[0].shape);
         softmax_cross_entropy(step, &x[0], &labels, y, &dlogits)?;
-        // Labels are saved too, only to keep the pooled buffer from being reused before submit.
-        Ok(vec![dlogits, Tensor { buf: labels, shape: vec![self.n] }])
+        Ok(vec![dlogits])
     }
     fn backward(&self, step: &mut Step, _x: &[Tensor], _y: &Tensor, saved: &[Tensor], dy: &Tensor, _wrt: usize, dx: &Tensor) -> Result<()> {
         scale_by_scalar(step, &saved[0], dy, dx)

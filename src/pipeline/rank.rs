@@ -302,6 +302,9 @@ fn inherited_scores(
     }
     let data = load(gpu, &search.data, search.train.seed)?;
     let val = data.val.as_ref().ok_or_else(|| Error::Invalid("the search run has no validation split".into()))?;
+    if let (_, Some(note)) = crate::supernet::recalibration_batches(&search.eval, data.train.n()) {
+        eprintln!("{note}");
+    }
     let mut model = Model::new(gpu, search.net.clone(), search.train.seed)?;
     model.restore(&tensors)?;
     let mut out = Vec::new();

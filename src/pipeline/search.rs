@@ -88,6 +88,9 @@ pub fn run_search(gpu: &Arc<Gpu>, cfg: &SearchConfig, out: &Path, job: &JobOptio
     }
     let data = load(gpu, &cfg.data, cfg.train.seed)?;
     let val = data.val.as_ref().expect("val_count >= 1");
+    if let (_, Some(note)) = crate::supernet::recalibration_batches(&cfg.eval, data.train.n()) {
+        eprintln!("{note}");
+    }
     if data.classes != cfg.net.classes || data.channels != cfg.net.in_channels {
         return Err(Error::Invalid(format!(
             "data has {} classes of {}-channel images, the network expects {} and {}",

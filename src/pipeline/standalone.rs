@@ -77,6 +77,7 @@ pub fn run_train(gpu: &Arc<Gpu>, cfg: &StandaloneConfig, out: &Path, job: &JobOp
             cfg.train.batch_size
         )));
     }
+    let precise_batches = precise_bn_batches(cfg, data.train.n());
     let [_, h, w] = data.train.image_shape();
     let (params, flops) = darts::size(&cfg.net, genotype, h, w)?;
     for batch in [cfg.train.batch_size, cfg.eval_batch_size] {
@@ -104,7 +105,7 @@ pub fn run_train(gpu: &Arc<Gpu>, cfg: &StandaloneConfig, out: &Path, job: &JobOp
     run.write_json_recorded(
         "metrics.json",
         &json!({ "test_accuracy": test_accuracy, "test_loss": test_loss, "val_accuracy": val_accuracy, "params": params, "flops": flops,
-                 "train_seconds": train_seconds, "precise_bn_batches": cfg.precise_bn, "running_bn": running_bn }),
+                 "train_seconds": train_seconds, "precise_bn_batches": precise_batches, "running_bn": running_bn }),
     )?;
     Ok(summary)
 }
@@ -117,6 +118,20 @@ fn test_and_val(model: &mut Model, genotype: &crate::space::Genotype, data: &sup
         None => None,
     };
     Ok(Tested { test_accuracy, test_loss, val_accuracy })
+}
+
+/// Batches precise BN runs over (0 = off): `cfg.precise_bn`, at most one pass over the
+/// training split (see `supernet::recalibration_batches`), saying so when it was cut.
+fn precise_bn_batches(cfg: &StandaloneConfig, train_n: usize) -> usize {
+    if cfg.precise_bn == 0 {
+        return 0;
+    }
+    let eval = crate::supernet::EvalConfig { recalibration_batches: cfg.precise_bn, batch_size: cfg.train.batch_size };
+    let (used, note) = crate::supernet::recalibration_batches(&eval, train_n);
+    if let Some(note) = note {
+        eprintln!("{note}");
+    }
+    used
 }
 
 /// Tests with the running statistics training left, then, when `cfg.precise_bn` > 0, replaces
@@ -177,6 +192,9 @@ pub fn test_run(gpu: &Arc<Gpu>, dir: &Path) -> Result<TestReport> {
         (tensors, epoch, step, false, run.checkpoint_path())
     };
     let data = load(gpu, &cfg.data, cfg.train.seed)?;
+    if !finished {
+        precise_bn_batches(&cfg, data.train.n());
+    }
     let genotype = &cfg.spec.genotype;
     let [_, h, w] = data.train.image_shape();
     darts::check_batch_fits(gpu, &cfg.net, genotype, cfg.eval_batch_size, h, w)?;

@@ -84,24 +84,46 @@ pub struct Score {
     pub eval_ms: f64,
 }
 
-/// Fresh BN statistics for `genotype` from `batches` training batches: running statistics are
-/// the plain average of the batch statistics (momentum 1/(k+1) for the k-th batch).
+/// Training batches a recalibration over `train_n` images uses: the count asked for, at most
+/// one pass over the split. The batches are the same every pass (fixed order, no
+/// augmentation) and training-mode BN ignores the running statistics, so a second pass only
+/// repeats batch statistics already averaged: it costs time and, when partial, over-weights
+/// the batches it repeats. Also returns a note for the user when the count was cut.
+pub fn recalibration_batches(cfg: &EvalConfig, train_n: usize) -> (usize, Option<String>) {
+    let b = cfg.batch_size.min(train_n).max(1);
+    let pass = train_n / b;
+    if cfg.recalibration_batches <= pass {
+        return (cfg.recalibration_batches, None);
+    }
+    let note = format!(
+        "note: BN recalibration uses {pass} batches, not {}: the training split's {train_n} images make only {pass} batches of {b}, and more would repeat them",
+        cfg.recalibration_batches
+    );
+    (pass, Some(note))
+}
+
+/// Fresh BN statistics for `genotype` from training batches (as many as
+/// [`recalibration_batches`] allows): running statistics are the plain average of the batch
+/// statistics (momentum 1/(k+1) for the k-th batch).
 pub fn recalibrate(model: &mut Model, genotype: &Genotype, train: &DeviceData, cfg: &EvalConfig, seed: u64) -> Result<BnStats> {
     recalibrate_bounded(model, genotype, train, cfg, seed, BATCHES_PER_SUBMIT)
 }
 
 /// [`recalibrate`] with `per_submit` batches per submit (the statistics do not depend on it).
+/// Memory does not grow with the batch count: each submit holds `per_submit` batches, and
+/// their buffers return to the pool for the next.
 pub fn recalibrate_bounded(model: &mut Model, genotype: &Genotype, train: &DeviceData, cfg: &EvalConfig, seed: u64, per_submit: usize) -> Result<BnStats> {
     let gpu = model.store.gpu().clone();
     let [c, h, w] = train.image_shape();
     let b = cfg.batch_size.min(train.n());
-    let batches = epoch_batches(train.n(), b, name_seed(seed, "recalibration"), 0);
-    if cfg.recalibration_batches == 0 || batches.is_empty() {
+    if cfg.recalibration_batches == 0 || b == 0 {
         return Err(Error::Invalid("BN recalibration needs at least one training batch".into()));
     }
+    let batches = epoch_batches(train.n(), b, name_seed(seed, "recalibration"), 0);
     let mut bn = BnStats::new();
     let mut step = gpu.step();
-    for (k, idx) in batches.iter().cycle().take(cfg.recalibration_batches).enumerate() {
+    let (count, _) = recalibration_batches(cfg, train.n());
+    for (k, idx) in batches.iter().take(count).enumerate() {
         if k > 0 && k % per_submit.max(1) == 0 {
             step.submit()?;
             step = gpu.step();

@@ -57,8 +57,8 @@ impl OpCase for TrainCase {
     fn forward(&self, step: &mut Step, x: &[Tensor], y: &Tensor) -> Result<Vec<Tensor>> {
         let gpu = step.gpu().clone();
         let c = self.shape[1];
-        let running_mean = Tensor::from_slice(&gpu, &[c], &vec![0.0; c])?;
-        let running_var = Tensor::from_slice(&gpu, &[c], &vec![1.0; c])?;
+        let running_mean = Tensor::from_slice_in(step, &[c], &vec![0.0; c])?;
+        let running_var = Tensor::from_slice_in(step, &[c], &vec![1.0; c])?;
         let save_mean = Tensor::empty(&gpu, &[c]);
         let save_inv_std = Tensor::empty(&gpu, &[c]);
         let (g, b) = if self.affine { (Some(&x[1]), Some(&x[2])) } else { (None, None) };
