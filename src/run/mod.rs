@@ -25,7 +25,8 @@ mod tensors;
 
 pub use atomic::{write_atomic, write_json_atomic, PendingWrite};
 pub use checkpoint::{load_checkpoint, save_checkpoint};
-pub use jsonl::{append_jsonl, read_jsonl};
+pub use jsonl::{append_jsonl, jsonl_line, read_jsonl};
+pub(crate) use jsonl::parse_jsonl;
 pub use tensors::{download_named, load_tensors, save_tensors, NamedTensor};
 
 use crate::error::{Error, Result};
