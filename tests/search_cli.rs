@@ -184,3 +184,40 @@ fn darts_genotype_imports_trains_and_exports_back() {
     assert!(metrics["test_accuracy"].as_f64().unwrap() >= 0.0);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn legal_but_suspicious_settings_warn_and_still_run() {
+    let dir = tmp("suspicious");
+    std::fs::create_dir_all(&dir).unwrap();
+    let warned = |o: Output, needles: &[&str]| {
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(o.status.success(), "exit {:?}\n{err}", o.status);
+        for n in needles {
+            assert!(err.lines().any(|l| l.starts_with("warning: ") && l.contains(n)), "stderr should warn '{n}':\n{err}");
+        }
+    };
+    let s = dir.join("search");
+    warned(
+        run(&[
+            "search", "--out", s.to_str().unwrap(), "--epochs", "0", "--ops", "sep_conv_3x3,max_pool_3x3", "--nodes", "1", "--budget", "20",
+            "--val", "48", "--train-limit", "96", "--batch-size", "32", "--channels", "4", "--layers", "3", "--recalibration-batches", "1",
+            "--quiet", "--seed", "5",
+        ]),
+        &[
+            "--epochs 0: the supernet is not trained",
+            "--val 48: a validation split of 48 images measures accuracy in steps of 2.08%",
+            "--budget 20 is more than the 16 distinct architectures",
+        ],
+    );
+    let spec = dir.join("cell.txt");
+    std::fs::write(&spec, DARTS_TEXT).unwrap();
+    let t = dir.join("train");
+    warned(
+        run(&[
+            "train", "--spec", spec.to_str().unwrap(), "--out", t.to_str().unwrap(), "--epochs", "1", "--val", "20", "--train-limit", "64",
+            "--batch-size", "32", "--channels", "4", "--layers", "3", "--precise-bn", "0", "--quiet",
+        ]),
+        &["--val 20: ", "one image is 5.00% of 20", "--train-limit 64 with --batch-size 32 gives 2 training steps per epoch"],
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
