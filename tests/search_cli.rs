@@ -221,3 +221,41 @@ fn legal_but_suspicious_settings_warn_and_still_run() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn spec_files_are_bounded_and_must_be_utf8() {
+    let dir = tmp("bounded-spec");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = |name: &str, bytes: &[u8]| {
+        let p = dir.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    // A byte-order mark is skipped.
+    let bom = file("bom.txt", &[b"\xEF\xBB\xBF", DARTS_TEXT.as_bytes()].concat());
+    assert!(ok(run(&["genotype", &bom])).contains("\"version\": 1"));
+    // A Latin-1 byte (as 'ö' would be saved) where DARTS text has a letter.
+    let mut latin1 = DARTS_TEXT.as_bytes().to_vec();
+    latin1[20] = 0xf6;
+    let bad = file("latin1.txt", &latin1);
+    fails(run(&["genotype", &bad]), &["latin1.txt: not UTF-8 text: byte 0xf6 at offset 20 (line 1)"]);
+    let huge = file("huge.json", &vec![b' '; 2 << 20]);
+    fails(run(&["genotype", &huge]), &["huge.json: 2097152 bytes, more than the 1048576 bytes"]);
+    fails(run(&["genotype", "/dev/zero"]), &["/dev/zero: more than the 1048576 bytes"]);
+    // serde_json's depth limit, not the stack, ends a deeply nested spec.
+    let deep = file("deep.json", format!("{{\"version\": 1, \"genotype\": {}", "[".repeat(100_000)).as_bytes());
+    fails(run(&["genotype", &deep]), &["deep.json", "recursion limit exceeded"]);
+    // Node and concat lists are bounded like DARTS text's, whatever the file size allows.
+    let cell = |nodes: usize, concat: usize| {
+        let node = r#"[{"op": "sep_conv_3x3", "input": 0}, {"op": "sep_conv_3x3", "input": 1}]"#;
+        let c = format!(r#"{{"nodes": [{}], "concat": [{}]}}"#, vec![node; nodes].join(","), vec!["2"; concat].join(","));
+        format!(r#"{{"version": 1, "genotype": {{"normal": {c}, "reduce": {c}}}}}"#)
+    };
+    let many = file("many.json", cell(1025, 1).as_bytes());
+    fails(run(&["genotype", &many]), &["many.json", "normal cell has 1025 intermediate nodes; at most 1024"]);
+    let long = file("long.json", cell(2, 100_000).as_bytes());
+    fails(run(&["genotype", &long]), &["long.json", "normal_concat lists 100000 nodes, but the cell has only 2"]);
+    // train --spec reads through the same bounds.
+    fails(run(&["train", "--spec", &huge, "--out", dir.join("t").to_str().unwrap()]), &["huge.json: 2097152 bytes"]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
