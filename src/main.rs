@@ -140,11 +140,9 @@ fn with_gpu(a: &AdapterArgs, job: impl FnOnce(&std::sync::Arc<Gpu>) -> Result<()
 
 fn genotype(file: &std::path::Path) -> Result<()> {
     let text = if file == std::path::Path::new("-") {
-        let mut text = String::new();
-        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)?;
-        text
+        cellnas::space::spec_text_from(std::io::stdin().lock(), std::path::Path::new("<stdin>"))?
     } else {
-        std::fs::read_to_string(file).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?
+        cellnas::space::read_spec_text(file)?
     };
     let spec = cli::parse_spec(&text, file)?;
     if text.trim_start().starts_with('{') {

@@ -326,7 +326,7 @@ fn jsonl_tolerates_a_cut_last_line_and_rejects_a_corrupt_middle_line() {
     let dir = scratch("jsonl");
     let path = dir.join("metrics.jsonl");
     let (none, warning) = read_jsonl::<Value>(&path).unwrap();
-    assert!(none.is_empty() && warning.is_none());
+    assert!(none.is_empty() && warning.is_empty());
 
     for epoch in 0..3 {
         append_jsonl(&path, &json!({"epoch": epoch, "loss": 1.0 / (epoch as f64 + 1.0)})).unwrap();
@@ -334,7 +334,7 @@ fn jsonl_tolerates_a_cut_last_line_and_rejects_a_corrupt_middle_line() {
     let (rows, warning) = read_jsonl::<Value>(&path).unwrap();
     assert_eq!(rows.len(), 3);
     assert_eq!(rows[2]["epoch"], 2);
-    assert!(warning.is_none());
+    assert!(warning.is_empty(), "{warning:?}");
 
     // A kill mid-append leaves part of a line.
     let mut f = fs::OpenOptions::new().append(true).open(&path).unwrap();
@@ -342,14 +342,14 @@ fn jsonl_tolerates_a_cut_last_line_and_rejects_a_corrupt_middle_line() {
     drop(f);
     let (rows, warning) = read_jsonl::<Value>(&path).unwrap();
     assert_eq!(rows.len(), 3);
-    let warning = warning.expect("a warning for the dropped line");
+    let warning = warning.join("\n");
     assert!(warning.contains("metrics.jsonl") && warning.contains("line 4"), "{warning}");
 
     // The next append cuts the partial line off instead of gluing onto it.
     append_jsonl(&path, &json!({"epoch": 3, "loss": 0.2})).unwrap();
     let (rows, warning) = read_jsonl::<Value>(&path).unwrap();
     assert_eq!(rows.iter().map(|r| r["epoch"].as_u64().unwrap()).collect::<Vec<_>>(), [0, 1, 2, 3]);
-    assert!(warning.is_none());
+    assert!(warning.is_empty(), "{warning:?}");
 
     // A bad line that is not the last is corruption, not a kill.
     let text = fs::read_to_string(&path).unwrap();
@@ -363,6 +363,83 @@ fn jsonl_tolerates_a_cut_last_line_and_rejects_a_corrupt_middle_line() {
     // So is a complete last line (it has its newline) that is not valid.
     fs::write(&path, "{\"epoch\": 0}\nnot json\n").unwrap();
     assert!(matches!(read_jsonl::<Value>(&path).unwrap_err(), Error::Jsonl { line: 2, .. }));
+}
+
+/// Three checksummed lines in `name`, and their text.
+fn three_lines(name: &str) -> (std::path::PathBuf, Vec<String>) {
+    let path = scratch(name).join("history.jsonl");
+    for id in 0..3 {
+        append_jsonl(&path, &json!({"id": id, "genotype": "normal=[('sep_conv_3x3', 0)]", "accuracy": 0.25 + id as f64 / 8.0})).unwrap();
+    }
+    let lines = fs::read_to_string(&path).unwrap().lines().map(String::from).collect();
+    (path, lines)
+}
+
+#[test]
+fn jsonl_lines_carry_a_checksum_that_jq_can_ignore_and_readers_never_see() {
+    let (path, lines) = three_lines("jsonl-crc");
+    for line in &lines {
+        // Still one JSON object per line, the checksum its last field.
+        let v: Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["crc32"].as_str().unwrap().len(), 8, "{line}");
+        assert!(line.ends_with("\"}"), "{line}");
+    }
+    let (rows, warnings) = read_jsonl::<Value>(&path).unwrap();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(rows[1], json!({"id": 1, "genotype": "normal=[('sep_conv_3x3', 0)]", "accuracy": 0.375}));
+    // An empty record still makes a valid line.
+    let empty = scratch("jsonl-empty").join("e.jsonl");
+    append_jsonl(&empty, &json!({})).unwrap();
+    assert_eq!(read_jsonl::<Value>(&empty).unwrap().0, [json!({})]);
+    assert!(append_jsonl(&empty, &json!([1, 2])).is_err(), "a record must be an object");
+}
+
+#[test]
+fn jsonl_line_changed_after_writing_is_an_error_naming_the_line() {
+    let (path, lines) = three_lines("jsonl-changed");
+    let write = |middle: &str| fs::write(&path, format!("{}\n{middle}\n{}\n", lines[0], lines[2])).unwrap();
+    let expect = |what: &str| {
+        let err = read_jsonl::<Value>(&path).unwrap_err();
+        assert!(matches!(err, Error::Jsonl { line: 2, .. }), "{err}");
+        let text = err.to_string();
+        assert!(text.contains("history.jsonl, line 2: ") && text.contains(what), "{text}");
+    };
+    // A flipped bit inside a string value: still valid JSON, only the checksum tells.
+    let mut flipped = lines[1].clone().into_bytes();
+    let at = lines[1].find("sep_conv").unwrap();
+    flipped[at] ^= 0x01;
+    write(std::str::from_utf8(&flipped).unwrap());
+    expect("checksum mismatch (stored ");
+    expect("the line was changed after cellnas wrote it");
+    // A hand-edited number.
+    write(&lines[1].replace("0.375", "0.975"));
+    expect("checksum mismatch");
+    // A damaged checksum field.
+    write(&lines[1].replace("\"crc32\":\"", "\"crc32\":\"z"));
+    expect("\"crc32\" field is damaged");
+    // A line without a checksum after checksummed ones was not written by cellnas.
+    write(r#"{"id": 1, "accuracy": 0.375}"#);
+    expect("no checksum");
+    // The same damage on an unterminated last line is what a kill leaves: dropped, as before.
+    fs::write(&path, format!("{}\n{}\n{}", lines[0], lines[1], &lines[2][..lines[2].len() - 3])).unwrap();
+    let (rows, warnings) = read_jsonl::<Value>(&path).unwrap();
+    assert_eq!((rows.len(), warnings.len()), (2, 1), "{warnings:?}");
+    assert!(warnings[0].contains("line 3: dropped an incomplete last line"), "{warnings:?}");
+}
+
+#[test]
+fn jsonl_from_an_older_cellnas_without_checksums_is_read_with_one_warning() {
+    let (path, lines) = three_lines("jsonl-old");
+    let old: Vec<String> = (0..2).map(|id| json!({"id": id, "accuracy": 0.5}).to_string()).collect();
+    // An old run resumed by this cellnas: old lines first, then checksummed ones.
+    fs::write(&path, format!("{}\n{}\n{}\n", old[0], old[1], lines[2])).unwrap();
+    let (rows, warnings) = read_jsonl::<Value>(&path).unwrap();
+    assert_eq!(rows.len(), 3);
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("history.jsonl: lines 1-2 written by an older cellnas") && warnings[0].contains("not verified"), "{warnings:?}");
+    // Appending to it works and the new line is checked.
+    append_jsonl(&path, &json!({"id": 3})).unwrap();
+    assert_eq!(read_jsonl::<Value>(&path).unwrap().0.len(), 4);
 }
 
 fn weights(scale: f32) -> Vec<NamedTensor> {

@@ -49,6 +49,12 @@ fn entry(id: usize, g: &Genotype) -> HistoryEntry {
 }
 
 /// A fresh, empty directory under target/tmp for one test.
+/// `e` as history.jsonl holds it (checksummed), without the newline.
+fn line(e: &HistoryEntry) -> String {
+    let bytes = cellnas::run::jsonl_line(std::path::Path::new("history.jsonl"), e).unwrap();
+    String::from_utf8(bytes).unwrap().trim_end().to_string()
+}
+
 fn tmp_dir(name: &str) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("search-{name}"));
     let _ = std::fs::remove_dir_all(&dir);
@@ -269,7 +275,7 @@ fn history_round_trips_exactly() {
     assert_eq!(text.lines().count(), 5);
     assert!(text.ends_with('\n'));
     let history = History::open(&path).unwrap();
-    assert_eq!(history.warning(), None);
+    assert!(history.warnings().is_empty(), "{:?}", history.warnings());
     let read = history.entries();
     assert!(read[1].loss.is_nan());
     for (r, w) in read.iter().zip(&written) {
@@ -285,21 +291,21 @@ fn history_round_trips_exactly() {
 fn history_drops_a_truncated_last_line_and_carries_on() {
     let path = tmp_dir("truncated").join("history.jsonl");
     let gs = run(&mut RandomSearch::new(SearchSpace::default(), 4), 3);
-    let lines: Vec<String> = gs.iter().enumerate().map(|(id, g)| serde_json::to_string(&entry(id, g)).unwrap()).collect();
+    let lines: Vec<String> = gs.iter().enumerate().map(|(id, g)| line(&entry(id, g))).collect();
     // Killed in the middle of writing the third line.
     let partial = &lines[2][..lines[2].len() / 2];
     std::fs::write(&path, format!("{}\n{}\n{partial}", lines[0], lines[1])).unwrap();
 
     let mut history = History::open(&path).unwrap();
     assert_eq!(history.entries().len(), 2);
-    let warning = history.warning().expect("a warning about the dropped line");
+    let warning = history.warnings().join("\n");
     assert!(warning.contains("line 3") && warning.contains("incomplete last line"), "{warning}");
 
     // The partial line is gone from the file, so the redone evaluation lands on a clean line.
     history.append(&entry(2, &gs[2])).unwrap();
     drop(history);
     let history = History::open(&path).unwrap();
-    assert_eq!(history.warning(), None);
+    assert!(history.warnings().is_empty(), "{:?}", history.warnings());
     assert_eq!(history.entries().len(), 3);
     assert_eq!(history.entries()[2].key, gs[2].key());
 
@@ -307,7 +313,7 @@ fn history_drops_a_truncated_last_line_and_carries_on() {
     let path = path.with_file_name("no-newline.jsonl");
     std::fs::write(&path, format!("{}\n{}", lines[0], lines[1])).unwrap();
     let mut history = History::open(&path).unwrap();
-    assert_eq!((history.entries().len(), history.warning()), (2, None));
+    assert_eq!(history.entries().len(), 2);
     history.append(&entry(2, &gs[2])).unwrap();
     drop(history);
     assert_eq!(History::open(&path).unwrap().entries().len(), 3);
@@ -317,7 +323,7 @@ fn history_drops_a_truncated_last_line_and_carries_on() {
 fn history_with_a_corrupt_line_is_an_error_naming_the_line() {
     let dir = tmp_dir("corrupt");
     let gs = run(&mut RandomSearch::new(SearchSpace::default(), 4), 3);
-    let lines: Vec<String> = gs.iter().enumerate().map(|(id, g)| serde_json::to_string(&entry(id, g)).unwrap()).collect();
+    let lines: Vec<String> = gs.iter().enumerate().map(|(id, g)| line(&entry(id, g))).collect();
 
     let path = dir.join("middle.jsonl");
     std::fs::write(&path, format!("{}\n{{\"id\": 1, \"genotype\n{}\n", lines[0], lines[2])).unwrap();
@@ -331,6 +337,13 @@ fn history_with_a_corrupt_line_is_an_error_naming_the_line() {
     assert!(e.contains("last.jsonl, line 3:"), "{e}");
     // Nothing was cut off the file.
     assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 3);
+
+    // A hand-edited number still parses, but no longer matches the line's checksum.
+    let path = dir.join("history.jsonl");
+    let edited = lines[1].replace("\"params\":", "\"params\":1");
+    std::fs::write(&path, format!("{}\n{edited}\n{}\n", lines[0], lines[2])).unwrap();
+    let e = History::open(&path).err().expect("an edited line is an error").to_string();
+    assert!(e.contains("history.jsonl, line 2: checksum mismatch"), "{e}");
 }
 
 #[test]

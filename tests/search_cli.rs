@@ -184,3 +184,78 @@ fn darts_genotype_imports_trains_and_exports_back() {
     assert!(metrics["test_accuracy"].as_f64().unwrap() >= 0.0);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn legal_but_suspicious_settings_warn_and_still_run() {
+    let dir = tmp("suspicious");
+    std::fs::create_dir_all(&dir).unwrap();
+    let warned = |o: Output, needles: &[&str]| {
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(o.status.success(), "exit {:?}\n{err}", o.status);
+        for n in needles {
+            assert!(err.lines().any(|l| l.starts_with("warning: ") && l.contains(n)), "stderr should warn '{n}':\n{err}");
+        }
+    };
+    let s = dir.join("search");
+    warned(
+        run(&[
+            "search", "--out", s.to_str().unwrap(), "--epochs", "0", "--ops", "sep_conv_3x3,max_pool_3x3", "--nodes", "1", "--budget", "20",
+            "--val", "48", "--train-limit", "96", "--batch-size", "32", "--channels", "4", "--layers", "3", "--recalibration-batches", "1",
+            "--quiet", "--seed", "5",
+        ]),
+        &[
+            "--epochs 0: the supernet is not trained",
+            "--val 48: a validation split of 48 images measures accuracy in steps of 2.08%",
+            "--budget 20 is more than the 16 distinct architectures",
+        ],
+    );
+    let spec = dir.join("cell.txt");
+    std::fs::write(&spec, DARTS_TEXT).unwrap();
+    let t = dir.join("train");
+    warned(
+        run(&[
+            "train", "--spec", spec.to_str().unwrap(), "--out", t.to_str().unwrap(), "--epochs", "1", "--val", "20", "--train-limit", "64",
+            "--batch-size", "32", "--channels", "4", "--layers", "3", "--precise-bn", "0", "--quiet",
+        ]),
+        &["--val 20: ", "one image is 5.00% of 20", "--train-limit 64 with --batch-size 32 gives 2 training steps per epoch"],
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn spec_files_are_bounded_and_must_be_utf8() {
+    let dir = tmp("bounded-spec");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = |name: &str, bytes: &[u8]| {
+        let p = dir.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    // A byte-order mark is skipped.
+    let bom = file("bom.txt", &[b"\xEF\xBB\xBF", DARTS_TEXT.as_bytes()].concat());
+    assert!(ok(run(&["genotype", &bom])).contains("\"version\": 1"));
+    // A Latin-1 byte (as 'ö' would be saved) where DARTS text has a letter.
+    let mut latin1 = DARTS_TEXT.as_bytes().to_vec();
+    latin1[20] = 0xf6;
+    let bad = file("latin1.txt", &latin1);
+    fails(run(&["genotype", &bad]), &["latin1.txt: not UTF-8 text: byte 0xf6 at offset 20 (line 1)"]);
+    let huge = file("huge.json", &vec![b' '; 2 << 20]);
+    fails(run(&["genotype", &huge]), &["huge.json: 2097152 bytes, more than the 1048576 bytes"]);
+    fails(run(&["genotype", "/dev/zero"]), &["/dev/zero: more than the 1048576 bytes"]);
+    // serde_json's depth limit, not the stack, ends a deeply nested spec.
+    let deep = file("deep.json", format!("{{\"version\": 1, \"genotype\": {}", "[".repeat(100_000)).as_bytes());
+    fails(run(&["genotype", &deep]), &["deep.json", "recursion limit exceeded"]);
+    // Node and concat lists are bounded like DARTS text's, whatever the file size allows.
+    let cell = |nodes: usize, concat: usize| {
+        let node = r#"[{"op": "sep_conv_3x3", "input": 0}, {"op": "sep_conv_3x3", "input": 1}]"#;
+        let c = format!(r#"{{"nodes": [{}], "concat": [{}]}}"#, vec![node; nodes].join(","), vec!["2"; concat].join(","));
+        format!(r#"{{"version": 1, "genotype": {{"normal": {c}, "reduce": {c}}}}}"#)
+    };
+    let many = file("many.json", cell(1025, 1).as_bytes());
+    fails(run(&["genotype", &many]), &["many.json", "normal cell has 1025 intermediate nodes; at most 1024"]);
+    let long = file("long.json", cell(2, 100_000).as_bytes());
+    fails(run(&["genotype", &long]), &["long.json", "normal_concat lists 100000 nodes, but the cell has only 2"]);
+    // train --spec reads through the same bounds.
+    fails(run(&["train", "--spec", &huge, "--out", dir.join("t").to_str().unwrap()]), &["huge.json: 2097152 bytes"]);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -285,6 +285,9 @@ pub fn search(gpu: &Arc<Gpu>, a: &SearchArgs) -> Result<()> {
             out.display()
         );
     }
+    for w in cellnas::pipeline::warnings::search_warnings(&cfg) {
+        eprintln!("warning: {w}");
+    }
     let job = JobOptions { resume, quiet: a.quiet, checkpoint_every: checkpoint_every(a.checkpoint_minutes)? };
     let summary = run_search(gpu, &cfg, &out, &job)?;
     println!(
@@ -391,6 +394,9 @@ pub fn train(gpu: &Arc<Gpu>, a: &TrainCmdArgs) -> Result<()> {
     cfg.resume_ignore = json!({ "adapter": gpu.info.name, "out": out });
     if !a.quiet {
         eprintln!("cellnas train: {} cells x {} channels, {} epochs, adapter {}, output {}", cfg.net.layers, cfg.net.channels, cfg.train.epochs, gpu.info.name, out.display());
+    }
+    for w in cellnas::pipeline::warnings::train_warnings(&cfg) {
+        eprintln!("warning: {w}");
     }
     let job = JobOptions { resume, quiet: a.quiet, checkpoint_every: checkpoint_every(a.checkpoint_minutes)? };
     let s = run_train(gpu, &cfg, &out, &job)?;

@@ -15,7 +15,8 @@ use std::path::Path;
 
 /// A spec file: the JSON spec (docs/spec.md) or DARTS genotype text.
 pub fn read_spec(path: &Path) -> Result<Spec> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read spec file {}", path.display()))?;
+    // The error names the file and the problem (missing, too big, not UTF-8).
+    let text = cellnas::space::read_spec_text(path)?;
     parse_spec(&text, path)
 }
 

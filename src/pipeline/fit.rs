@@ -7,7 +7,7 @@
 
 use crate::data::DeviceData;
 use crate::error::{Error, Result};
-use crate::run::{append_jsonl, load_checkpoint, read_jsonl, save_checkpoint, write_atomic, RunDir};
+use crate::run::{append_jsonl, jsonl_line, load_checkpoint, read_jsonl, save_checkpoint, write_atomic, RunDir};
 use crate::space::Genotype;
 use crate::train::{train_epoch, EpochMetrics, EpochProgress, Model, TrainConfig};
 use serde_json::json;
@@ -58,15 +58,21 @@ pub fn fit(
     // metrics.jsonl must list exactly the completed epochs: drop records of epochs the
     // checkpoint does not contain, and restore the last one when the run was killed between
     // writing the checkpoint and appending it.
-    let (mut epochs, _) = read_jsonl::<EpochMetrics>(&run.metrics_path())?;
+    let (mut epochs, warnings) = read_jsonl::<EpochMetrics>(&run.metrics_path())?;
+    for w in warnings {
+        eprintln!("warning: {w}");
+    }
     epochs.retain(|m| m.epoch < start_epoch);
     if epochs.len() + 1 == start_epoch {
         if let Some(m) = last_epoch_metrics.filter(|m| m.epoch + 1 == start_epoch) {
             epochs.push(m);
         }
     }
-    let text: String = epochs.iter().map(|m| serde_json::to_string(m).expect("metrics serialise") + "\n").collect();
-    write_atomic(&run.metrics_path(), text.as_bytes())?;
+    let mut text = Vec::new();
+    for m in &epochs {
+        text.extend(jsonl_line(&run.metrics_path(), m)?);
+    }
+    write_atomic(&run.metrics_path(), &text)?;
 
     for epoch in start_epoch..cfg.epochs {
         let steps = data.n() / cfg.batch_size;

@@ -8,6 +8,7 @@ pub mod kernels;
 pub mod rank;
 pub mod search;
 pub mod standalone;
+pub mod warnings;
 
 /// Progress bars on stderr (hidden automatically when stderr is not a terminal).
 pub(crate) fn bar(len: u64, prefix: &str, quiet: bool) -> indicatif::ProgressBar {

@@ -206,7 +206,10 @@ pub fn run_rank(gpu: &Arc<Gpu>, cfg: &RankConfig, out: &Path, job: &JobOptions, 
     let fresh = if job.resume && archs_path.is_file() {
         None
     } else {
-        let (history, _) = read_jsonl::<HistoryEntry>(&search_run.history_path())?;
+        let (history, warnings) = read_jsonl::<HistoryEntry>(&search_run.history_path())?;
+        for w in warnings {
+            eprintln!("warning: {w}");
+        }
         if cfg.top > 0 && history.is_empty() {
             say(format!("note: {} has no search history yet, so no --top architectures", cfg.search_run.display()));
         }

@@ -121,7 +121,7 @@ pub fn run_search(gpu: &Arc<Gpu>, cfg: &SearchConfig, out: &Path, job: &JobOptio
     // Search: replay what history.jsonl already has, then evaluate the rest of the budget.
     let mut strategy = strategy_from_name(&cfg.strategy, cfg.space.clone(), cfg.train.seed, cfg.budget)?;
     let mut history = History::open(run.history_path())?;
-    if let Some(w) = history.warning() {
+    for w in history.warnings() {
         eprintln!("warning: {w}");
     }
     replay(strategy.as_mut(), history.entries())?;

@@ -5,8 +5,8 @@
 //! | `config.json` | the run's config, as given at creation | once, atomically |
 //! | `supernet.safetensors` (search), `checkpoint.safetensors` (train) | the latest checkpoint's weights, momentum, BN statistics | atomically, before `state.json` |
 //! | `state.json` | the latest checkpoint's state: epoch, weights hash, caller's state | atomically, last |
-//! | `metrics.jsonl` | one record per line (per step or epoch) | appended, fsynced |
-//! | `history.jsonl` | one record per evaluated architecture | appended, fsynced |
+//! | `metrics.jsonl` | one record per line (per epoch), each with a CRC-32 (see `jsonl`) | appended, fsynced |
+//! | `history.jsonl` | one record per evaluated architecture, each with a CRC-32 | appended, fsynced |
 //! | `best.json`, `best.genotype.txt` | the best architecture so far | atomically |
 //! | `kernels.json` | the kernel choices the run started with (crate::pipeline::kernels); a resume uses them | once, atomically |
 //! | `manifest.json` | the run id and the hash of every finished file above that is read back whole (manifest.rs) | atomically, after each such file |
@@ -32,7 +32,8 @@ mod tensors;
 
 pub use atomic::{write_atomic, write_json_atomic, PendingWrite};
 pub use checkpoint::{load_checkpoint, save_checkpoint};
-pub use jsonl::{append_jsonl, read_jsonl};
+pub use jsonl::{append_jsonl, jsonl_line, read_jsonl};
+pub(crate) use jsonl::parse_jsonl;
 pub use manifest::{FileEntry, Manifest, MANIFEST, RECORDED};
 pub use tensors::{download_named, load_tensors, save_tensors, NamedTensor};
 

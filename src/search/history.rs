@@ -1,11 +1,11 @@
 //! `history.jsonl`, the single record of a search: one JSON object (`HistoryEntry`) per line, one
 //! line per evaluated architecture, in evaluation order.
 //!
-//! Each line is written with a single write and then fsynced, so a killed search loses at most
-//! the line it was writing, and that line can only be cut short at the end of the file.
-//! `History::open` therefore drops an incomplete last line (with a warning) and cuts it off the
-//! file, so the next append starts on a clean line; a bad line anywhere else is real corruption
-//! and an error.
+//! Lines are checksummed JSON Lines (`crate::run::jsonl`). Each is written with a single write
+//! and then fsynced, so a killed search loses at most the line it was writing, and that line can
+//! only be cut short at the end of the file. `History::open` therefore drops an incomplete last
+//! line (with a warning) and cuts it off the file, so the next append starts on a clean line; a
+//! bad or changed line anywhere else is real corruption and an error.
 //!
 //! Floats are written with serde_json's shortest round-trip form and read back with its
 //! `float_roundtrip` parser, so a replayed accuracy is bit-identical to the observed one (a
@@ -13,6 +13,7 @@
 //! JSON cannot express (a diverged loss is NaN), are written as the strings "NaN", "inf", "-inf".
 
 use crate::error::{Error, Result};
+use crate::run::{jsonl_line, parse_jsonl};
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -48,64 +49,44 @@ pub struct History {
     path: PathBuf,
     file: File,
     entries: Vec<HistoryEntry>,
-    warning: Option<String>,
+    warnings: Vec<String>,
 }
 
 impl History {
     /// Opens `path`, creating an empty history if it does not exist (its directory must). An
-    /// incomplete last line is dropped and removed from the file; `warning()` then says so. Any
-    /// other line that is not a valid entry is an error naming the file and line.
+    /// incomplete last line is dropped and removed from the file; `warnings()` then says so, as
+    /// it does for lines written without checksums. Any other line that is not a valid entry, or
+    /// whose checksum does not match, is an error naming the file and line.
     pub fn open(path: impl AsRef<Path>) -> Result<History> {
         let path = path.as_ref().to_path_buf();
         let io = |e| Error::io(&path, e);
         let mut file = OpenOptions::new().read(true).append(true).create(true).open(&path).map_err(io)?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).map_err(io)?;
-
-        let mut entries = Vec::new();
-        let mut warning = None;
-        let mut start = 0;
-        let mut line = 0;
-        while start < bytes.len() {
-            line += 1;
-            let (end, terminated) = match bytes[start..].iter().position(|&b| b == b'\n') {
-                Some(n) => (start + n, true),
-                None => (bytes.len(), false),
-            };
-            let text = &bytes[start..end];
-            if !text.iter().all(u8::is_ascii_whitespace) {
-                match parse_line(text) {
-                    Ok(entry) => entries.push(entry),
-                    // Only an unterminated last line can be the victim of a kill mid-write.
-                    Err(message) if !terminated => {
-                        file.set_len(start as u64).map_err(io)?;
-                        file.sync_data().map_err(io)?;
-                        warning = Some(format!(
-                            "{}, line {line}: dropped an incomplete last line ({} bytes; the search was \
-                             probably stopped while writing it: {message}); that evaluation will be redone",
-                            path.display(),
-                            text.len()
-                        ));
-                    }
-                    Err(message) => return Err(Error::History { path, line, message }),
-                }
+        let parsed = parse_jsonl::<HistoryEntry>(&path, &bytes).map_err(|e| match e {
+            Error::Jsonl { path, line, message } => Error::History { path, line, message },
+            e => e,
+        })?;
+        let mut warnings = parsed.warnings;
+        if let Some(start) = parsed.dropped_from {
+            file.set_len(start as u64).map_err(io)?;
+            file.sync_data().map_err(io)?;
+            for w in warnings.iter_mut().filter(|w| w.contains("incomplete last line")) {
+                w.push_str("; that evaluation will be redone");
             }
-            if !terminated && warning.is_none() {
-                // A complete entry without its newline (an edited file): end the line so the next
-                // append does not run into it.
-                file.write_all(b"\n").map_err(io)?;
-                file.sync_data().map_err(io)?;
-            }
-            start = end + 1;
+        } else if parsed.unterminated {
+            // A complete entry without its newline (an edited file): end the line so the next
+            // append does not run into it.
+            file.write_all(b"\n").map_err(io)?;
+            file.sync_data().map_err(io)?;
         }
-        Ok(History { path, file, entries, warning })
+        Ok(History { path, file, entries: parsed.records, warnings })
     }
 
-    /// Appends one entry as a line, then flushes it to disk (fsync), so that after a kill the
-    /// file holds every entry appended before it.
+    /// Appends one entry as a checksummed line (see `run::jsonl`), then flushes it to disk
+    /// (fsync), so that after a kill the file holds every entry appended before it.
     pub fn append(&mut self, entry: &HistoryEntry) -> Result<()> {
-        let mut line = serde_json::to_vec(entry).expect("a history entry always serializes");
-        line.push(b'\n');
+        let line = jsonl_line(&self.path, entry)?;
         // One write call: a kill leaves a prefix of this line, never a line torn in the middle.
         self.file.write_all(&line).map_err(|e| Error::io(&self.path, e))?;
         self.file.sync_data().map_err(|e| Error::io(&self.path, e))?;
@@ -122,14 +103,11 @@ impl History {
         &self.path
     }
 
-    /// Set by `open` when it dropped an incomplete last line; for the caller to show.
-    pub fn warning(&self) -> Option<&str> {
-        self.warning.as_deref()
+    /// What `open` found worth telling (a dropped incomplete last line, lines without
+    /// checksums); for the caller to show.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
     }
-}
-
-fn parse_line(text: &[u8]) -> std::result::Result<HistoryEntry, String> {
-    serde_json::from_slice(text).map_err(|e| format!("not a valid history entry: {e}"))
 }
 
 /// `t` as RFC 3339 UTC with milliseconds, e.g. "2024-05-01T12:34:56.789Z". Times before 1970

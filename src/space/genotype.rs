@@ -9,6 +9,9 @@ use super::op::Op;
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 
+/// The most intermediate nodes a cell may have, as for DARTS concat lists (crate::space::darts).
+pub const MAX_NODES: usize = 1024;
+
 /// One edge into an intermediate node: `op` applied to node `input`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -38,6 +41,20 @@ impl Cell {
     pub fn validate(&self, name: &str) -> Result<()> {
         if self.nodes.is_empty() {
             return Err(Error::Spec(format!("{name} cell has no intermediate nodes; expected at least one")));
+        }
+        // Bounded before the checks below, which are quadratic in the concat list.
+        if self.nodes.len() > MAX_NODES {
+            return Err(Error::Spec(format!(
+                "{name} cell has {} intermediate nodes; at most {MAX_NODES} are supported (cells have a handful)",
+                self.nodes.len()
+            )));
+        }
+        if self.concat.len() > self.nodes.len() {
+            return Err(Error::Spec(format!(
+                "{name}_concat lists {} nodes, but the cell has only {} intermediate nodes to concatenate",
+                self.concat.len(),
+                self.nodes.len()
+            )));
         }
         for (i, edges) in self.nodes.iter().enumerate() {
             let node = i + 2;

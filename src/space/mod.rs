@@ -7,8 +7,10 @@ mod genotype;
 mod op;
 mod search;
 mod spec;
+mod text;
 
-pub use genotype::{Cell, Edge, Genotype};
+pub use genotype::{Cell, Edge, Genotype, MAX_NODES};
 pub use op::Op;
 pub use search::SearchSpace;
 pub use spec::Spec;
+pub use text::{read_spec_text, spec_text_from, MAX_SPEC_BYTES};

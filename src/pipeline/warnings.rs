@@ -1,0 +1,149 @@
+//! Settings that are legal but almost certainly not what was meant: the run goes ahead (a quick
+//! smoke test may want exactly this), but its numbers would mislead, so the CLI prints each as a
+//! `warning:` line before starting. Checked on the resolved config, so they also cover a resume.
+
+use super::data::DataConfig;
+use super::search::SearchConfig;
+use super::standalone::StandaloneConfig;
+use crate::train::TrainConfig;
+
+/// Below this many validation images one image moves the accuracy by more than 1%.
+pub const MIN_VAL: usize = 100;
+/// Fewer optimizer steps per epoch than this barely trains, and BN statistics are noise.
+pub const MIN_STEPS: usize = 4;
+
+/// The warnings for a search (see the module docs), one sentence each, without "warning:".
+pub fn search_warnings(cfg: &SearchConfig) -> Vec<String> {
+    let mut w = Vec::new();
+    if cfg.train.epochs == 0 {
+        w.push(
+            "--epochs 0: the supernet is not trained, so candidates are scored with untrained weights \
+             and their accuracies say nothing about the architectures"
+                .to_string(),
+        );
+    }
+    if (1..MIN_VAL).contains(&cfg.data.val_count) {
+        w.push(small_val(cfg.data.val_count, "candidates whose scores differ by less are tied in all but name"));
+    }
+    // A genotype is a normal and a reduction cell, each from the same space.
+    let distinct = cfg.space.size() * cfg.space.size();
+    if cfg.budget as f64 > distinct {
+        let what = match cfg.strategy.as_str() {
+            "random" => "random search stops when it finds no unevaluated one, after at most that many candidates",
+            _ => "the search fills the rest of the budget with repeats, which reuse their first score",
+        };
+        w.push(format!(
+            "--budget {} is more than the {distinct} distinct architectures in this space ({} ops, {} nodes): {what}",
+            cfg.budget,
+            cfg.space.ops().len(),
+            cfg.space.nodes()
+        ));
+    }
+    w.extend(few_steps(&cfg.train, &cfg.data));
+    w
+}
+
+/// The warnings for a stand-alone training (see the module docs).
+pub fn train_warnings(cfg: &StandaloneConfig) -> Vec<String> {
+    let mut w = Vec::new();
+    if cfg.train.epochs == 0 {
+        w.push("--epochs 0: the network is not trained, so the test accuracy is that of its initial weights".to_string());
+    }
+    if (1..MIN_VAL).contains(&cfg.data.val_count) {
+        w.push(small_val(cfg.data.val_count, "the validation accuracy is a coarse estimate"));
+    }
+    w.extend(few_steps(&cfg.train, &cfg.data));
+    w
+}
+
+fn small_val(n: usize, consequence: &str) -> String {
+    format!(
+        "--val {n}: a validation split of {n} images measures accuracy in steps of {:.2}% (one image is {:.2}% of {n}); \
+         {consequence} (use at least {MIN_VAL})",
+        100.0 / n as f64,
+        100.0 / n as f64
+    )
+}
+
+/// `--train-limit` (when set) leaves few steps per epoch. Without a limit the dataset decides,
+/// which is only known once it is read; too small a dataset is caught there.
+fn few_steps(train: &TrainConfig, data: &DataConfig) -> Option<String> {
+    let steps = data.train_limit / train.batch_size.max(1);
+    (data.train_limit > 0 && train.epochs > 0 && steps < MIN_STEPS).then(|| {
+        format!(
+            "--train-limit {} with --batch-size {} gives {steps} training step{} per epoch: the weights and BN statistics \
+             will barely move from their initial values",
+            data.train_limit,
+            train.batch_size,
+            if steps == 1 { "" } else { "s" }
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::Augment;
+    use crate::nn::darts::NetConfig;
+    use crate::space::{Op, SearchSpace};
+    use crate::supernet::{EvalConfig, Sampling};
+
+    /// The CLI's default search.
+    fn search() -> SearchConfig {
+        SearchConfig {
+            data: DataConfig { path: None, val_count: 300, train_limit: 2000 },
+            net: NetConfig { in_channels: 1, classes: 10, channels: 8, layers: 5, nodes: 4, supernet: true, supernet_affine: false },
+            space: SearchSpace::default(),
+            train: TrainConfig {
+                epochs: 2,
+                batch_size: 64,
+                lr: 0.05,
+                lr_min: 0.001,
+                momentum: 0.9,
+                weight_decay: 3e-4,
+                grad_clip: 5.0,
+                seed: 1,
+                augment: Augment { crop_padding: 2, flip: true, cutout: 0 },
+                warmup_epochs: 0.0,
+            },
+            sampling: Sampling::Uniform,
+            strategy: "evolution".into(),
+            budget: 20,
+            eval: EvalConfig::default(),
+            resume_ignore: serde_json::json!({}),
+        }
+    }
+
+    fn has(w: &[String], needle: &str) -> bool {
+        w.iter().any(|s| s.contains(needle))
+    }
+
+    #[test]
+    fn an_ordinary_search_has_no_warnings() {
+        assert_eq!(search_warnings(&search()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn each_suspicious_setting_is_named() {
+        let mut cfg = search();
+        cfg.train.epochs = 0;
+        assert!(has(&search_warnings(&cfg), "--epochs 0: the supernet is not trained"));
+
+        let mut cfg = search();
+        cfg.data.val_count = 50;
+        assert!(has(&search_warnings(&cfg), "one image is 2.00% of 50"), "{:?}", search_warnings(&cfg));
+
+        let mut cfg = search();
+        cfg.space = SearchSpace::new(vec![Op::SepConv3x3, Op::MaxPool3x3], 1).unwrap();
+        cfg.budget = 17;
+        assert!(has(&search_warnings(&cfg), "--budget 17 is more than the 16 distinct architectures"));
+        cfg.budget = 16;
+        assert!(search_warnings(&cfg).is_empty());
+
+        let mut cfg = search();
+        cfg.data.train_limit = 3 * cfg.train.batch_size + 1;
+        assert!(has(&search_warnings(&cfg), "gives 3 training steps per epoch"));
+        cfg.data.train_limit = 4 * cfg.train.batch_size;
+        assert!(search_warnings(&cfg).is_empty());
+    }
+}
