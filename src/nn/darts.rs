@@ -239,27 +239,11 @@ pub fn check_batch_fits(gpu: &crate::gpu::Gpu, cfg: &NetConfig, genotype: &Genot
     let x = g.input_shape(&[1, cfg.in_channels, h, w]);
     forward(&mut g, cfg, genotype, x)?;
     let Some(shape) = g.largest_value().map(|s| s.to_vec()) else { return Ok(()) };
-    // A CPU adapter's device memory is the host's: every activation of one forward pass (a lower
-    // bound of what a step holds) must fit in what the machine has available.
-    if gpu.info.device_type == "Cpu" {
-        let (per_image, params) = (g.value_scalars().saturating_mul(4), g.params_used().saturating_mul(4));
-        if let Some(free) = crate::host_memory::available_bytes() {
-            let need = per_image.saturating_mul(batch as u64).saturating_add(params);
-            if need > free {
-                return Err(Error::Invalid(format!(
-                    "batch size {batch} does not fit adapter '{}' (a CPU adapter, so its memory is the host's): {}; the largest batch that could fit is {}",
-                    gpu.info.name,
-                    crate::host_memory::too_big("one forward pass of this network", need, free),
-                    free.saturating_sub(params) / per_image.max(1)
-                )));
-            }
-        }
-    }
     let per_image = shape.iter().product::<usize>() as u64 * 4;
     let limit = gpu.limits.max_storage_buffer_binding_size.min(gpu.limits.max_buffer_size);
     let need = per_image.checked_mul(batch as u64);
     if need.is_some_and(|n| n <= limit) {
-        return Ok(());
+        return check_host_memory(gpu, &g, batch);
     }
     let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
     let mut full = shape;
@@ -270,6 +254,26 @@ pub fn check_batch_fits(gpu: &crate::gpu::Gpu, cfg: &NetConfig, genotype: &Genot
         need.map_or("more than 2^64 bytes".to_string(), |n| format!("{:.0} MiB", mib(n))),
         mib(limit),
         limit / per_image.max(1),
+    )))
+}
+
+/// On a CPU adapter the device memory is the host's: every activation of one forward pass (a
+/// lower bound of what a step holds) must fit in what the machine has available.
+fn check_host_memory(gpu: &crate::gpu::Gpu, g: &Graph, batch: usize) -> Result<()> {
+    if gpu.info.device_type != "Cpu" {
+        return Ok(());
+    }
+    let (per_image, params) = (g.value_scalars().saturating_mul(4), g.params_used().saturating_mul(4));
+    let Some(free) = crate::host_memory::available_bytes() else { return Ok(()) };
+    let need = per_image.saturating_mul(batch as u64).saturating_add(params);
+    if need <= free {
+        return Ok(());
+    }
+    Err(Error::Invalid(format!(
+        "batch size {batch} does not fit adapter '{}' (a CPU adapter, so its memory is the host's): {}; the largest batch that could fit is {}",
+        gpu.info.name,
+        crate::host_memory::too_big("one forward pass of this network", need, free),
+        free.saturating_sub(params) / per_image.max(1)
     )))
 }
 
