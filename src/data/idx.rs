@@ -35,8 +35,9 @@ pub fn load_idx_dir(dir: &Path) -> Result<Splits> {
     Ok(Splits { train, test, name })
 }
 
-/// Parses an (images, labels) pair of in-memory files, gzip or raw; the names are for errors.
-pub(super) fn parse_pair(images: (&str, &[u8]), labels: (&str, &[u8])) -> Result<Dataset> {
+/// Parses an (images, labels) pair of in-memory IDX files, each gzip or raw, as
+/// `(name, bytes)`; the names are for errors.
+pub fn parse_idx_pair(images: (&str, &[u8]), labels: (&str, &[u8])) -> Result<Dataset> {
     let (ip, lp) = (PathBuf::from(images.0), PathBuf::from(labels.0));
     let ib = gunzip_if_needed(&ip, images.1.to_vec())?;
     let lb = gunzip_if_needed(&lp, labels.1.to_vec())?;

@@ -8,9 +8,9 @@ pub mod device;
 mod idx;
 pub mod known;
 
-pub use cifar::load_cifar10_dir;
+pub use cifar::{load_cifar10_dir, parse_cifar10_batch};
 pub use device::{assemble, augment_choices, Augment, AugmentChoice, DeviceData};
-pub use idx::load_idx_dir;
+pub use idx::{load_idx_dir, parse_idx_pair};
 pub use known::{identify, Known};
 
 use crate::error::{Error, Result};
@@ -161,8 +161,8 @@ pub fn embedded() -> Result<Splits> {
             )
         };
     }
-    let train = idx::parse_pair(asset!("train-images-idx3-ubyte.gz"), asset!("train-labels-idx1-ubyte.gz"))?;
-    let test = idx::parse_pair(asset!("t10k-images-idx3-ubyte.gz"), asset!("t10k-labels-idx1-ubyte.gz"))?;
+    let train = idx::parse_idx_pair(asset!("train-images-idx3-ubyte.gz"), asset!("train-labels-idx1-ubyte.gz"))?;
+    let test = idx::parse_idx_pair(asset!("t10k-images-idx3-ubyte.gz"), asset!("t10k-labels-idx1-ubyte.gz"))?;
     Ok(Splits { train, test, name: "fashion-mnist-small".into() })
 }
 

@@ -24,9 +24,9 @@ mod jsonl;
 mod tensors;
 
 pub use atomic::{write_atomic, write_json_atomic, PendingWrite};
-pub use checkpoint::{load_checkpoint, save_checkpoint};
+pub use checkpoint::{decode_checkpoint, load_checkpoint, save_checkpoint};
 pub use jsonl::{append_jsonl, read_jsonl};
-pub use tensors::{download_named, load_tensors, save_tensors, NamedTensor};
+pub use tensors::{decode_tensors, download_named, encode_tensors, load_tensors, save_tensors, NamedTensor};
 
 use crate::error::{Error, Result};
 use serde_json::Value;
