@@ -577,3 +577,22 @@ fn regressions_do_not_crash() {
         run_one(name, input).unwrap_or_else(|e| panic!("regression {i}: {e}"));
     }
 }
+
+/// Found by review, not by the fuzzers (their inputs are too small to inflate far): a gzip IDX
+/// file of a few hundred KB whose header says 1x1x1 but which inflates to 300 MB used to be
+/// inflated whole before the size check, tripping the allocation guard (and, scaled up, the
+/// machine's memory). Inflation now stops one byte past the size the header gives.
+#[test]
+fn gzip_bomb_idx_is_rejected_without_inflating_it() {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(&idx_file(0x803, &[1, 1, 1], &[0])).unwrap();
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..300 {
+        e.write_all(&zeros).unwrap();
+    }
+    let bomb = e.finish().unwrap();
+    let labels = idx_file(0x801, &[1], &[0]);
+    run_one("idx", &join(Some(&bomb), &labels)).unwrap();
+    let err = cellnas::data::parse_idx_pair(("bomb-images.gz", &bomb), ("labels", &labels)).unwrap_err().to_string();
+    assert!(err.contains("bomb-images.gz") && err.contains("inflates past the 17 bytes its header gives"), "{err}");
+}
