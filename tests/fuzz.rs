@@ -596,3 +596,18 @@ fn gzip_bomb_idx_is_rejected_without_inflating_it() {
     let err = cellnas::data::parse_idx_pair(("bomb-images.gz", &bomb), ("labels", &labels)).unwrap_err().to_string();
     assert!(err.contains("bomb-images.gz") && err.contains("inflates past the 17 bytes its header gives"), "{err}");
 }
+
+/// The same for a CIFAR-10 batch, which has no header to bound it: inflating stops past the
+/// size of the whole training set in one file (50000 records).
+#[test]
+fn gzip_bomb_cifar_is_rejected_without_inflating_it() {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let zeros = vec![0u8; 3073 * 1024];
+    for _ in 0..100 {
+        e.write_all(&zeros).unwrap();
+    }
+    let bomb = e.finish().unwrap();
+    run_one("cifar", &bomb).unwrap();
+    let err = cellnas::data::parse_cifar10_batch("data_batch_1.bin.gz", &bomb).unwrap_err().to_string();
+    assert!(err.contains("data_batch_1.bin.gz: gzip data inflates past 153650000 bytes"), "{err}");
+}

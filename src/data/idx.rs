@@ -1,7 +1,7 @@
 //! IDX files (MNIST, Fashion-MNIST, KMNIST): a big-endian header (magic 0x0000_08_NN for
 //! unsigned bytes in NN dimensions, then NN u32 sizes) followed by the bytes.
 
-use super::{find, gunzip_if_needed, Dataset, Splits};
+use super::{find, is_gzip, not_gzip, Dataset, Splits};
 use std::io::Read;
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
@@ -65,8 +65,8 @@ fn parse(ip: &Path, ib: &[u8], lp: &Path, lb: &[u8]) -> Result<Dataset> {
 /// gzip bomb or a header whose sizes do not match the data, is rejected without first being
 /// held in memory whole.
 fn inflate(path: &Path, bytes: Vec<u8>, ndims: usize, what: &str) -> Result<Vec<u8>> {
-    if !bytes.starts_with(&[0x1f, 0x8b]) {
-        return gunzip_if_needed(path, bytes);
+    if !is_gzip(&bytes) {
+        return not_gzip(path, bytes);
     }
     let corrupt = |e: std::io::Error| Error::data(path, format!("corrupt gzip data: {e}"));
     let mut gz = flate2::read::MultiGzDecoder::new(bytes.as_slice());

@@ -166,27 +166,44 @@ pub fn embedded() -> Result<Splits> {
     Ok(Splits { train, test, name: "fashion-mnist-small".into() })
 }
 
-/// Reads a file, inflating it when it is gzip (by its magic bytes, whatever its name; a `.gz`
-/// name without them is an error rather than a confusing format error later).
-fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
+/// Reads a file, inflating it to at most `limit` bytes when it is gzip (by its magic bytes,
+/// whatever its name).
+fn read_maybe_gz(path: &Path, limit: u64) -> Result<Vec<u8>> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    gunzip_if_needed(path, bytes)
+    gunzip_if_needed(path, bytes, limit)
 }
 
-fn gunzip_if_needed(path: &Path, bytes: Vec<u8>) -> Result<Vec<u8>> {
-    if !bytes.starts_with(&[0x1f, 0x8b]) {
-        if path.extension().is_some_and(|e| e == "gz") {
-            let found = bytes.iter().take(2).map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ");
-            return Err(Error::data(path, format!("corrupt gzip data: starts with [{found}], expected the gzip magic 1f 8b")));
-        }
-        return Ok(bytes);
+/// `bytes` as they are, or inflated when they are gzip. Inflating stops past `limit` bytes with
+/// an error, so a small file cannot make the loader hold gigabytes (a gzip bomb, or a damaged
+/// stream); uncompressed data is never past its own length, so it has no limit.
+fn gunzip_if_needed(path: &Path, bytes: Vec<u8>, limit: u64) -> Result<Vec<u8>> {
+    if !is_gzip(&bytes) {
+        return not_gzip(path, bytes);
     }
     use std::io::Read;
     let mut out = Vec::new();
     flate2::read::MultiGzDecoder::new(bytes.as_slice())
+        .take(limit.saturating_add(1))
         .read_to_end(&mut out)
         .map_err(|e| Error::data(path, format!("corrupt gzip data: {e}")))?;
+    if out.len() as u64 > limit {
+        return Err(Error::data(path, format!("gzip data inflates past {limit} bytes, more than this file can hold")));
+    }
     Ok(out)
+}
+
+fn is_gzip(bytes: &[u8]) -> bool {
+    bytes.starts_with(&[0x1f, 0x8b])
+}
+
+/// Bytes without the gzip magic, as they are; but under a `.gz` name that is an error rather
+/// than a confusing format error later.
+fn not_gzip(path: &Path, bytes: Vec<u8>) -> Result<Vec<u8>> {
+    if path.extension().is_some_and(|e| e == "gz") {
+        let found = bytes.iter().take(2).map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ");
+        return Err(Error::data(path, format!("corrupt gzip data: starts with [{found}], expected the gzip magic 1f 8b")));
+    }
+    Ok(bytes)
 }
 
 /// `dir/name` or `dir/name.gz`, whichever exists; the error lists both names.
