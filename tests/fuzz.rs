@@ -4,8 +4,9 @@
 //! allocation, no hang. Failures print the (shortened) input in hex and save it whole under
 //! the target's temp folder.
 //!
-//! Knobs: CELLNAS_FUZZ_ITERS (mutated inputs per target, default 20000: well under a second each in release), CELLNAS_FUZZ_SEED,
-//! CELLNAS_FUZZ_CORPUS=DIR (write the seeds to DIR/<target>/ to start cargo-fuzz from them).
+//! Knobs: CELLNAS_FUZZ_ITERS (mutated inputs per target, default 20000: about a second in
+//! release), CELLNAS_FUZZ_SEED, CELLNAS_FUZZ_CORPUS=DIR (write the seeds to DIR/<target>/ to
+//! start cargo-fuzz from them).
 //! The longer, coverage-guided run is cargo-fuzz on the same targets (fuzz/README.md).
 
 #[path = "fuzz/targets.rs"]
@@ -90,7 +91,10 @@ const SLOW: Duration = Duration::from_secs(3);
 
 /// Runs target `name` on `input`; Err describes a panic or a hang, with the input.
 fn run_one(name: &str, input: &[u8]) -> Result<(), String> {
-    let run = target(name).run;
+    run_with(name, target(name).run, input)
+}
+
+fn run_with(name: &str, run: fn(&[u8]), input: &[u8]) -> Result<(), String> {
     INPUT_PTR.store(input.as_ptr() as *mut u8, Ordering::SeqCst);
     INPUT_LEN.store(input.len(), Ordering::SeqCst);
     let start = Instant::now();
@@ -562,6 +566,14 @@ fn fuzz_checkpoint() {
         &[0xff, 0xff, 0xff, 0xff],
     ]);
     fuzz("checkpoint", &checkpoint_seeds(), &dict, accepts_checkpoint);
+}
+
+/// The harness itself: a panicking parser is reported with its input, not swallowed.
+#[test]
+fn a_panic_is_reported_with_the_input() {
+    let err = run_with("selftest", |b| assert!(b.len() < 3, "too long"), b"abcd").unwrap_err();
+    assert!(err.contains("'selftest' panicked: too long") && err.contains("61626364"), "{err}");
+    run_with("selftest", |b| assert!(b.len() < 3), b"ab").unwrap();
 }
 
 // ---------------------------------------------------------------------------------------------
