@@ -13,6 +13,7 @@ const RECORD: usize = 1 + IMAGE;
 /// The most a batch file may inflate to: the whole training set (50000 records) in one file,
 /// five times a real batch. Only bounds gzip inflation (see `gunzip_if_needed`).
 const MAX_BATCH_BYTES: u64 = 50_000 * RECORD as u64;
+const MAX_BATCH_WHY: &str = "50000 records, the whole CIFAR-10 training set";
 
 /// `dir` itself when it holds the batches, else its `cifar-10-batches-bin/` subfolder.
 fn resolve(dir: &Path) -> Option<PathBuf> {
@@ -40,7 +41,7 @@ fn load(root: &Path, names: &[&str]) -> Result<Dataset> {
     let mut ds = empty();
     for name in names {
         let path = find(root, name)?;
-        let bytes = read_maybe_gz(&path, MAX_BATCH_BYTES)?;
+        let bytes = read_maybe_gz(&path, MAX_BATCH_BYTES, MAX_BATCH_WHY)?;
         append_batch(&mut ds, &path, &bytes)?;
     }
     Ok(ds)
@@ -54,7 +55,7 @@ fn empty() -> Dataset {
 /// is for errors.
 pub fn parse_cifar10_batch(name: &str, bytes: &[u8]) -> Result<Dataset> {
     let path = PathBuf::from(name);
-    let bytes = gunzip_if_needed(&path, bytes.to_vec(), MAX_BATCH_BYTES)?;
+    let bytes = gunzip_if_needed(&path, bytes.to_vec(), MAX_BATCH_BYTES, MAX_BATCH_WHY)?;
     let mut ds = empty();
     append_batch(&mut ds, &path, &bytes)?;
     Ok(ds)

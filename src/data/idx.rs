@@ -2,8 +2,8 @@
 //! unsigned bytes in NN dimensions, then NN u32 sizes) followed by the bytes.
 
 use super::{find, is_gzip, not_gzip, Dataset, Splits};
-use std::io::Read;
 use crate::error::{Error, Result};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 const TRAIN: (&str, &str) = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte");

@@ -167,16 +167,16 @@ pub fn embedded() -> Result<Splits> {
 }
 
 /// Reads a file, inflating it to at most `limit` bytes when it is gzip (by its magic bytes,
-/// whatever its name).
-fn read_maybe_gz(path: &Path, limit: u64) -> Result<Vec<u8>> {
+/// whatever its name); `why` says where the limit comes from, for the error.
+fn read_maybe_gz(path: &Path, limit: u64, why: &str) -> Result<Vec<u8>> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    gunzip_if_needed(path, bytes, limit)
+    gunzip_if_needed(path, bytes, limit, why)
 }
 
 /// `bytes` as they are, or inflated when they are gzip. Inflating stops past `limit` bytes with
 /// an error, so a small file cannot make the loader hold gigabytes (a gzip bomb, or a damaged
 /// stream); uncompressed data is never past its own length, so it has no limit.
-fn gunzip_if_needed(path: &Path, bytes: Vec<u8>, limit: u64) -> Result<Vec<u8>> {
+fn gunzip_if_needed(path: &Path, bytes: Vec<u8>, limit: u64, why: &str) -> Result<Vec<u8>> {
     if !is_gzip(&bytes) {
         return not_gzip(path, bytes);
     }
@@ -187,7 +187,7 @@ fn gunzip_if_needed(path: &Path, bytes: Vec<u8>, limit: u64) -> Result<Vec<u8>> 
         .read_to_end(&mut out)
         .map_err(|e| Error::data(path, format!("corrupt gzip data: {e}")))?;
     if out.len() as u64 > limit {
-        return Err(Error::data(path, format!("gzip data inflates past {limit} bytes, more than this file can hold")));
+        return Err(Error::data(path, format!("gzip data inflates past {limit} bytes, the most this file may hold ({why})")));
     }
     Ok(out)
 }
