@@ -10,7 +10,7 @@ pub use bench::bench_net;
 pub mod table;
 
 use anyhow::{Context, Result};
-use cellnas::space::{Genotype, Spec};
+use cellnas::space::Spec;
 use std::path::Path;
 
 /// A spec file: the JSON spec (docs/spec.md) or DARTS genotype text.
@@ -23,26 +23,8 @@ pub fn read_spec(path: &Path) -> Result<Spec> {
 /// `text` as a JSON spec when it starts with `{` (a search's `best.json` included), else as
 /// DARTS genotype text.
 pub fn parse_spec(text: &str, path: &Path) -> Result<Spec> {
-    let spec = if text.trim_start().starts_with('{') {
-        match best_json_spec(text) {
-            Some(inner) => Spec::from_json(&inner),
-            None => Spec::from_json(text),
-        }
-    } else {
-        Genotype::from_darts(text.trim()).map(Spec::new)
-    };
-    spec.with_context(|| format!("{} is not a valid spec (JSON, docs/spec.md) or DARTS genotype text", path.display()))
-}
-
-/// The spec inside a search's `best.json` (`{"spec": {...}, "metrics": {...}}`), so the file
-/// the search hands the user can be passed on as it is. A spec itself has "version" at the top.
-fn best_json_spec(text: &str) -> Option<String> {
-    let value: serde_json::Value = serde_json::from_str(text).ok()?;
-    let fields = value.as_object()?;
-    if fields.contains_key("version") {
-        return None;
-    }
-    fields.get("spec").filter(|s| s.is_object()).map(|s| s.to_string())
+    Spec::from_text(text)
+        .with_context(|| format!("{} is not a valid spec (JSON, docs/spec.md) or DARTS genotype text", path.display()))
 }
 
 /// clap value parser for float flags: NaN and infinities are refused at parse time, so the

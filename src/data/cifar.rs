@@ -1,7 +1,7 @@
 //! CIFAR-10 binary version: each record is one label byte then 3072 image bytes (32x32 red
 //! plane, green plane, blue plane), which is already NCHW planar.
 
-use super::{find, read_maybe_gz, Dataset, Splits};
+use super::{find, gunzip_if_needed, read_maybe_gz, Dataset, Splits};
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
 
@@ -10,6 +10,10 @@ const TRAIN: [&str; 5] = ["data_batch_1.bin", "data_batch_2.bin", "data_batch_3.
 const TEST: &str = "test_batch.bin";
 const IMAGE: usize = 3 * 32 * 32;
 const RECORD: usize = 1 + IMAGE;
+/// The most a batch file may inflate to: the whole training set (50000 records) in one file,
+/// five times a real batch. Only bounds gzip inflation (see `gunzip_if_needed`).
+const MAX_BATCH_BYTES: u64 = 50_000 * RECORD as u64;
+const MAX_BATCH_WHY: &str = "50000 records, the whole CIFAR-10 training set";
 
 /// `dir` itself when it holds the batches, else its `cifar-10-batches-bin/` subfolder.
 fn resolve(dir: &Path) -> Option<PathBuf> {
@@ -34,30 +38,50 @@ pub fn load_cifar10_dir(dir: &Path) -> Result<Splits> {
 }
 
 fn load(root: &Path, names: &[&str]) -> Result<Dataset> {
-    let mut ds = Dataset { images: Vec::new(), labels: Vec::new(), n: 0, c: 3, h: 32, w: 32, classes: 10 };
+    let mut ds = empty();
     for name in names {
         let path = find(root, name)?;
-        let bytes = read_maybe_gz(&path)?;
-        if bytes.is_empty() {
-            return Err(Error::data(&path, format!("empty file; expected {RECORD}-byte records (a full batch is {} bytes)", 10000 * RECORD)));
-        }
-        if bytes.len() % RECORD != 0 {
-            let records = bytes.len().div_ceil(RECORD);
-            return Err(Error::data(
-                &path,
-                format!("truncated: expected {} bytes ({records} records of {RECORD}), found {}", records * RECORD, bytes.len()),
-            ));
-        }
-        let start = ds.n;
-        for rec in bytes.chunks_exact(RECORD) {
-            ds.labels.push(rec[0]);
-            ds.images.extend_from_slice(&rec[1..]);
-            ds.n += 1;
-        }
-        // Validate per file so the error names the file that holds the bad label.
-        if let Some((i, &l)) = ds.labels[start..].iter().enumerate().find(|(_, &l)| l >= 10) {
-            return Err(Error::data(&path, format!("label {l} in record {i} is not below the class count 10")));
-        }
+        let bytes = read_maybe_gz(&path, MAX_BATCH_BYTES, MAX_BATCH_WHY)?;
+        append_batch(&mut ds, &path, &bytes)?;
     }
     Ok(ds)
+}
+
+fn empty() -> Dataset {
+    Dataset { images: Vec::new(), labels: Vec::new(), n: 0, c: 3, h: 32, w: 32, classes: 10 }
+}
+
+/// Parses one in-memory batch file, gzip or raw (the bytes of `data_batch_1.bin`, say); `name`
+/// is for errors.
+pub fn parse_cifar10_batch(name: &str, bytes: &[u8]) -> Result<Dataset> {
+    let path = PathBuf::from(name);
+    let bytes = gunzip_if_needed(&path, bytes.to_vec(), MAX_BATCH_BYTES, MAX_BATCH_WHY)?;
+    let mut ds = empty();
+    append_batch(&mut ds, &path, &bytes)?;
+    Ok(ds)
+}
+
+/// Adds the (inflated) records of one batch file to `ds`.
+fn append_batch(ds: &mut Dataset, path: &Path, bytes: &[u8]) -> Result<()> {
+    if bytes.is_empty() {
+        return Err(Error::data(path, format!("empty file; expected {RECORD}-byte records (a full batch is {} bytes)", 10000 * RECORD)));
+    }
+    if bytes.len() % RECORD != 0 {
+        let records = bytes.len().div_ceil(RECORD);
+        return Err(Error::data(
+            path,
+            format!("truncated: expected {} bytes ({records} records of {RECORD}), found {}", records * RECORD, bytes.len()),
+        ));
+    }
+    let start = ds.n;
+    for rec in bytes.chunks_exact(RECORD) {
+        ds.labels.push(rec[0]);
+        ds.images.extend_from_slice(&rec[1..]);
+        ds.n += 1;
+    }
+    // Validate per file so the error names the file that holds the bad label.
+    if let Some((i, &l)) = ds.labels[start..].iter().enumerate().find(|(_, &l)| l >= 10) {
+        return Err(Error::data(path, format!("label {l} in record {i} is not below the class count 10")));
+    }
+    Ok(())
 }

@@ -1,8 +1,9 @@
 //! IDX files (MNIST, Fashion-MNIST, KMNIST): a big-endian header (magic 0x0000_08_NN for
 //! unsigned bytes in NN dimensions, then NN u32 sizes) followed by the bytes.
 
-use super::{find, gunzip_if_needed, read_maybe_gz, Dataset, Splits};
+use super::{find, is_gzip, not_gzip, Dataset, Splits};
 use crate::error::{Error, Result};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 const TRAIN: (&str, &str) = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte");
@@ -19,8 +20,8 @@ pub fn load_idx_dir(dir: &Path) -> Result<Splits> {
     let load = |(images, labels): (&str, &str)| -> Result<Dataset> {
         let ip = find(dir, images)?;
         let lp = find(dir, labels)?;
-        let ib = read_maybe_gz(&ip)?;
-        let lb = read_maybe_gz(&lp)?;
+        let ib = inflate(&ip, std::fs::read(&ip).map_err(|e| Error::io(&ip, e))?, 3, "images")?;
+        let lb = inflate(&lp, std::fs::read(&lp).map_err(|e| Error::io(&lp, e))?, 1, "labels")?;
         parse(&ip, &ib, &lp, &lb)
     };
     let train = load(TRAIN)?;
@@ -35,11 +36,12 @@ pub fn load_idx_dir(dir: &Path) -> Result<Splits> {
     Ok(Splits { train, test, name })
 }
 
-/// Parses an (images, labels) pair of in-memory files, gzip or raw; the names are for errors.
-pub(super) fn parse_pair(images: (&str, &[u8]), labels: (&str, &[u8])) -> Result<Dataset> {
+/// Parses an (images, labels) pair of in-memory IDX files, each gzip or raw, as
+/// `(name, bytes)`; the names are for errors.
+pub fn parse_idx_pair(images: (&str, &[u8]), labels: (&str, &[u8])) -> Result<Dataset> {
     let (ip, lp) = (PathBuf::from(images.0), PathBuf::from(labels.0));
-    let ib = gunzip_if_needed(&ip, images.1.to_vec())?;
-    let lb = gunzip_if_needed(&lp, labels.1.to_vec())?;
+    let ib = inflate(&ip, images.1.to_vec(), 3, "images")?;
+    let lb = inflate(&lp, labels.1.to_vec(), 1, "labels")?;
     parse(&ip, &ib, &lp, &lb)
 }
 
@@ -58,9 +60,40 @@ fn parse(ip: &Path, ib: &[u8], lp: &Path, lb: &[u8]) -> Result<Dataset> {
     Ok(ds)
 }
 
-/// Checks the magic and size of an IDX file holding unsigned bytes in `ndims` dimensions and
-/// returns the sizes and the data.
-fn header<'a>(path: &Path, b: &'a [u8], ndims: usize, what: &str) -> Result<(Vec<usize>, &'a [u8])> {
+/// The file's bytes, inflated when they are gzip, but never past the size the inflated header
+/// gives (plus one byte, to tell trailing data): a small file that inflates to gigabytes, a
+/// gzip bomb or a header whose sizes do not match the data, is rejected without first being
+/// held in memory whole.
+fn inflate(path: &Path, bytes: Vec<u8>, ndims: usize, what: &str) -> Result<Vec<u8>> {
+    if !is_gzip(&bytes) {
+        return not_gzip(path, bytes);
+    }
+    let corrupt = |e: std::io::Error| Error::data(path, format!("corrupt gzip data: {e}"));
+    let mut gz = flate2::read::MultiGzDecoder::new(bytes.as_slice());
+    let mut out = Vec::new();
+    (&mut gz).take(4 + 4 * ndims as u64).read_to_end(&mut out).map_err(corrupt)?;
+    // A header `header` rejects on its own (short, wrong magic, sizes past 2^64) needs no body.
+    let Ok((dims, expected)) = sizes(path, &out, ndims, what) else {
+        return Ok(out);
+    };
+    let rest = expected - out.len() as u64;
+    (&mut gz).take(rest + 1).read_to_end(&mut out).map_err(corrupt)?;
+    if out.len() as u64 > expected {
+        return Err(Error::data(
+            path,
+            format!("gzip data inflates past the {expected} bytes its header gives ({} {what}): trailing data", shape(&dims)),
+        ));
+    }
+    Ok(out)
+}
+
+fn shape(dims: &[usize]) -> String {
+    dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x")
+}
+
+/// Checks the magic of an IDX file holding unsigned bytes in `ndims` dimensions and returns the
+/// sizes and the whole file's length they imply; `b` needs to hold only the header.
+fn sizes(path: &Path, b: &[u8], ndims: usize, what: &str) -> Result<(Vec<usize>, u64)> {
     let expected_magic = 0x0800 + ndims as u32;
     if b.len() < 4 {
         return Err(Error::data(path, format!("truncated: {} bytes, an IDX header needs at least 4", b.len())));
@@ -82,16 +115,23 @@ fn header<'a>(path: &Path, b: &'a [u8], ndims: usize, what: &str) -> Result<(Vec
         return Err(Error::data(path, format!("truncated: expected a {head}-byte header, found {} bytes", b.len())));
     }
     let dims: Vec<usize> = (0..ndims).map(|i| u32::from_be_bytes(b[4 + 4 * i..8 + 4 * i].try_into().unwrap()) as usize).collect();
-    let shape = dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x");
     // Checked: dimensions from a damaged header can multiply past u64 and wrap to a small size.
     let Some(expected) = dims.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d as u64)).and_then(|body| body.checked_add(head as u64)) else {
-        return Err(Error::data(path, format!("header sizes {shape} multiply past 2^64 bytes: not a real IDX file")));
+        return Err(Error::data(path, format!("header sizes {} multiply past 2^64 bytes: not a real IDX file", shape(&dims))));
     };
+    Ok((dims, expected))
+}
+
+/// Checks the magic and size of an IDX file holding unsigned bytes in `ndims` dimensions and
+/// returns the sizes and the data.
+fn header<'a>(path: &Path, b: &'a [u8], ndims: usize, what: &str) -> Result<(Vec<usize>, &'a [u8])> {
+    let (dims, expected) = sizes(path, b, ndims, what)?;
+    let shape = shape(&dims);
     if (b.len() as u64) < expected {
         return Err(Error::data(path, format!("truncated: expected {expected} bytes ({shape} {what}), found {}", b.len())));
     }
     if (b.len() as u64) > expected {
         return Err(Error::data(path, format!("expected {expected} bytes ({shape} {what}), found {} (trailing data)", b.len())));
     }
-    Ok((dims, &b[head..]))
+    Ok((dims, &b[4 + 4 * ndims..]))
 }

@@ -8,9 +8,9 @@ pub mod device;
 mod idx;
 pub mod known;
 
-pub use cifar::load_cifar10_dir;
+pub use cifar::{load_cifar10_dir, parse_cifar10_batch};
 pub use device::{assemble, augment_choices, Augment, AugmentChoice, DeviceData};
-pub use idx::load_idx_dir;
+pub use idx::{load_idx_dir, parse_idx_pair};
 pub use known::{identify, Known};
 
 use crate::error::{Error, Result};
@@ -163,42 +163,60 @@ pub fn embedded() -> Result<Splits> {
             )
         };
     }
-    let train = idx::parse_pair(asset!("train-images-idx3-ubyte.gz"), asset!("train-labels-idx1-ubyte.gz"))?;
-    let test = idx::parse_pair(asset!("t10k-images-idx3-ubyte.gz"), asset!("t10k-labels-idx1-ubyte.gz"))?;
+    let train = idx::parse_idx_pair(asset!("train-images-idx3-ubyte.gz"), asset!("train-labels-idx1-ubyte.gz"))?;
+    let test = idx::parse_idx_pair(asset!("t10k-images-idx3-ubyte.gz"), asset!("t10k-labels-idx1-ubyte.gz"))?;
     Ok(Splits { train, test, name: "fashion-mnist-small".into() })
 }
 
-/// Reads a file, inflating it when it is gzip (by its magic bytes, whatever its name; a `.gz`
-/// name without them is an error rather than a confusing format error later).
-fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
+/// Reads a file, inflating it to at most `limit` bytes when it is gzip (by its magic bytes,
+/// whatever its name); `why` says where the limit comes from, for the error. A file larger than
+/// the host's free memory is refused before it is read.
+fn read_maybe_gz(path: &Path, limit: u64, why: &str) -> Result<Vec<u8>> {
     let len = std::fs::metadata(path).map_err(|e| Error::io(path, e))?.len();
     if let Some(free) = crate::host_memory::available_bytes().filter(|&free| len > free) {
         return Err(Error::data(path, crate::host_memory::too_big(&format!("reading this {len}-byte file"), len, free)));
     }
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    gunzip_if_needed(path, bytes)
+    gunzip_if_needed(path, bytes, limit, why)
 }
 
-fn gunzip_if_needed(path: &Path, bytes: Vec<u8>) -> Result<Vec<u8>> {
-    if !bytes.starts_with(&[0x1f, 0x8b]) {
-        if path.extension().is_some_and(|e| e == "gz") {
-            let found = bytes.iter().take(2).map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ");
-            return Err(Error::data(path, format!("corrupt gzip data: starts with [{found}], expected the gzip magic 1f 8b")));
-        }
-        return Ok(bytes);
+/// `bytes` as they are, or inflated when they are gzip. Inflating stops past `limit` bytes with
+/// an error, so a small file cannot make the loader hold gigabytes (a gzip bomb, or a damaged
+/// stream); uncompressed data is never past its own length, so it has no limit.
+fn gunzip_if_needed(path: &Path, bytes: Vec<u8>, limit: u64, why: &str) -> Result<Vec<u8>> {
+    if !is_gzip(&bytes) {
+        return not_gzip(path, bytes);
     }
     use std::io::Read;
-    // A few bytes of gzip can expand to any size: stop at what the machine can hold.
+    // Also stop at what the machine can hold, whichever bound is smaller.
     let free = crate::host_memory::available_bytes();
+    let cap = limit.min(free.unwrap_or(u64::MAX));
     let mut out = Vec::new();
     flate2::read::MultiGzDecoder::new(bytes.as_slice())
-        .take(free.map_or(u64::MAX, |f| f.saturating_add(1)))
+        .take(cap.saturating_add(1))
         .read_to_end(&mut out)
         .map_err(|e| Error::data(path, format!("corrupt gzip data: {e}")))?;
-    if let Some(f) = free.filter(|&f| out.len() as u64 > f) {
-        return Err(Error::data(path, crate::host_memory::too_big("decompressing this file", out.len() as u64, f)));
+    if out.len() as u64 > cap {
+        if let Some(f) = free.filter(|&f| f < limit) {
+            return Err(Error::data(path, crate::host_memory::too_big("decompressing this file", out.len() as u64, f)));
+        }
+        return Err(Error::data(path, format!("gzip data inflates past {limit} bytes, the most this file may hold ({why})")));
     }
     Ok(out)
+}
+
+fn is_gzip(bytes: &[u8]) -> bool {
+    bytes.starts_with(&[0x1f, 0x8b])
+}
+
+/// Bytes without the gzip magic, as they are; but under a `.gz` name that is an error rather
+/// than a confusing format error later.
+fn not_gzip(path: &Path, bytes: Vec<u8>) -> Result<Vec<u8>> {
+    if path.extension().is_some_and(|e| e == "gz") {
+        let found = bytes.iter().take(2).map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ");
+        return Err(Error::data(path, format!("corrupt gzip data: starts with [{found}], expected the gzip magic 1f 8b")));
+    }
+    Ok(bytes)
 }
 
 /// `dir/name` or `dir/name.gz`, whichever exists; the error lists both names.

@@ -79,29 +79,34 @@ pub fn save_checkpoint(run: &RunDir, tensors: &[NamedTensor], state: &Value) -> 
 pub fn load_checkpoint(run: &RunDir) -> Result<Option<(Vec<NamedTensor>, Value)>> {
     let state_path = run.state_path();
     let weights_path = run.checkpoint_path();
-    let state = read_state(&state_path)?;
-    let bytes = match std::fs::read(&weights_path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return match state {
-                None => Ok(None),
-                Some(s) => Err(Error::Checkpoint {
-                    path: weights_path,
-                    message: format!("missing, but {} names a checkpoint of epoch {}", state_path.display(), s.epoch),
-                }),
-            };
-        }
-        Err(e) => return Err(Error::io(&weights_path, e)),
+    let state = read_optional(&state_path)?;
+    let Some(bytes) = read_optional(&weights_path)? else {
+        return match state.as_deref().map(|b| parse_state(&state_path, b)).transpose()? {
+            None => Ok(None),
+            Some(s) => Err(Error::Checkpoint {
+                path: weights_path,
+                message: format!("missing, but {} names a checkpoint of epoch {}", state_path.display(), s.epoch),
+            }),
+        };
     };
+    decode_checkpoint(run, state.as_deref(), &bytes).map(Some)
+}
+
+/// [`load_checkpoint`] on the bytes of the run's `state.json` (`None`: no such file) and of
+/// its weights file; `run` names the files in errors. Pure, so it can be fuzzed.
+pub fn decode_checkpoint(run: &RunDir, state: Option<&[u8]>, bytes: &[u8]) -> Result<(Vec<NamedTensor>, Value)> {
+    let state_path = run.state_path();
+    let weights_path = run.checkpoint_path();
+    let state = state.map(|b| parse_state(&state_path, b)).transpose()?;
     let corrupt = |message| Error::Checkpoint { path: weights_path.clone(), message };
-    let (tensors, meta) = decode_tensors(&bytes).map_err(corrupt)?;
-    let hash = hex(fnv1a64(&bytes));
+    let (tensors, meta) = decode_tensors(bytes).map_err(corrupt)?;
+    let hash = hex(fnv1a64(bytes));
     check_run_id(run, &weights_path, meta.get(META_RUN_ID).map(String::as_str))?;
     if let Some(s) = &state {
         check_run_id(run, &state_path, s.run_id.as_deref())?;
         if s.weights_fnv1a64 == hash && s.weights_bytes == bytes.len() as u64 {
             check_state(&state_path, s, &meta)?;
-            return Ok(Some((tensors, s.state.clone())));
+            return Ok((tensors, s.state.clone()));
         }
     }
     // Not the weights state.json describes: only the successor of that checkpoint (or the very
@@ -115,7 +120,7 @@ pub fn load_checkpoint(run: &RunDir) -> Result<Option<(Vec<NamedTensor>, Value)>
     if let (true, Some(own)) = (successor, meta.get(META_STATE)) {
         let own: Value = serde_json::from_str(own)
             .map_err(|e| corrupt(format!("metadata {META_STATE} is not valid JSON: {e}")))?;
-        return Ok(Some((tensors, own)));
+        return Ok((tensors, own));
     }
     let weights_epoch = meta.get(META_EPOCH).map_or("an unknown epoch".to_string(), |e| format!("epoch {e}"));
     Err(corrupt(match &state {
@@ -175,12 +180,20 @@ fn check_state(path: &Path, s: &StateFile, meta: &BTreeMap<String, String>) -> R
 
 /// `state.json`, or `None` when there is none yet.
 fn read_state(path: &Path) -> Result<Option<StateFile>> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io(path, e)),
-    };
-    let state: StateFile = serde_json::from_slice(&bytes)
+    read_optional(path)?.map(|b| parse_state(path, &b)).transpose()
+}
+
+/// The file's bytes, or `None` when it does not exist.
+fn read_optional(path: &Path) -> Result<Option<Vec<u8>>> {
+    match std::fs::read(path) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(path, e)),
+    }
+}
+
+fn parse_state(path: &Path, bytes: &[u8]) -> Result<StateFile> {
+    let state: StateFile = serde_json::from_slice(bytes)
         .map_err(|e| Error::Checkpoint { path: path.to_path_buf(), message: format!("not a checkpoint state: {e}") })?;
     if state.format != FORMAT {
         return Err(Error::Checkpoint {
@@ -188,7 +201,7 @@ fn read_state(path: &Path) -> Result<Option<StateFile>> {
             message: format!("checkpoint format '{}', this cellnas reads '{FORMAT}'", state.format),
         });
     }
-    Ok(Some(state))
+    Ok(state)
 }
 
 fn hex(h: u64) -> String {

@@ -77,15 +77,25 @@ impl Manifest {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::io(&path, e)),
         };
-        let bad = |message: String| Error::Config { path: path.clone(), message };
-        let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| bad(format!("not a cellnas run manifest: {e}")))?;
+        Manifest::parse(&path, &bytes).map(Some)
+    }
+
+    /// A manifest from its bytes; `path` names it in errors. Pure, so it can be fuzzed.
+    pub fn parse(path: &Path, bytes: &[u8]) -> Result<Manifest> {
+        let bad = |message: String| Error::Config { path: path.to_path_buf(), message };
+        let m: Manifest = serde_json::from_slice(bytes).map_err(|e| bad(format!("not a cellnas run manifest: {e}")))?;
         if m.format != FORMAT {
             return Err(bad(format!("manifest format '{}', this cellnas reads '{FORMAT}'", m.format)));
         }
         if m.run_id.len() != 32 || !m.run_id.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(bad(format!("run_id '{}' is not 32 hex digits", m.run_id)));
         }
-        Ok(Some(m))
+        Ok(m)
+    }
+
+    /// Compact JSON of the manifest (what `parse` reads back).
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
     }
 
     pub fn write(&self, dir: &Path) -> Result<()> {

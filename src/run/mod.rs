@@ -31,11 +31,11 @@ mod manifest;
 mod tensors;
 
 pub use atomic::{write_atomic, write_json_atomic, PendingWrite};
-pub use checkpoint::{load_checkpoint, save_checkpoint};
+pub use checkpoint::{decode_checkpoint, load_checkpoint, save_checkpoint};
 pub use jsonl::{append_jsonl, jsonl_line, read_jsonl};
 pub(crate) use jsonl::parse_jsonl;
 pub use manifest::{FileEntry, Manifest, MANIFEST, RECORDED};
-pub use tensors::{download_named, load_tensors, save_tensors, NamedTensor};
+pub use tensors::{decode_tensors, download_named, encode_tensors, load_tensors, save_tensors, NamedTensor};
 
 use crate::error::{Error, Result};
 use serde_json::Value;

@@ -82,7 +82,7 @@ impl View for F32View<'_> {
 }
 
 /// The file's bytes; the error is a message for the caller to attach the path to.
-pub(crate) fn encode_tensors(
+pub fn encode_tensors(
     tensors: &[NamedTensor],
     metadata: &BTreeMap<String, String>,
 ) -> std::result::Result<Vec<u8>, String> {
@@ -104,7 +104,7 @@ pub(crate) fn encode_tensors(
 }
 
 /// Parse a whole file's bytes; the error is a message for the caller to attach the path to.
-pub(crate) fn decode_tensors(bytes: &[u8]) -> std::result::Result<(Vec<NamedTensor>, BTreeMap<String, String>), String> {
+pub fn decode_tensors(bytes: &[u8]) -> std::result::Result<(Vec<NamedTensor>, BTreeMap<String, String>), String> {
     let (_, header) = SafeTensors::read_metadata(bytes)
         .map_err(|e| format!("not a readable safetensors file (truncated or corrupt: {e})"))?;
     let file = SafeTensors::deserialize(bytes).map_err(|e| format!("not a readable safetensors file: {e}"))?;

@@ -52,8 +52,32 @@ impl Spec {
         Ok(spec)
     }
 
+    /// Whatever a spec file may hold: a JSON spec when the text starts with `{` (a search's
+    /// `best.json` included, whose spec sits under `"spec"`), else DARTS genotype text.
+    pub fn from_text(text: &str) -> Result<Spec> {
+        if text.trim_start().starts_with('{') {
+            match best_json_spec(text) {
+                Some(inner) => Spec::from_json(&inner),
+                None => Spec::from_json(text),
+            }
+        } else {
+            Genotype::from_darts(text.trim()).map(Spec::new)
+        }
+    }
+
     /// Pretty JSON (two-space indent); `from_json` reads it back to an equal spec.
     pub fn to_json_pretty(&self) -> String {
         serde_json::to_string_pretty(self).expect("a spec always serializes")
     }
+}
+
+/// The spec inside a search's `best.json` (`{"spec": {...}, "metrics": {...}}`), so the file
+/// the search hands the user can be passed on as it is. A spec itself has "version" at the top.
+fn best_json_spec(text: &str) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_str(text).ok()?;
+    let fields = value.as_object()?;
+    if fields.contains_key("version") {
+        return None;
+    }
+    fields.get("spec").filter(|s| s.is_object()).map(|s| s.to_string())
 }
