@@ -1,7 +1,7 @@
 //! IDX files (MNIST, Fashion-MNIST, KMNIST): a big-endian header (magic 0x0000_08_NN for
 //! unsigned bytes in NN dimensions, then NN u32 sizes) followed by the bytes.
 
-use super::{find, is_gzip, not_gzip, Dataset, Splits};
+use super::{find, is_gzip, not_gzip, read_file, Dataset, Splits};
 use crate::error::{Error, Result};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -20,8 +20,8 @@ pub fn load_idx_dir(dir: &Path) -> Result<Splits> {
     let load = |(images, labels): (&str, &str)| -> Result<Dataset> {
         let ip = find(dir, images)?;
         let lp = find(dir, labels)?;
-        let ib = inflate(&ip, std::fs::read(&ip).map_err(|e| Error::io(&ip, e))?, 3, "images")?;
-        let lb = inflate(&lp, std::fs::read(&lp).map_err(|e| Error::io(&lp, e))?, 1, "labels")?;
+        let ib = inflate(&ip, read_file(&ip)?, 3, "images")?;
+        let lb = inflate(&lp, read_file(&lp)?, 1, "labels")?;
         parse(&ip, &ib, &lp, &lb)
     };
     let train = load(TRAIN)?;
@@ -76,6 +76,9 @@ fn inflate(path: &Path, bytes: Vec<u8>, ndims: usize, what: &str) -> Result<Vec<
     let Ok((dims, expected)) = sizes(path, &out, ndims, what) else {
         return Ok(out);
     };
+    if let Some(free) = crate::host_memory::available_bytes().filter(|&f| expected > f) {
+        return Err(Error::data(path, crate::host_memory::too_big("decompressing this file", expected, free)));
+    }
     let rest = expected - out.len() as u64;
     (&mut gz).take(rest + 1).read_to_end(&mut out).map_err(corrupt)?;
     if out.len() as u64 > expected {

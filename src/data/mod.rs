@@ -172,12 +172,16 @@ pub fn embedded() -> Result<Splits> {
 /// whatever its name); `why` says where the limit comes from, for the error. A file larger than
 /// the host's free memory is refused before it is read.
 fn read_maybe_gz(path: &Path, limit: u64, why: &str) -> Result<Vec<u8>> {
+    gunzip_if_needed(path, read_file(path)?, limit, why)
+}
+
+/// The file's bytes; a file larger than the host's free memory is refused before it is read.
+fn read_file(path: &Path) -> Result<Vec<u8>> {
     let len = std::fs::metadata(path).map_err(|e| Error::io(path, e))?.len();
     if let Some(free) = crate::host_memory::available_bytes().filter(|&free| len > free) {
         return Err(Error::data(path, crate::host_memory::too_big(&format!("reading this {len}-byte file"), len, free)));
     }
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    gunzip_if_needed(path, bytes, limit, why)
+    std::fs::read(path).map_err(|e| Error::io(path, e))
 }
 
 /// `bytes` as they are, or inflated when they are gzip. Inflating stops past `limit` bytes with
