@@ -7,6 +7,7 @@ pub mod data;
 pub mod error;
 pub mod gpu;
 pub mod host_memory;
+pub mod morph;
 pub mod nn;
 pub mod ops;
 pub mod pipeline;

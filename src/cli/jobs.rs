@@ -10,7 +10,7 @@ use cellnas::nn::darts::NetConfig;
 use cellnas::pipeline::data::DataConfig;
 use cellnas::pipeline::JobOptions;
 use cellnas::pipeline::search::{run_search, SearchConfig};
-use cellnas::pipeline::standalone::{run_train, StandaloneConfig};
+use cellnas::pipeline::standalone::{init_source, run_train, InitFrom, StandaloneConfig};
 use cellnas::space::{Op, SearchSpace};
 use cellnas::supernet::{EvalConfig, Sampling};
 use cellnas::train::TrainConfig;
@@ -333,6 +333,11 @@ pub struct TrainCmdArgs {
     /// Continue the training run in this folder from its last checkpoint.
     #[arg(long, conflicts_with = "out")]
     pub resume: Option<PathBuf>,
+    /// Grow the network from this search run's supernet (the spec's weights and recalibrated BN
+    /// statistics, docs/ARCHITECTURE.md) instead of random weights; the search's network size,
+    /// data and seed become the defaults. With --epochs 0 it scores the grown network.
+    #[arg(long, conflicts_with = "resume")]
+    pub init_from: Option<PathBuf>,
     /// No progress bars or per-epoch lines.
     #[arg(long)]
     pub quiet: bool,
@@ -373,7 +378,17 @@ pub fn train(gpu: &Arc<Gpu>, a: &TrainCmdArgs) -> Result<()> {
                 augment: Augment { crop_padding: 2, flip: true, cutout: 0 },
                 warmup_epochs: 0.0,
             };
-            (StandaloneConfig { spec, data, net, train, eval_batch_size: 200, precise_bn: 32, resume_ignore: json!({}) }, PathBuf::new(), false)
+            let mut cfg = StandaloneConfig { spec, data, net, train, eval_batch_size: 200, precise_bn: 32, init_from: None, resume_ignore: json!({}) };
+            if let Some(dir) = &a.init_from {
+                // Grown from a search: its network, data and seed, unless flags say otherwise.
+                let init = InitFrom { run: dir.clone(), run_id: None };
+                let (run, search) = init_source(&init)?;
+                cfg.net = cellnas::morph::grown_net(&search);
+                cfg.data = search.data.clone();
+                cfg.train.seed = search.train.seed;
+                cfg.init_from = Some(InitFrom { run_id: run.run_id().map(str::to_string), ..init });
+            }
+            (cfg, PathBuf::new(), false)
         }
     };
     // On a resume, flags that are given must agree with the stored config (RunDir::resume
@@ -417,6 +432,9 @@ pub fn train(gpu: &Arc<Gpu>, a: &TrainCmdArgs) -> Result<()> {
         s.train_seconds,
         out.join("weights.safetensors").display()
     );
+    if let Some(init) = &cfg.init_from {
+        grown_report(init, &cfg, &s)?;
+    }
     Ok(())
 }
 
@@ -484,5 +502,22 @@ pub fn test(gpu: &Arc<Gpu>, a: &TestArgs) -> Result<()> {
         println!("with the checkpoint's BN running statistics: test accuracy {:.2}% (loss {:.4}); with precise BN:", 100.0 * b.test_accuracy, b.test_loss);
     }
     println!("test accuracy {:.2}% (loss {:.4}){val}; {trained}: {}", 100.0 * r.test_accuracy, r.test_loss, r.weights.display());
+    Ok(())
+}
+
+/// For a network grown from a search run: its validation accuracy before precise BN (the
+/// search's recalibrated statistics, after any training) beside the candidate's inherited score.
+fn grown_report(init: &InitFrom, cfg: &StandaloneConfig, s: &cellnas::pipeline::standalone::TrainSummary) -> Result<()> {
+    let (history, _) = cellnas::run::read_jsonl::<cellnas::search::HistoryEntry>(&init.run.join("history.jsonl"))?;
+    let key = cfg.spec.genotype.key();
+    let inherited = history.iter().find(|e| e.key == key).map(|e| format!("{:.2}%", 100.0 * e.accuracy));
+    let val = s.running_bn.as_ref().map_or(s.val_accuracy, |r| r.val_accuracy);
+    println!(
+        "grown from {}: validation accuracy {} after {} epochs (BN statistics before precise BN); the candidate's inherited score in the search: {}",
+        init.run.display(),
+        val.map_or("-".to_string(), |v| format!("{:.2}%", 100.0 * v)),
+        cfg.train.epochs,
+        inherited.unwrap_or_else(|| "not in its history".into())
+    );
     Ok(())
 }

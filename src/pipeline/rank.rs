@@ -141,6 +141,7 @@ impl RankConfig {
             train: self.train.clone(),
             eval_batch_size: self.eval_batch_size,
             precise_bn: self.precise_bn,
+            init_from: None,
             resume_ignore: json!({}),
         }
     }

@@ -27,7 +27,35 @@ pub struct StandaloneConfig {
     /// config.json when 0, so runs from before it existed resume unchanged.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub precise_bn: usize,
+    /// Start from a search run's supernet instead of random weights (crate::morph); left out of
+    /// config.json when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_from: Option<InitFrom>,
     pub resume_ignore: serde_json::Value,
+}
+
+/// The search run a warm-started training grows its network from.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct InitFrom {
+    pub run: std::path::PathBuf,
+    /// The search run's id when the training started: a resume refuses a replaced folder.
+    pub run_id: Option<String>,
+}
+
+/// The search run `init` names, verified, with its config; the run must be the one the
+/// training started from.
+pub fn init_source(init: &InitFrom) -> Result<(RunDir, super::search::SearchConfig)> {
+    let search = super::rank::read_search_config(&init.run)?;
+    let run = RunDir::verified(&init.run)?;
+    if let (Some(want), Some(got)) = (&init.run_id, run.run_id()) {
+        if want != got {
+            return Err(Error::Config {
+                path: init.run.clone(),
+                message: format!("is search run {got}, but this training grew its network from run {want}: the folder was replaced"),
+            });
+        }
+    }
+    Ok((run, search))
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -58,11 +86,25 @@ pub struct TrainSummary {
 pub fn run_train(gpu: &Arc<Gpu>, cfg: &StandaloneConfig, out: &Path, job: &JobOptions) -> Result<TrainSummary> {
     cfg.net.validate()?;
     cfg.train.validate()?;
-    if cfg.net.supernet {
-        return Err(Error::Invalid("stand-alone training builds the stand-alone network (net.supernet must be false)".into()));
-    }
     let genotype = &cfg.spec.genotype;
     genotype.validate()?;
+    let source = cfg.init_from.as_ref().map(init_source).transpose()?;
+    match &source {
+        None if cfg.net.supernet => {
+            return Err(Error::Invalid("stand-alone training builds the stand-alone network (net.supernet must be false) unless it grows from a search run (--init-from)".into()));
+        }
+        Some((run, search)) if cfg.net != crate::morph::grown_net(search) => {
+            return Err(Error::Config {
+                path: run.dir().to_path_buf(),
+                message: format!(
+                    "the network to train ({} channels, {} cells, {} nodes) differs from the supernet's ({} channels, {} cells, {} nodes): \
+                     growing to another size needs the widen and deepen morphs, which are not built yet; omit --channels, --layers and --nodes",
+                    cfg.net.channels, cfg.net.layers, cfg.net.nodes, search.net.channels, search.net.layers, search.net.nodes
+                ),
+            });
+        }
+        _ => {}
+    }
     let cfg_json = serde_json::to_value(cfg).map_err(|e| Error::Invalid(format!("config: {e}")))?;
     let run = if job.resume { RunDir::resume(out, &cfg_json)? } else { RunDir::create(out, &cfg_json)? };
     let run = run.with_checkpoint_file("checkpoint.safetensors");
@@ -84,6 +126,12 @@ pub fn run_train(gpu: &Arc<Gpu>, cfg: &StandaloneConfig, out: &Path, job: &JobOp
         darts::check_batch_fits(gpu, &cfg.net, genotype, batch, h, w)?;
     }
     let mut model = Model::new(gpu, cfg.net.clone(), cfg.train.seed)?;
+    if let Some((search_run, search)) = &source {
+        // A checkpoint, when there is one, replaces these weights in `fit`.
+        if !run.state_path().exists() && !run.checkpoint_path().exists() {
+            model = crate::morph::from_supernet(gpu, search, search_run, genotype)?;
+        }
+    }
     let expect = darts::expected_tensors(&cfg.net, genotype, h, w)?;
     let opts = FitOptions { run: &run, checkpoint_every: job.checkpoint_every, quiet: job.quiet, expect: Some(&expect) };
     let epochs = fit(&mut model, &data.train, &cfg.train, &opts, &mut |_, _| vec![genotype.clone()])?;

@@ -1,0 +1,54 @@
+//! Network morphism: networks whose shape changes while the function they compute stays the
+//! same, so trained weights carry over (Net2Net, Chen et al. 2016; NASH, Elsken et al. 2017).
+//!
+//! Built so far: from supernet to stand-alone. A candidate's network is taken out of a search
+//! run's supernet with the weights it was scored with and its recalibrated BN statistics.
+//! The network keeps the supernet's conventions (BN after pools) with affine BN whose scale and
+//! shift start at 1 and 0 (the identity of the supernet's non-affine BN), so before training it
+//! computes exactly what the candidate computed when the search scored it. Widening, deepening
+//! and kernel growth (issue 12) are not built yet.
+
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::nn::darts::NetConfig;
+use crate::pipeline::search::SearchConfig;
+use crate::run::{download_named, load_checkpoint, RunDir};
+use crate::space::Genotype;
+use crate::train::Model;
+use std::sync::Arc;
+
+/// The network a candidate of `search` grows into: the search's sizes, supernet conventions,
+/// affine BN.
+pub fn grown_net(search: &SearchConfig) -> NetConfig {
+    NetConfig { supernet: true, supernet_affine: true, ..search.net.clone() }
+}
+
+/// Candidate `genotype`'s network out of the supernet of the search run `run` (config
+/// `search`): a model of [`grown_net`] holding the path's weights and the BN statistics the
+/// search's recalibration gives it (same batches, same seed). Parameters the supernet never
+/// trained are initialised as the search initialised them (by name and seed), and affine BN
+/// starts as the identity, so the model's eval-mode outputs are the candidate's.
+pub fn from_supernet(gpu: &Arc<Gpu>, search: &SearchConfig, run: &RunDir, genotype: &Genotype) -> Result<Model> {
+    search.space.contains(genotype).map_err(|e| Error::Config {
+        path: run.dir().to_path_buf(),
+        message: format!("the spec is not a sub-architecture of this search run's space: {e}"),
+    })?;
+    let Some((tensors, _)) = load_checkpoint(run)? else {
+        return Err(Error::Config { path: run.dir().to_path_buf(), message: "has no supernet checkpoint yet: nothing to grow from".into() });
+    };
+    let weights: Vec<_> = tensors.into_iter().filter(|(n, _, _)| !n.ends_with("#momentum")).collect();
+    let seed = search.train.seed;
+    let mut supernet = Model::new(gpu, search.net.clone(), seed)?;
+    supernet.restore(&weights)?;
+    let data = crate::pipeline::data::load(gpu, &search.data, seed)?;
+    let bn = crate::supernet::recalibrate(&mut supernet, genotype, &data.train, &search.eval, seed)?;
+
+    let net = grown_net(search);
+    let [_, h, w] = data.train.image_shape();
+    let expected = crate::nn::darts::expected_tensors(&net, genotype, h, w)?;
+    let mut path: Vec<_> = weights.into_iter().filter(|(n, _, _)| !n.starts_with("bn:") && expected.contains_key(n)).collect();
+    path.extend(download_named(gpu, &bn.named_tensors())?);
+    let mut model = Model::new(gpu, net, seed)?;
+    model.restore(&path)?;
+    Ok(model)
+}
