@@ -12,7 +12,6 @@ use cellnas::pipeline::JobOptions;
 use cellnas::pipeline::search::{run_search, SearchConfig};
 use cellnas::pipeline::standalone::{init_source, run_train, InitFrom, StandaloneConfig};
 use cellnas::space::{Op, SearchSpace};
-use cellnas::supernet::{EvalConfig, Sampling};
 use cellnas::train::TrainConfig;
 use clap::Args;
 use serde_json::json;
@@ -128,31 +127,9 @@ pub struct SearchArgs {
     pub checkpoint_minutes: f64,
 }
 
-/// The defaults of a search with no arguments: sized to finish in minutes on a CPU software
-/// adapter on the embedded data (docs/RESULTS.md has the measured time).
+/// The defaults of a search with no arguments (the library's, one place).
 pub fn default_search() -> SearchConfig {
-    SearchConfig {
-        data: DataConfig { path: None, val_count: 300, train_limit: 2000 },
-        net: NetConfig { in_channels: 1, classes: 10, channels: 8, layers: 5, nodes: 4, supernet: true, supernet_affine: false },
-        space: SearchSpace::default(),
-        train: TrainConfig {
-            epochs: 2,
-            batch_size: 64,
-            lr: 0.05,
-            lr_min: 0.001,
-            momentum: 0.9,
-            weight_decay: 3e-4,
-            grad_clip: 5.0,
-            seed: 1,
-            augment: Augment { crop_padding: 2, flip: true, cutout: 0 },
-            warmup_epochs: 0.0,
-        },
-        sampling: Sampling::Uniform,
-        strategy: "evolution".into(),
-        budget: 20,
-        eval: EvalConfig { recalibration_batches: 2, batch_size: 100 },
-        resume_ignore: json!({}),
-    }
+    cellnas::pipeline::search::default_search()
 }
 
 /// `base`, or `base.2`, `base.3`, ... : the first that does not exist yet, so running the same

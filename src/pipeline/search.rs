@@ -37,6 +37,33 @@ pub struct SearchConfig {
     pub resume_ignore: serde_json::Value,
 }
 
+/// The defaults of a search with no arguments: sized to finish in minutes on a CPU software
+/// adapter on the embedded data (docs/RESULTS.md has the measured time).
+pub fn default_search() -> SearchConfig {
+    SearchConfig {
+        data: DataConfig { path: None, val_count: 300, train_limit: 2000 },
+        net: NetConfig { in_channels: 1, classes: 10, channels: 8, layers: 5, nodes: 4, supernet: true, supernet_affine: false },
+        space: SearchSpace::default(),
+        train: TrainConfig {
+            epochs: 2,
+            batch_size: 64,
+            lr: 0.05,
+            lr_min: 0.001,
+            momentum: 0.9,
+            weight_decay: 3e-4,
+            grad_clip: 5.0,
+            seed: 1,
+            augment: crate::data::Augment { crop_padding: 2, flip: true, cutout: 0 },
+            warmup_epochs: 0.0,
+        },
+        sampling: Sampling::Uniform,
+        strategy: "evolution".into(),
+        budget: 20,
+        eval: EvalConfig { recalibration_batches: 2, batch_size: 100 },
+        resume_ignore: serde_json::json!({}),
+    }
+}
+
 /// Largest --budget accepted (documented in `--help`).
 pub const MAX_BUDGET: usize = 1_000_000;
 

@@ -83,35 +83,11 @@ fn few_steps(train: &TrainConfig, data: &DataConfig) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::Augment;
-    use crate::nn::darts::NetConfig;
     use crate::space::{Op, SearchSpace};
-    use crate::supernet::{EvalConfig, Sampling};
 
     /// The CLI's default search.
     fn search() -> SearchConfig {
-        SearchConfig {
-            data: DataConfig { path: None, val_count: 300, train_limit: 2000 },
-            net: NetConfig { in_channels: 1, classes: 10, channels: 8, layers: 5, nodes: 4, supernet: true, supernet_affine: false },
-            space: SearchSpace::default(),
-            train: TrainConfig {
-                epochs: 2,
-                batch_size: 64,
-                lr: 0.05,
-                lr_min: 0.001,
-                momentum: 0.9,
-                weight_decay: 3e-4,
-                grad_clip: 5.0,
-                seed: 1,
-                augment: Augment { crop_padding: 2, flip: true, cutout: 0 },
-                warmup_epochs: 0.0,
-            },
-            sampling: Sampling::Uniform,
-            strategy: "evolution".into(),
-            budget: 20,
-            eval: EvalConfig::default(),
-            resume_ignore: serde_json::json!({}),
-        }
+        crate::pipeline::search::default_search()
     }
 
     fn has(w: &[String], needle: &str) -> bool {
