@@ -59,3 +59,78 @@ fn a_candidate_grown_from_the_supernet_scores_what_the_search_scored() {
     );
     let _ = std::fs::remove_dir_all(&root);
 }
+
+mod exact {
+    use cellnas::gpu::test_gpu;
+    use cellnas::morph::grow_kernel;
+    use cellnas::nn::darts::{self, NetConfig};
+    use cellnas::nn::{BnStats, Graph, Mode, ParamStore};
+    use cellnas::run::download_named;
+    use cellnas::space::{Genotype, Op};
+    use cellnas::Tensor;
+    use rand::{Rng, SeedableRng};
+
+    const CELL: &str = "Genotype(normal=[('sep_conv_3x3', 1), ('dil_conv_3x3', 0), ('skip_connect', 0), ('max_pool_3x3', 2)], normal_concat=[2, 3], reduce=[('avg_pool_3x3', 0), ('sep_conv_3x3', 1), ('skip_connect', 2), ('dil_conv_3x3', 1)], reduce_concat=[2, 3])";
+
+    /// Eval-mode logits of `geno` with these parameters and BN statistics.
+    fn logits(store: &mut ParamStore, bn: &mut BnStats, net: &NetConfig, geno: &Genotype, shape: &[usize], xs: &[f32], mode: Mode) -> Vec<f32> {
+        let gpu = store.gpu().clone();
+        let x = Tensor::from_slice(&gpu, shape, xs).unwrap();
+        let mut g = Graph::new(gpu.step(), store, bn, mode);
+        let x = g.input(x);
+        let l = darts::forward(&mut g, net, geno, x).unwrap();
+        let lt = g.tensor(l).unwrap().clone();
+        let mut step = g.finish().unwrap();
+        let h = step.read(&lt.buf, 0, 4 * lt.numel() as u64);
+        step.submit().unwrap().f32s(h)
+    }
+
+    #[test]
+    fn kernel_growth_keeps_the_function_on_odd_shapes() {
+        let gpu = test_gpu();
+        let geno = Genotype::from_darts(CELL).unwrap();
+        for supernet in [false, true] {
+            let net = NetConfig { in_channels: 3, classes: 5, channels: 6, layers: 3, nodes: 2, supernet, supernet_affine: supernet };
+            let shape = [3, 3, 12, 12];
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+            let xs: Vec<f32> = (0..shape.iter().product::<usize>()).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let mut store = ParamStore::new(&gpu, 7);
+            let mut bn = BnStats::new();
+            bn.momentum = 1.0;
+            // Statistics of a batch, so BN is not the identity in eval mode.
+            logits(&mut store, &mut bn, &net, &geno, &shape, &xs, Mode::Recalibrate);
+            let before = logits(&mut store, &mut bn, &net, &geno, &shape, &xs, Mode::Eval);
+            let mut named = store.named_tensors();
+            named.extend(bn.named_tensors());
+            let tensors = download_named(&gpu, &named).unwrap();
+
+            let (g1, t1) = grow_kernel(&geno, &net, false, 0, 0, tensors).unwrap();
+            let (g2, t2) = grow_kernel(&g1, &net, true, 1, 1, t1).unwrap();
+            assert_eq!(g2.normal.nodes[0][0].op, Op::SepConv5x5);
+            assert_eq!(g2.reduce.nodes[1][1].op, Op::DilConv5x5);
+            // Every tensor of the grown network is there (nothing initialised at random).
+            let expected = darts::expected_tensors(&net, &g2, 12, 12).unwrap();
+            darts::check_tensors(&expected, &t2, std::path::Path::new("grown")).unwrap();
+
+            let mut store2 = ParamStore::new(&gpu, 99);
+            let mut bn2 = BnStats::new();
+            let params: Vec<_> = t2.iter().filter(|(n, _, _)| !n.starts_with("bn:")).cloned().collect();
+            let mut step = gpu.step();
+            store2.load(&mut step, &params).unwrap();
+            bn2.load(&mut step, &gpu, &t2).unwrap();
+            step.submit().unwrap();
+            let after = logits(&mut store2, &mut bn2, &net, &g2, &shape, &xs, Mode::Eval);
+            let scale = before.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            assert!(scale > 0.0);
+            for (a, b) in before.iter().zip(&after) {
+                assert!((a - b).abs() <= 1e-4 * scale.max(1.0), "supernet {supernet}: {before:?} vs grown {after:?}");
+            }
+        }
+        // Only 3x3 separable and dilated convolutions grow; the edge must exist.
+        let net = NetConfig { in_channels: 1, classes: 3, channels: 4, layers: 3, nodes: 2, supernet: false, supernet_affine: false };
+        let err = grow_kernel(&geno, &net, false, 1, 0, vec![]).map(|_| ()).unwrap_err().to_string();
+        assert!(err.contains("skip_connect") && err.contains("only sep_conv_3x3 and dil_conv_3x3"), "{err}");
+        let err = grow_kernel(&geno, &net, true, 5, 0, vec![]).map(|_| ()).unwrap_err().to_string();
+        assert!(err.contains("no node 5"), "{err}");
+    }
+}

@@ -5,8 +5,12 @@
 //! run's supernet with the weights it was scored with and its recalibrated BN statistics.
 //! The network keeps the supernet's conventions (BN after pools) with affine BN whose scale and
 //! shift start at 1 and 0 (the identity of the supernet's non-affine BN), so before training it
-//! computes exactly what the candidate computed when the search scored it. Widening, deepening
-//! and kernel growth (issue 12) are not built yet.
+//! computes exactly what the candidate computed when the search scored it. Kernel growth
+//! (kernel.rs): a 3x3 separable or dilated convolution becomes the 5x5 one. Widening and
+//! deepening (issue 12) are not built yet.
+
+mod kernel;
+pub use kernel::grow_kernel;
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
