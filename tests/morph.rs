@@ -46,9 +46,21 @@ fn a_candidate_grown_from_the_supernet_scores_what_the_search_scored() {
     fails(run(&["train", "--spec", spec.to_str().unwrap(), "--init-from", out.to_str().unwrap(), "--out", bad.to_str().unwrap()]), &["not the config of a `cellnas search` run"]);
     fails(run(&["train", "--spec", spec.to_str().unwrap(), "--init-from", root.join("nowhere").to_str().unwrap(), "--out", bad.to_str().unwrap()]), &["nowhere", "is not a search run"]);
     fails(
-        run(&["train", "--spec", spec.to_str().unwrap(), "--init-from", s.to_str().unwrap(), "--channels", "8", "--out", bad.to_str().unwrap()]),
-        &["differs from the supernet's", "not built yet"],
+        run(&["train", "--spec", spec.to_str().unwrap(), "--init-from", s.to_str().unwrap(), "--layers", "4", "--out", bad.to_str().unwrap()]),
+        &["differs from the supernet's", "deepening is not built yet"],
     );
+    for c in ["2", "6"] {
+        fails(
+            run(&["train", "--spec", spec.to_str().unwrap(), "--init-from", s.to_str().unwrap(), "--channels", c, "--out", bad.to_str().unwrap()]),
+            &[&format!("--channels {c}"), "multiple of its 4 channels"],
+        );
+    }
+    // Grown twice as wide: still the candidate's function (widening is exact), so the same score.
+    let wide = root.join("wide");
+    let o = ok(run(&["train", "--spec", spec.to_str().unwrap(), "--init-from", s.to_str().unwrap(), "--channels", "8", "--epochs", "0", "--out", wide.to_str().unwrap(), "--quiet"]));
+    let (grown, inherited) = grown_line(&o);
+    assert_eq!(grown, inherited, "{o}");
+    assert_eq!(common::read_json(&wide.join("config.json"))["net"]["channels"], 8);
     let narrow = root.join("narrow");
     search(&narrow, &["--ops", "skip_connect,max_pool_3x3"]);
     let cell = root.join("cell.txt");
@@ -62,7 +74,7 @@ fn a_candidate_grown_from_the_supernet_scores_what_the_search_scored() {
 
 mod exact {
     use cellnas::gpu::test_gpu;
-    use cellnas::morph::grow_kernel;
+    use cellnas::morph::{grow_kernel, widen};
     use cellnas::nn::darts::{self, NetConfig};
     use cellnas::nn::{BnStats, Graph, Mode, ParamStore};
     use cellnas::run::download_named;
@@ -132,5 +144,49 @@ mod exact {
         assert!(err.contains("skip_connect") && err.contains("only sep_conv_3x3 and dil_conv_3x3"), "{err}");
         let err = grow_kernel(&geno, &net, true, 5, 0, vec![]).map(|_| ()).unwrap_err().to_string();
         assert!(err.contains("no node 5"), "{err}");
+    }
+
+    #[test]
+    fn widening_keeps_the_function_in_eval_and_training_mode() {
+        let gpu = test_gpu();
+        let geno = Genotype::from_darts(CELL).unwrap();
+        for (supernet, factor) in [(false, 2), (true, 3)] {
+            let net = NetConfig { in_channels: 3, classes: 5, channels: 4, layers: 3, nodes: 2, supernet, supernet_affine: supernet };
+            let shape = [3, 3, 12, 12];
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+            let xs: Vec<f32> = (0..shape.iter().product::<usize>()).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let mut store = ParamStore::new(&gpu, 3);
+            let mut bn = BnStats::new();
+            bn.momentum = 1.0;
+            let train_before = logits(&mut store, &mut bn, &net, &geno, &shape, &xs, Mode::Recalibrate);
+            let before = logits(&mut store, &mut bn, &net, &geno, &shape, &xs, Mode::Eval);
+            let mut named = store.named_tensors();
+            named.extend(bn.named_tensors());
+            let tensors = download_named(&gpu, &named).unwrap();
+            let (wide, t) = widen(&net, factor, tensors).unwrap();
+            assert_eq!(wide.channels, 4 * factor);
+            let expected = darts::expected_tensors(&wide, &geno, 12, 12).unwrap();
+            darts::check_tensors(&expected, &t, std::path::Path::new("wide")).unwrap();
+
+            let mut store2 = ParamStore::new(&gpu, 99);
+            let mut bn2 = BnStats::new();
+            let params: Vec<_> = t.iter().filter(|(n, _, _)| !n.starts_with("bn:")).cloned().collect();
+            let mut step = gpu.step();
+            store2.load(&mut step, &params).unwrap();
+            bn2.load(&mut step, &gpu, &t).unwrap();
+            step.submit().unwrap();
+            let after = logits(&mut store2, &mut bn2, &wide, &geno, &shape, &xs, Mode::Eval);
+            bn2.momentum = 1.0;
+            let train_after = logits(&mut store2, &mut bn2, &wide, &geno, &shape, &xs, Mode::Recalibrate);
+            for (what, a, b) in [("eval", &before, &after), ("training", &train_before, &train_after)] {
+                let scale = a.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1.0);
+                for (x, y) in a.iter().zip(b.iter()) {
+                    assert!((x - y).abs() <= 1e-4 * scale, "supernet {supernet} x{factor} {what}: {a:?} vs wide {b:?}");
+                }
+            }
+        }
+        let net = NetConfig { in_channels: 1, classes: 3, channels: 4, layers: 3, nodes: 2, supernet: false, supernet_affine: false };
+        assert!(widen(&net, 0, vec![]).is_err());
+        assert!(widen(&net, 2000, vec![]).unwrap_err().to_string().contains("channels must be at most 4096"));
     }
 }

@@ -312,7 +312,8 @@ pub struct TrainCmdArgs {
     pub resume: Option<PathBuf>,
     /// Grow the network from this search run's supernet (the spec's weights and recalibrated BN
     /// statistics, docs/ARCHITECTURE.md) instead of random weights; the search's network size,
-    /// data and seed become the defaults. With --epochs 0 it scores the grown network.
+    /// data and seed become the defaults; --channels a multiple of the supernet's widens it
+    /// (function-preserving, Net2WiderNet). With --epochs 0 it scores the grown network.
     #[arg(long, conflicts_with = "resume")]
     pub init_from: Option<PathBuf>,
     /// No progress bars or per-epoch lines.

@@ -6,11 +6,13 @@
 //! The network keeps the supernet's conventions (BN after pools) with affine BN whose scale and
 //! shift start at 1 and 0 (the identity of the supernet's non-affine BN), so before training it
 //! computes exactly what the candidate computed when the search scored it. Kernel growth
-//! (kernel.rs): a 3x3 separable or dilated convolution becomes the 5x5 one. Widening and
-//! deepening (issue 12) are not built yet.
+//! (kernel.rs): a 3x3 separable or dilated convolution becomes the 5x5 one. Widening
+//! (widen.rs): every channel replicated, Net2WiderNet. Deepening is not built yet.
 
 mod kernel;
+mod widen;
 pub use kernel::grow_kernel;
+pub use widen::{widen, widened};
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
@@ -25,6 +27,36 @@ use std::sync::Arc;
 /// affine BN.
 pub fn grown_net(search: &SearchConfig) -> NetConfig {
     NetConfig { supernet: true, supernet_affine: true, ..search.net.clone() }
+}
+
+/// How many times wider than the supernet a network of `net` is, or why it cannot be grown
+/// from the supernet (another depth or node count, fewer channels, or not a multiple).
+pub fn width_factor(search: &SearchConfig, net: &NetConfig) -> std::result::Result<usize, String> {
+    let base = grown_net(search);
+    let (c, s) = (net.channels, base.channels);
+    if (NetConfig { channels: s, ..net.clone() }) != base {
+        return Err(format!(
+            "the network to train ({c} channels, {} cells, {} nodes) differs from the supernet's ({s} channels, {} cells, {} nodes) in more than its width: \
+             deepening is not built yet; omit --layers and --nodes",
+            net.layers, net.nodes, base.layers, base.nodes
+        ));
+    }
+    if c < s || c % s != 0 {
+        return Err(format!("--channels {c}: a network grown from the supernet has a multiple of its {s} channels ({s}, {}, {}, ...)", 2 * s, 3 * s));
+    }
+    Ok(c / s)
+}
+
+/// [`from_supernet`], then widened `factor` times (widen.rs).
+pub fn from_supernet_widened(gpu: &Arc<Gpu>, search: &SearchConfig, run: &RunDir, genotype: &Genotype, factor: usize) -> Result<Model> {
+    let model = from_supernet(gpu, search, run, genotype)?;
+    if factor == 1 {
+        return Ok(model);
+    }
+    let (net, tensors) = widen(&model.net, factor, model.download()?)?;
+    let mut wide = Model::new(gpu, net, search.train.seed)?;
+    wide.restore(&tensors)?;
+    Ok(wide)
 }
 
 /// Candidate `genotype`'s network out of the supernet of the search run `run` (config

@@ -93,15 +93,8 @@ pub fn run_train(gpu: &Arc<Gpu>, cfg: &StandaloneConfig, out: &Path, job: &JobOp
         None if cfg.net.supernet => {
             return Err(Error::Invalid("stand-alone training builds the stand-alone network (net.supernet must be false) unless it grows from a search run (--init-from)".into()));
         }
-        Some((run, search)) if cfg.net != crate::morph::grown_net(search) => {
-            return Err(Error::Config {
-                path: run.dir().to_path_buf(),
-                message: format!(
-                    "the network to train ({} channels, {} cells, {} nodes) differs from the supernet's ({} channels, {} cells, {} nodes): \
-                     growing to another size needs the widen and deepen morphs, which are not built yet; omit --channels, --layers and --nodes",
-                    cfg.net.channels, cfg.net.layers, cfg.net.nodes, search.net.channels, search.net.layers, search.net.nodes
-                ),
-            });
+        Some((run, search)) => {
+            crate::morph::width_factor(search, &cfg.net).map_err(|message| Error::Config { path: run.dir().to_path_buf(), message })?;
         }
         _ => {}
     }
@@ -129,7 +122,8 @@ pub fn run_train(gpu: &Arc<Gpu>, cfg: &StandaloneConfig, out: &Path, job: &JobOp
     if let Some((search_run, search)) = &source {
         // A checkpoint, when there is one, replaces these weights in `fit`.
         if !run.state_path().exists() && !run.checkpoint_path().exists() {
-            model = crate::morph::from_supernet(gpu, search, search_run, genotype)?;
+            let factor = crate::morph::width_factor(search, &cfg.net).map_err(Error::Invalid)?;
+            model = crate::morph::from_supernet_widened(gpu, search, search_run, genotype, factor)?;
         }
     }
     let expect = darts::expected_tensors(&cfg.net, genotype, h, w)?;
