@@ -46,7 +46,7 @@ pub fn search_warnings(cfg: &SearchConfig) -> Vec<String> {
 /// The warnings for a stand-alone training (see the module docs).
 pub fn train_warnings(cfg: &StandaloneConfig) -> Vec<String> {
     let mut w = Vec::new();
-    if cfg.train.epochs == 0 {
+    if cfg.train.epochs == 0 && cfg.init_from.is_none() {
         w.push("--epochs 0: the network is not trained, so the test accuracy is that of its initial weights".to_string());
     }
     if (1..MIN_VAL).contains(&cfg.data.val_count) {
