@@ -398,7 +398,7 @@ pub fn train(gpu: &Arc<Gpu>, a: &TrainCmdArgs) -> Result<()> {
             "with the BN statistics training left: test accuracy {:.2}% (loss {:.4}); re-estimated over {} training batches (precise BN):",
             100.0 * r.test_accuracy,
             r.test_loss,
-            cfg.precise_bn
+            s.precise_bn_batches
         );
     }
     println!(

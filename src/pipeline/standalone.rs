@@ -81,6 +81,8 @@ pub struct TrainSummary {
     pub flops: u64,
     pub train_seconds: f64,
     pub epochs: Vec<EpochMetrics>,
+    /// Training batches precise BN used (at most one pass over the training split).
+    pub precise_bn_batches: usize,
 }
 
 pub fn run_train(gpu: &Arc<Gpu>, cfg: &StandaloneConfig, out: &Path, job: &JobOptions) -> Result<TrainSummary> {
@@ -143,7 +145,7 @@ pub fn run_train(gpu: &Arc<Gpu>, cfg: &StandaloneConfig, out: &Path, job: &JobOp
     let final_path = run.dir().join("weights.safetensors");
     save_tensors(&final_path, &weights, &meta)?;
     run.record("weights.safetensors", &std::fs::read(&final_path).map_err(|e| Error::io(&final_path, e))?)?;
-    let summary = TrainSummary { test_accuracy, test_loss, val_accuracy, running_bn, params, flops, train_seconds, epochs };
+    let summary = TrainSummary { test_accuracy, test_loss, val_accuracy, running_bn, params, flops, train_seconds, epochs, precise_bn_batches: precise_batches };
     run.write_json_recorded(
         "metrics.json",
         &json!({ "test_accuracy": test_accuracy, "test_loss": test_loss, "val_accuracy": val_accuracy, "params": params, "flops": flops,
