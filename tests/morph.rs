@@ -97,6 +97,19 @@ mod exact {
         step.submit().unwrap().f32s(h)
     }
 
+    /// Parameters and BN statistics loaded from `tensors` into a fresh store (another seed, so
+    /// anything missing would show as a different function).
+    fn restored(gpu: &std::sync::Arc<cellnas::Gpu>, tensors: &[cellnas::run::NamedTensor]) -> (ParamStore, BnStats) {
+        let mut store = ParamStore::new(gpu, 99);
+        let mut bn = BnStats::new();
+        let params: Vec<_> = tensors.iter().filter(|(n, _, _)| !n.starts_with("bn:")).cloned().collect();
+        let mut step = gpu.step();
+        store.load(&mut step, &params).unwrap();
+        bn.load(&mut step, gpu, tensors).unwrap();
+        step.submit().unwrap();
+        (store, bn)
+    }
+
     #[test]
     fn kernel_growth_keeps_the_function_on_odd_shapes() {
         let gpu = test_gpu();
@@ -124,13 +137,7 @@ mod exact {
             let expected = darts::expected_tensors(&net, &g2, 12, 12).unwrap();
             darts::check_tensors(&expected, &t2, std::path::Path::new("grown")).unwrap();
 
-            let mut store2 = ParamStore::new(&gpu, 99);
-            let mut bn2 = BnStats::new();
-            let params: Vec<_> = t2.iter().filter(|(n, _, _)| !n.starts_with("bn:")).cloned().collect();
-            let mut step = gpu.step();
-            store2.load(&mut step, &params).unwrap();
-            bn2.load(&mut step, &gpu, &t2).unwrap();
-            step.submit().unwrap();
+            let (mut store2, mut bn2) = restored(&gpu, &t2);
             let after = logits(&mut store2, &mut bn2, &net, &g2, &shape, &xs, Mode::Eval);
             let scale = before.iter().fold(0.0f32, |m, v| m.max(v.abs()));
             assert!(scale > 0.0);
@@ -168,13 +175,7 @@ mod exact {
             let expected = darts::expected_tensors(&wide, &geno, 12, 12).unwrap();
             darts::check_tensors(&expected, &t, std::path::Path::new("wide")).unwrap();
 
-            let mut store2 = ParamStore::new(&gpu, 99);
-            let mut bn2 = BnStats::new();
-            let params: Vec<_> = t.iter().filter(|(n, _, _)| !n.starts_with("bn:")).cloned().collect();
-            let mut step = gpu.step();
-            store2.load(&mut step, &params).unwrap();
-            bn2.load(&mut step, &gpu, &t).unwrap();
-            step.submit().unwrap();
+            let (mut store2, mut bn2) = restored(&gpu, &t);
             let after = logits(&mut store2, &mut bn2, &wide, &geno, &shape, &xs, Mode::Eval);
             bn2.momentum = 1.0;
             let train_after = logits(&mut store2, &mut bn2, &wide, &geno, &shape, &xs, Mode::Recalibrate);
