@@ -107,6 +107,12 @@ pub(crate) struct BenchArgs {
 fn main() {
     // SAFETY: the first statement of main: no other thread exists yet.
     unsafe { gpu::silence_mesa() };
+    // Rust ignores SIGPIPE, so printing into a closed pipe (`cellnas genotype F | head`) panicked;
+    // the default action ends the process quietly, as Unix tools do. SAFETY: no thread exists yet.
+    #[cfg(unix)]
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
         eprintln!("error: {e:#}");

@@ -54,3 +54,26 @@ fn bad_adapter_and_filter_fail_cleanly() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no kernel family matches"));
 }
+
+#[test]
+#[cfg(unix)]
+fn printing_into_a_closed_pipe_ends_quietly_without_a_panic() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = std::env::temp_dir().join(format!("cellnas-pipe-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cell = dir.join("cell.txt");
+    std::fs::write(&cell, "Genotype(normal=[('sep_conv_3x3', 1), ('skip_connect', 0)], normal_concat=[2], reduce=[('max_pool_3x3', 0), ('skip_connect', 1)], reduce_concat=[2])").unwrap();
+    // The reading end is closed before cellnas writes anything: its first write fails.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_cellnas"))
+        .args(["genotype", cell.to_str().unwrap()])
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(o.status.signal(), Some(13), "ended by SIGPIPE, got {:?}\n{err}", o.status);
+    let _ = std::fs::remove_dir_all(&dir);
+}
