@@ -14,6 +14,7 @@ mod widen;
 pub use kernel::grow_kernel;
 pub use widen::{widen, widened};
 
+use crate::data::DeviceData;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::nn::darts::NetConfig;
@@ -48,8 +49,8 @@ pub fn width_factor(search: &SearchConfig, net: &NetConfig) -> std::result::Resu
 }
 
 /// [`from_supernet`], then widened `factor` times (widen.rs).
-pub fn from_supernet_widened(gpu: &Arc<Gpu>, search: &SearchConfig, run: &RunDir, genotype: &Genotype, factor: usize) -> Result<Model> {
-    let model = from_supernet(gpu, search, run, genotype)?;
+pub fn from_supernet_widened(gpu: &Arc<Gpu>, search: &SearchConfig, run: &RunDir, genotype: &Genotype, train: &DeviceData, factor: usize) -> Result<Model> {
+    let model = from_supernet(gpu, search, run, genotype, train)?;
     if factor == 1 {
         return Ok(model);
     }
@@ -60,11 +61,11 @@ pub fn from_supernet_widened(gpu: &Arc<Gpu>, search: &SearchConfig, run: &RunDir
 }
 
 /// Candidate `genotype`'s network out of the supernet of the search run `run` (config
-/// `search`): a model of [`grown_net`] holding the path's weights and the BN statistics the
+/// `search`; `train` is its training split, `pipeline::data::load` of its data and seed): a model of [`grown_net`] holding the path's weights and the BN statistics the
 /// search's recalibration gives it (same batches, same seed). Parameters the supernet never
 /// trained are initialised as the search initialised them (by name and seed), and affine BN
 /// starts as the identity, so the model's eval-mode outputs are the candidate's.
-pub fn from_supernet(gpu: &Arc<Gpu>, search: &SearchConfig, run: &RunDir, genotype: &Genotype) -> Result<Model> {
+pub fn from_supernet(gpu: &Arc<Gpu>, search: &SearchConfig, run: &RunDir, genotype: &Genotype, train: &DeviceData) -> Result<Model> {
     search.space.contains(genotype).map_err(|e| Error::Config {
         path: run.dir().to_path_buf(),
         message: format!("the spec is not a sub-architecture of this search run's space: {e}"),
@@ -76,11 +77,10 @@ pub fn from_supernet(gpu: &Arc<Gpu>, search: &SearchConfig, run: &RunDir, genoty
     let seed = search.train.seed;
     let mut supernet = Model::new(gpu, search.net.clone(), seed)?;
     supernet.restore(&weights)?;
-    let data = crate::pipeline::data::load(gpu, &search.data, seed)?;
-    let bn = crate::supernet::recalibrate(&mut supernet, genotype, &data.train, &search.eval, seed)?;
+    let bn = crate::supernet::recalibrate(&mut supernet, genotype, train, &search.eval, seed)?;
 
     let net = grown_net(search);
-    let [_, h, w] = data.train.image_shape();
+    let [_, h, w] = train.image_shape();
     let expected = crate::nn::darts::expected_tensors(&net, genotype, h, w)?;
     let mut path: Vec<_> = weights.into_iter().filter(|(n, _, _)| !n.starts_with("bn:") && expected.contains_key(n)).collect();
     path.extend(download_named(gpu, &bn.named_tensors())?);

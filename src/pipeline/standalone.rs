@@ -90,16 +90,17 @@ pub fn run_train(gpu: &Arc<Gpu>, cfg: &StandaloneConfig, out: &Path, job: &JobOp
     cfg.train.validate()?;
     let genotype = &cfg.spec.genotype;
     genotype.validate()?;
-    let source = cfg.init_from.as_ref().map(init_source).transpose()?;
-    match &source {
+    // (search run, its config, how many times wider the network is than its supernet)
+    let source = match cfg.init_from.as_ref().map(init_source).transpose()? {
         None if cfg.net.supernet => {
             return Err(Error::Invalid("stand-alone training builds the stand-alone network (net.supernet must be false) unless it grows from a search run (--init-from)".into()));
         }
+        None => None,
         Some((run, search)) => {
-            crate::morph::width_factor(search, &cfg.net).map_err(|message| Error::Config { path: run.dir().to_path_buf(), message })?;
+            let factor = crate::morph::width_factor(&search, &cfg.net).map_err(|message| Error::Config { path: run.dir().to_path_buf(), message })?;
+            Some((run, search, factor))
         }
-        _ => {}
-    }
+    };
     let cfg_json = serde_json::to_value(cfg).map_err(|e| Error::Invalid(format!("config: {e}")))?;
     let run = if job.resume { RunDir::resume(out, &cfg_json)? } else { RunDir::create(out, &cfg_json)? };
     let run = run.with_checkpoint_file("checkpoint.safetensors");
@@ -121,11 +122,14 @@ pub fn run_train(gpu: &Arc<Gpu>, cfg: &StandaloneConfig, out: &Path, job: &JobOp
         darts::check_batch_fits(gpu, &cfg.net, genotype, batch, h, w)?;
     }
     let mut model = Model::new(gpu, cfg.net.clone(), cfg.train.seed)?;
-    if let Some((search_run, search)) = &source {
+    if let Some((search_run, search, factor)) = &source {
         // A checkpoint, when there is one, replaces these weights in `fit`.
         if !run.state_path().exists() && !run.checkpoint_path().exists() {
-            let factor = crate::morph::width_factor(search, &cfg.net).map_err(Error::Invalid)?;
-            model = crate::morph::from_supernet_widened(gpu, search, search_run, genotype, factor)?;
+            // Recalibration needs the search's training split: this run's when it is the same.
+            let same = cfg.data == search.data && cfg.train.seed == search.train.seed;
+            let own = if same { None } else { Some(load(gpu, &search.data, search.train.seed)?) };
+            let train = own.as_ref().map_or(&data.train, |d| &d.train);
+            model = crate::morph::from_supernet_widened(gpu, search, search_run, genotype, train, *factor)?;
         }
     }
     let expect = darts::expected_tensors(&cfg.net, genotype, h, w)?;
