@@ -11,14 +11,16 @@
 
 #[path = "fuzz/targets.rs"]
 mod targets;
+#[path = "fuzz/mutate.rs"]
+mod mutate;
+#[path = "fuzz/seeds.rs"]
+mod seeds;
 
-use cellnas::run::{encode_tensors, save_checkpoint, NamedTensor, RunDir};
-use cellnas::space::{Genotype, SearchSpace, Spec};
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
-use serde_json::json;
+use cellnas::run::RunDir;
+use cellnas::space::{Genotype, Spec};
+use mutate::{mutate, Rng};
+use seeds::*;
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
@@ -139,172 +141,6 @@ fn hex_dump(bytes: &[u8]) -> String {
     out
 }
 
-// ---------------------------------------------------------------------------------------------
-// The mutator.
-
-/// splitmix64: tiny, std-only, and the same sequence on every machine.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
-}
-
-/// Sizes that break header arithmetic: zero, one, sign and width boundaries, and the record
-/// sizes of the formats.
-const INTERESTING: [u64; 20] = [
-    0,
-    1,
-    2,
-    3,
-    4,
-    0x7f,
-    0x80,
-    0xff,
-    0x100,
-    0xc01,
-    0x7fff,
-    0xffff,
-    0x1_0000,
-    0x7fff_ffff,
-    0x8000_0000,
-    0xffff_ffff,
-    0x1_0000_0000,
-    1 << 40,
-    0x7fff_ffff_ffff_ffff,
-    u64::MAX,
-];
-
-/// Decimal numbers for text formats: the same boundaries, plus past u64, negative, and floats.
-const NUMBERS: [&str; 12] = [
-    "0",
-    "1",
-    "-1",
-    "2147483647",
-    "4294967295",
-    "4294967296",
-    "18446744073709551615",
-    "18446744073709551616",
-    "99999999999999999999999999999999",
-    "1e999",
-    "0.5",
-    "-0",
-];
-
-/// Where a mutation lands: half the time in the first 32 bytes, where the headers are.
-fn offset(rng: &mut Rng, len: usize) -> usize {
-    if len == 0 {
-        0
-    } else if rng.below(2) == 0 {
-        rng.below(len.min(32))
-    } else {
-        rng.below(len)
-    }
-}
-
-/// Applies one to four random edits to `input`.
-fn mutate(rng: &mut Rng, input: &mut Vec<u8>, seeds: &[Vec<u8>], dict: &[&[u8]]) {
-    for _ in 0..1 + rng.below(4) {
-        let len = input.len();
-        match rng.below(13) {
-            0 if len > 0 => {
-                let at = rng.below(len);
-                input[at] ^= 1 << rng.below(8);
-            }
-            1 if len > 0 => {
-                let at = offset(rng, len);
-                input[at] = rng.next() as u8;
-            }
-            2 => {
-                let at = rng.below(len + 1);
-                let n = 1 + rng.below(8);
-                let bytes: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
-                input.splice(at..at, bytes);
-            }
-            3 if len > 0 => {
-                let at = rng.below(len);
-                let n = 1 + rng.below((len - at).min(64));
-                input.drain(at..at + n);
-            }
-            4 => input.truncate(rng.below(len + 1)),
-            5 | 6 if len > 0 => {
-                // An interesting integer as u32 or u64, big- or little-endian, over the bytes.
-                let v = *rng.pick(&INTERESTING);
-                let wide = rng.below(2) == 0;
-                let bytes = match (wide, rng.below(2) == 0) {
-                    (false, true) => (v as u32).to_be_bytes().to_vec(),
-                    (false, false) => (v as u32).to_le_bytes().to_vec(),
-                    (true, true) => v.to_be_bytes().to_vec(),
-                    (true, false) => v.to_le_bytes().to_vec(),
-                };
-                let at = offset(rng, len);
-                let end = (at + bytes.len()).min(len);
-                input.splice(at..end, bytes);
-            }
-            7 => {
-                // Splice: a piece of another seed, inserted or overwriting.
-                let other = rng.pick(seeds);
-                if !other.is_empty() {
-                    let a = rng.below(other.len());
-                    let b = a + 1 + rng.below(other.len() - a);
-                    let at = rng.below(len + 1);
-                    let end = if rng.below(2) == 0 { at } else { (at + b - a).min(len) };
-                    input.splice(at..end, other[a..b].iter().copied());
-                }
-            }
-            8 if len > 0 => {
-                // Repeat a chunk many times: long lists, repeated fields and tokens.
-                let a = rng.below(len);
-                let b = a + 1 + rng.below((len - a).min(32));
-                let chunk = input[a..b].to_vec();
-                let most = if rng.below(4) == 0 { 2000 } else { 8 };
-                let times = 1 + rng.below(most);
-                let at = rng.below(len + 1);
-                input.splice(at..at, chunk.iter().copied().cycle().take(chunk.len() * times));
-            }
-            9 if !dict.is_empty() => {
-                let token = *rng.pick(dict);
-                let at = rng.below(len + 1);
-                input.splice(at..at, token.iter().copied());
-            }
-            10 => {
-                // Replace a run of ASCII digits with a boundary number.
-                let start = rng.below(len + 1);
-                if let Some(i) = input[start..].iter().position(u8::is_ascii_digit) {
-                    let a = start + i;
-                    let b = a + input[a..].iter().take_while(|c| c.is_ascii_digit()).count();
-                    let number = *rng.pick(&NUMBERS);
-                    input.splice(a..b, number.bytes());
-                }
-            }
-            11 => {
-                // Deep nesting, for recursive-descent parsers and JSON.
-                const OPEN: [&[u8]; 5] = [b"[", b"{\"a\":", b"(", b"list(", b"[("];
-                let open = *rng.pick(&OPEN);
-                let depth = 1 + rng.below(5000);
-                let at = rng.below(len + 1);
-                input.splice(at..at, open.iter().copied().cycle().take(open.len() * depth));
-            }
-            12 => {
-                let other = rng.pick(seeds);
-                input.extend_from_slice(&other[..rng.below(other.len() + 1)]);
-            }
-            _ => {}
-        }
-    }
-}
-
 /// Runs every seed as is (each must be accepted, or the corpus tests nothing), then `iters`
 /// mutated inputs: each mutates a seed or, a third of the time, the previous input, so edits
 /// accumulate.
@@ -336,120 +172,6 @@ fn fuzz(name: &str, seeds: &[Vec<u8>], dict: &[&[u8]], must_accept: fn(&[u8]) ->
             panic!("iteration {i} (CELLNAS_FUZZ_SEED={seed}): {e}");
         }
     }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Seeds, built with the library's writers so they track the formats.
-
-fn gz(bytes: &[u8]) -> Vec<u8> {
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    e.write_all(bytes).unwrap();
-    e.finish().unwrap()
-}
-
-fn idx_file(magic: u32, dims: &[u32], body: &[u8]) -> Vec<u8> {
-    let mut v = magic.to_be_bytes().to_vec();
-    for d in dims {
-        v.extend_from_slice(&d.to_be_bytes());
-    }
-    v.extend_from_slice(body);
-    v
-}
-
-fn idx_seeds() -> Vec<Vec<u8>> {
-    let (n, h, w) = (3u32, 4u32, 5u32);
-    let images = idx_file(0x803, &[n, h, w], &(0..n * h * w).map(|i| i as u8).collect::<Vec<_>>());
-    let labels = idx_file(0x801, &[n], &[0, 9, 4]);
-    let one = idx_file(0x803, &[1, 1, 1], &[200]);
-    let one_label = idx_file(0x801, &[1], &[7]);
-    vec![
-        join(Some(&images), &labels),
-        join(Some(&gz(&images)), &gz(&labels)),
-        join(Some(&gz(&images)), &labels),
-        join(Some(&one), &one_label),
-    ]
-}
-
-fn cifar_seeds() -> Vec<Vec<u8>> {
-    let record = |label: u8| {
-        let mut r = vec![label];
-        r.extend((0..3072).map(|i| (i * 7 % 251) as u8));
-        r
-    };
-    let two = [record(3), record(9)].concat();
-    vec![record(0), two.clone(), gz(&two)]
-}
-
-/// The reference genotype of the benchmarks (shared/bench/reference.genotype.txt), DARTS V2
-/// from docs/spec.md, the loose forms the reader accepts, and sampled genotypes of several
-/// sizes.
-fn genotypes_text() -> Vec<String> {
-    let mut out = vec![
-        "Genotype(normal=[('dil_conv_3x3', 1), ('sep_conv_5x5', 0), ('sep_conv_3x3', 1), ('avg_pool_3x3', 0), ('max_pool_3x3', 0), ('avg_pool_3x3', 1), ('skip_connect', 2), ('avg_pool_3x3', 3)], normal_concat=[2, 3, 4, 5], reduce=[('sep_conv_5x5', 0), ('sep_conv_5x5', 1), ('avg_pool_3x3', 2), ('skip_connect', 1), ('dil_conv_5x5', 0), ('max_pool_3x3', 3), ('dil_conv_5x5', 3), ('sep_conv_3x3', 1)], reduce_concat=[2, 3, 4, 5])".to_string(),
-        "Genotype(normal=[('sep_conv_3x3', 0), ('sep_conv_3x3', 1), ('sep_conv_3x3', 0), ('sep_conv_3x3', 1), ('sep_conv_3x3', 1), ('skip_connect', 0), ('skip_connect', 0), ('dil_conv_3x3', 2)], normal_concat=[2, 3, 4, 5], reduce=[('max_pool_3x3', 0), ('max_pool_3x3', 1), ('skip_connect', 2), ('max_pool_3x3', 1), ('max_pool_3x3', 0), ('skip_connect', 2), ('skip_connect', 2), ('max_pool_3x3', 1)], reduce_concat=[2, 3, 4, 5])".to_string(),
-        "Genotype(\n  reduce_concat=list(range(2, 4)),\n  normal=[(\"sep_conv_3x3\", 1), (\"skip_connect\", 0,), ('dil_conv_5x5', 2), ('avg_pool_3x3', 0),],\n  normal_concat=range(2, 4),\n  reduce=[('max_pool_3x3', 0), ('max_pool_3x3', 1), ('skip_connect', 2), ('max_pool_3x3', 1)],\n)\n".to_string(),
-    ];
-    let mut rng = ChaCha8Rng::seed_from_u64(7);
-    for nodes in [1, 2, 5] {
-        let space = SearchSpace::new(cellnas::space::Op::SEARCHABLE.to_vec(), nodes).unwrap();
-        out.push(space.sample(&mut rng).to_darts());
-    }
-    out
-}
-
-fn darts_seeds() -> Vec<Vec<u8>> {
-    genotypes_text().into_iter().map(String::into_bytes).collect()
-}
-
-fn spec_seeds() -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    for (i, text) in genotypes_text().iter().enumerate() {
-        let g = Genotype::from_darts(text).unwrap();
-        let mut spec = Spec::new(g);
-        if i % 2 == 0 {
-            spec.name = Some(format!("seed {i} \u{e9}\u{1f600}"));
-        }
-        out.push(spec.to_json_pretty().into_bytes());
-        // A search's best.json, as the search writes it: the spec beside its metrics.
-        let best = json!({"spec": serde_json::to_value(&spec).unwrap(), "metrics": {"val_acc": 0.5, "params": 12345}});
-        out.push(serde_json::to_vec(&best).unwrap());
-    }
-    out.push(genotypes_text()[0].clone().into_bytes());
-    out
-}
-
-fn tensors() -> Vec<NamedTensor> {
-    vec![
-        ("a.weight".into(), vec![2, 3], (0..6).map(|i| i as f32 * 0.5).collect()),
-        ("b".into(), vec![], vec![f32::NAN]),
-        ("c.empty".into(), vec![0, 4], vec![]),
-        ("d".into(), vec![1, 1, 1, 2], vec![-1.0, f32::INFINITY]),
-    ]
-}
-
-fn safetensors_seeds() -> Vec<Vec<u8>> {
-    let meta = BTreeMap::from([("cellnas.epoch".to_string(), "3".to_string()), ("k".into(), "{\"x\": [1]}".into())]);
-    vec![
-        encode_tensors(&tensors(), &meta).unwrap(),
-        encode_tensors(&tensors()[..1], &BTreeMap::new()).unwrap(),
-        encode_tensors(&[], &BTreeMap::new()).unwrap(),
-    ]
-}
-
-/// Real checkpoints written by `save_checkpoint`: a committed one, one without state.json, and a
-/// newer weights file beside the state of the checkpoint it supersedes (the recovery case).
-fn checkpoint_seeds() -> Vec<Vec<u8>> {
-    let dir = std::env::temp_dir().join(format!("cellnas-fuzz-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let run = RunDir::open(&dir);
-    save_checkpoint(&run, &tensors(), &json!({"epoch": 1, "lr": 0.025})).unwrap();
-    let state1 = std::fs::read(run.state_path()).unwrap();
-    let weights1 = std::fs::read(run.checkpoint_path()).unwrap();
-    save_checkpoint(&run, &tensors()[..2], &json!({"epoch": 2, "best": [0.5, null]})).unwrap();
-    let weights2 = std::fs::read(run.checkpoint_path()).unwrap();
-    std::fs::remove_dir_all(&dir).unwrap();
-    vec![join(Some(&state1), &weights1), join(None, &weights1), join(Some(&state1), &weights2)]
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -568,19 +290,6 @@ fn fuzz_checkpoint() {
     fuzz("checkpoint", &checkpoint_seeds(), &dict, accepts_checkpoint);
 }
 
-/// The harness itself: a panicking parser is reported with its input, not swallowed.
-fn manifest_seeds() -> Vec<Vec<u8>> {
-    let mut m = cellnas::run::Manifest::new(false);
-    let mut out = vec![serde_json::to_vec_pretty(&m).unwrap()];
-    for (name, bytes) in [("config.json", &b"{}"[..]), ("weights.safetensors", &[0u8; 64][..]), ("best.json", &b"[1, 2]"[..])] {
-        m.files.insert(name.into(), cellnas::run::FileEntry::of(bytes));
-        out.push(serde_json::to_vec_pretty(&m).unwrap());
-    }
-    m.adopted = true;
-    out.push(serde_json::to_vec(&m).unwrap());
-    out
-}
-
 fn accepts_manifest(b: &[u8]) -> bool {
     cellnas::run::Manifest::parse(std::path::Path::new("m"), b).is_ok()
 }
@@ -591,6 +300,7 @@ fn fuzz_manifest() {
     fuzz("manifest", &manifest_seeds(), dict, accepts_manifest);
 }
 
+/// The harness itself: a panicking parser is reported with its input, not swallowed.
 #[test]
 fn a_panic_is_reported_with_the_input() {
     let err = run_with("selftest", |b| assert!(b.len() < 3, "too long"), b"abcd").unwrap_err();
