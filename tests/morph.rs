@@ -36,18 +36,22 @@ fn a_candidate_grown_from_the_supernet_scores_what_the_search_scored() {
     assert_eq!(cfg["init_from"]["run"], s.to_str().unwrap());
     assert_eq!(cfg["net"]["supernet"], true);
     assert_eq!(cfg["net"]["supernet_affine"], true);
-    // And it trains from there like any run, `test` reading its weights.
+    // And it trains from there like any run, `test` reading its weights; deepened by one cell,
+    // whose gate training opens.
     let t = root.join("trained");
-    ok(run(&["train", "--spec", spec.to_str().unwrap(), "--init-from", s.to_str().unwrap(), "--epochs", "1", "--precise-bn", "2", "--out", t.to_str().unwrap(), "--quiet"]));
+    ok(run(&["train", "--spec", spec.to_str().unwrap(), "--init-from", s.to_str().unwrap(), "--layers", "4", "--epochs", "1", "--precise-bn", "2", "--out", t.to_str().unwrap(), "--quiet"]));
     ok(run(&["test", "--run", t.to_str().unwrap()]));
+    let (weights, _) = cellnas::run::load_tensors(&t.join("weights.safetensors")).unwrap();
+    let gate = weights.iter().find(|(n, _, _)| n == "cells.0.g0.gate").expect("the gated cell's gate is saved");
+    assert!(gate.2.iter().any(|&v| v != 0.0), "training left the gate shut: {:?}", gate.2);
 
     // Bad requests.
     let bad = root.join("bad");
     fails(run(&["train", "--spec", spec.to_str().unwrap(), "--init-from", out.to_str().unwrap(), "--out", bad.to_str().unwrap()]), &["not the config of a `cellnas search` run"]);
     fails(run(&["train", "--spec", spec.to_str().unwrap(), "--init-from", root.join("nowhere").to_str().unwrap(), "--out", bad.to_str().unwrap()]), &["nowhere", "is not a search run"]);
     fails(
-        run(&["train", "--spec", spec.to_str().unwrap(), "--init-from", s.to_str().unwrap(), "--layers", "4", "--out", bad.to_str().unwrap()]),
-        &["differs from the supernet's", "deepening is not built yet"],
+        run(&["train", "--spec", spec.to_str().unwrap(), "--init-from", s.to_str().unwrap(), "--layers", "2", "--out", bad.to_str().unwrap()]),
+        &["--layers 2", "at least its 3 cells"],
     );
     for c in ["2", "6"] {
         fails(
@@ -61,6 +65,14 @@ fn a_candidate_grown_from_the_supernet_scores_what_the_search_scored() {
     let (grown, inherited) = grown_line(&o);
     assert_eq!(grown, inherited, "{o}");
     assert_eq!(common::read_json(&wide.join("config.json"))["net"]["channels"], 8);
+    // Grown deeper and wider: two gated cells (identity at the start; cell 0 is the only
+    // normal cell of 3), same score again.
+    let deep = root.join("deep");
+    let o = ok(run(&["train", "--spec", spec.to_str().unwrap(), "--init-from", s.to_str().unwrap(), "--channels", "8", "--layers", "5", "--epochs", "0", "--out", deep.to_str().unwrap(), "--quiet"]));
+    let (grown, inherited) = grown_line(&o);
+    assert_eq!(grown, inherited, "{o}");
+    let net = &common::read_json(&deep.join("config.json"))["net"];
+    assert_eq!((net["layers"].as_u64(), net["gated"].clone()), (Some(3), serde_json::json!([0, 0])), "{net}");
     let narrow = root.join("narrow");
     search(&narrow, &["--ops", "skip_connect,max_pool_3x3"]);
     let cell = root.join("cell.txt");
@@ -74,7 +86,7 @@ fn a_candidate_grown_from_the_supernet_scores_what_the_search_scored() {
 
 mod exact {
     use cellnas::gpu::test_gpu;
-    use cellnas::morph::{grow_kernel, widen};
+    use cellnas::morph::{deepen, grow_kernel, placement, widen};
     use cellnas::nn::darts::{self, NetConfig};
     use cellnas::nn::{BnStats, Graph, Mode, ParamStore};
     use cellnas::run::download_named;
@@ -115,7 +127,7 @@ mod exact {
         let gpu = test_gpu();
         let geno = Genotype::from_darts(CELL).unwrap();
         for supernet in [false, true] {
-            let net = NetConfig { in_channels: 3, classes: 5, channels: 6, layers: 3, nodes: 2, supernet, supernet_affine: supernet };
+            let net = NetConfig { in_channels: 3, classes: 5, channels: 6, layers: 3, nodes: 2, supernet, supernet_affine: supernet, gated: vec![] };
             let shape = [3, 3, 12, 12];
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
             let xs: Vec<f32> = (0..shape.iter().product::<usize>()).map(|_| rng.random_range(-1.0..1.0)).collect();
@@ -146,7 +158,7 @@ mod exact {
             }
         }
         // Only 3x3 separable and dilated convolutions grow; the edge must exist.
-        let net = NetConfig { in_channels: 1, classes: 3, channels: 4, layers: 3, nodes: 2, supernet: false, supernet_affine: false };
+        let net = NetConfig { in_channels: 1, classes: 3, channels: 4, layers: 3, nodes: 2, supernet: false, supernet_affine: false, gated: vec![] };
         let err = grow_kernel(&geno, &net, false, 1, 0, vec![]).map(|_| ()).unwrap_err().to_string();
         assert!(err.contains("skip_connect") && err.contains("only sep_conv_3x3 and dil_conv_3x3"), "{err}");
         let err = grow_kernel(&geno, &net, true, 5, 0, vec![]).map(|_| ()).unwrap_err().to_string();
@@ -158,7 +170,7 @@ mod exact {
         let gpu = test_gpu();
         let geno = Genotype::from_darts(CELL).unwrap();
         for (supernet, factor) in [(false, 2), (true, 3)] {
-            let net = NetConfig { in_channels: 3, classes: 5, channels: 4, layers: 3, nodes: 2, supernet, supernet_affine: supernet };
+            let net = NetConfig { in_channels: 3, classes: 5, channels: 4, layers: 3, nodes: 2, supernet, supernet_affine: supernet, gated: vec![] };
             let shape = [3, 3, 12, 12];
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
             let xs: Vec<f32> = (0..shape.iter().product::<usize>()).map(|_| rng.random_range(-1.0..1.0)).collect();
@@ -186,8 +198,63 @@ mod exact {
                 }
             }
         }
-        let net = NetConfig { in_channels: 1, classes: 3, channels: 4, layers: 3, nodes: 2, supernet: false, supernet_affine: false };
+        let net = NetConfig { in_channels: 1, classes: 3, channels: 4, layers: 3, nodes: 2, supernet: false, supernet_affine: false, gated: vec![] };
         assert!(widen(&net, 0, vec![]).is_err());
         assert!(widen(&net, 2000, vec![]).unwrap_err().to_string().contains("channels must be at most 4096"));
+    }
+
+    #[test]
+    fn deepening_keeps_the_function_in_eval_and_training_mode_and_other_morphs_reach_gated_cells() {
+        let gpu = test_gpu();
+        let geno = Genotype::from_darts(CELL).unwrap();
+        for supernet in [false, true] {
+            // Cell 0 reads the stem twice; cell 3 follows a reduction (its own first input
+            // factorized-reduced, the gated cell's not).
+            let net = NetConfig { in_channels: 3, classes: 5, channels: 4, layers: 5, nodes: 2, supernet, supernet_affine: supernet, gated: vec![] };
+            let shape = [3, 3, 12, 12];
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(8);
+            let xs: Vec<f32> = (0..shape.iter().product::<usize>()).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let mut store = ParamStore::new(&gpu, 4);
+            let mut bn = BnStats::new();
+            bn.momentum = 1.0;
+            let train_before = logits(&mut store, &mut bn, &net, &geno, &shape, &xs, Mode::Recalibrate);
+            let before = logits(&mut store, &mut bn, &net, &geno, &shape, &xs, Mode::Eval);
+            let mut named = store.named_tensors();
+            named.extend(bn.named_tensors());
+            let mut t = download_named(&gpu, &named).unwrap();
+            let mut deep = net.clone();
+            for after in [4, 0, 4] {
+                (deep, t) = deepen(&deep, &geno, after, [12, 12], 3, t).unwrap();
+            }
+            assert_eq!(deep.gated, vec![0, 4, 4]);
+            assert_eq!(deep.cells(), 8);
+            // Then the other morphs, which must reach into the gated cells too.
+            let (g2, t2) = grow_kernel(&geno, &deep, false, 0, 0, t).unwrap();
+            let (deep, t) = widen(&deep, 2, t2).unwrap();
+            let expected = darts::expected_tensors(&deep, &g2, 12, 12).unwrap();
+            darts::check_tensors(&expected, &t, std::path::Path::new("deep")).unwrap();
+            let gate = t.iter().find(|(n, _, _)| n == "cells.4.g1.gate").expect("the second gated cell after cell 4 has a gate");
+            assert_eq!((gate.1.clone(), gate.2.iter().all(|&v| v == 0.0)), (vec![64, 1, 1, 1], true));
+
+            let (mut store2, mut bn2) = restored(&gpu, &t);
+            let after = logits(&mut store2, &mut bn2, &deep, &g2, &shape, &xs, Mode::Eval);
+            bn2.momentum = 1.0;
+            let train_after = logits(&mut store2, &mut bn2, &deep, &g2, &shape, &xs, Mode::Recalibrate);
+            for (what, a, b) in [("eval", &before, &after), ("training", &train_before, &train_after)] {
+                let scale = a.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1.0);
+                for (x, y) in a.iter().zip(b.iter()) {
+                    assert!((x - y).abs() <= 1e-4 * scale, "supernet {supernet} {what}: {a:?} vs deepened {b:?}");
+                }
+            }
+        }
+        let net = NetConfig { in_channels: 1, classes: 3, channels: 4, layers: 5, nodes: 2, supernet: false, supernet_affine: false, gated: vec![] };
+        // Gated cells follow normal cells only.
+        let err = deepen(&net, &geno, 1, [8, 8], 3, vec![]).map(|_| ()).unwrap_err().to_string();
+        assert!(err.contains("cell 1 of 5 is a reduction cell"), "{err}");
+        // 5 cells (normal 0, 2, 4) grown to 8: one per stage, as an 8-cell DARTS network has.
+        assert_eq!(placement(&net, 3), vec![0, 2, 4]);
+        assert_eq!(placement(&net, 4), vec![0, 2, 4, 0]);
+        let eight = NetConfig { layers: 8, ..net.clone() };
+        assert_eq!(placement(&eight, 2), vec![1, 4]);
     }
 }

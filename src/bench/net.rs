@@ -100,6 +100,7 @@ impl NetBench {
             nodes: self.genotype.normal.nodes.len(),
             supernet: self.supernet,
             supernet_affine: false,
+            gated: vec![],
         }
     }
 

@@ -342,7 +342,7 @@ pub fn train(gpu: &Arc<Gpu>, a: &TrainCmdArgs) -> Result<()> {
         None => {
             let Some(spec) = spec.clone() else { bail!("--spec FILE is required (or --resume DIR to continue a training run)") };
             let nodes = spec.genotype.normal.nodes.len();
-            let net = NetConfig { in_channels: 1, classes: 10, channels: 16, layers: 8, nodes, supernet: false, supernet_affine: false };
+            let net = NetConfig { in_channels: 1, classes: 10, channels: 16, layers: 8, nodes, supernet: false, supernet_affine: false, gated: vec![] };
             let data = DataConfig { path: None, val_count: 0, train_limit: 0 };
             let train = TrainConfig {
                 epochs: 10,
@@ -382,11 +382,16 @@ pub fn train(gpu: &Arc<Gpu>, a: &TrainCmdArgs) -> Result<()> {
     }
     if !resume {
         fit_to_data(&mut cfg.net, &mut cfg.train, &a.train, &cfg.data, a.quiet)?;
+        if let Some(init) = &cfg.init_from {
+            // Extra cells asked for become gated cells (the only exact way to add them).
+            let (_, search) = init_source(init)?;
+            cfg.net = cellnas::morph::target_net(&search, &cfg.net).map_err(|m| anyhow::anyhow!("--init-from {}: {m}", init.run.display()))?;
+        }
     }
     let out = if resume { out } else { a.out.clone().unwrap_or_else(|| fresh_dir(&format!("runs/train-{}", cfg.train.seed))) };
     cfg.resume_ignore = json!({ "adapter": gpu.info.name, "out": out });
     if !a.quiet {
-        eprintln!("cellnas train: {} cells x {} channels, {} epochs, adapter {}, output {}", cfg.net.layers, cfg.net.channels, cfg.train.epochs, gpu.info.name, out.display());
+        eprintln!("cellnas train: {} cells x {} channels, {} epochs, adapter {}, output {}", cfg.net.cells(), cfg.net.channels, cfg.train.epochs, gpu.info.name, out.display());
     }
     for w in cellnas::pipeline::warnings::train_warnings(&cfg) {
         eprintln!("warning: {w}");

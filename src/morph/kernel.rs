@@ -18,7 +18,7 @@ fn grown(op: Op) -> Option<Op> {
 }
 
 /// Grows edge `edge` (0 or 1) of intermediate node `node` (0-based) of the normal cell, or of the
-/// reduction cell when `reduction`, in every cell of that kind of the network `net`: returns
+/// reduction cell when `reduction`, in every cell of that kind of the network `net` (gated cells are normal cells): returns
 /// the new genotype and `tensors` with that edge's tensors renamed to the 5x5 op and its
 /// depthwise filters (and their momentum) padded. Other tensors pass through unchanged.
 pub fn grow_kernel(genotype: &Genotype, net: &NetConfig, reduction: bool, node: usize, edge: usize, tensors: Vec<NamedTensor>) -> Result<(Genotype, Vec<NamedTensor>)> {
@@ -35,10 +35,11 @@ pub fn grow_kernel(genotype: &Genotype, net: &NetConfig, reduction: bool, node: 
     e.op = new;
     let input = e.input;
     out.validate().map_err(|err| Error::Invalid(format!("growing {kind} cell node {node} edge {edge} to {}: {err}", new.name())))?;
-    let prefixes: Vec<(String, String)> = (0..net.layers)
-        .filter(|&l| net.is_reduction(l) == reduction)
-        .map(|l| {
-            let at = format!("cells.{l}.node{}.from{input}.", node + 2);
+    let prefixes: Vec<(String, String)> = net
+        .cell_prefixes(reduction)
+        .into_iter()
+        .map(|cell| {
+            let at = format!("{cell}.node{}.from{input}.", node + 2);
             (format!("{at}{}.", old.name()), format!("{at}{}.", new.name()))
         })
         .collect();

@@ -7,10 +7,13 @@
 //! shift start at 1 and 0 (the identity of the supernet's non-affine BN), so before training it
 //! computes exactly what the candidate computed when the search scored it. Kernel growth
 //! (kernel.rs): a 3x3 separable or dilated convolution becomes the 5x5 one. Widening
-//! (widen.rs): every channel replicated, Net2WiderNet. Deepening is not built yet.
+//! (widen.rs): every channel replicated, Net2WiderNet. Deepening (deepen.rs): gated residual
+//! cells that start as the identity.
 
+mod deepen;
 mod kernel;
 mod widen;
+pub use deepen::{deepen, placement};
 pub use kernel::grow_kernel;
 pub use widen::{widen, widened};
 
@@ -30,34 +33,68 @@ pub fn grown_net(search: &SearchConfig) -> NetConfig {
     NetConfig { supernet: true, supernet_affine: true, ..search.net.clone() }
 }
 
-/// How many times wider than the supernet a network of `net` is, or why it cannot be grown
-/// from the supernet (another depth or node count, fewer channels, or not a multiple).
-pub fn width_factor(search: &SearchConfig, net: &NetConfig) -> std::result::Result<usize, String> {
+/// How a network grows out of its supernet: widened `factor` times after gated cells are
+/// added after the cells `deepen` lists (in order).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Growth {
+    pub factor: usize,
+    pub deepen: Vec<usize>,
+}
+
+/// The network a `train --init-from` with these sizes trains: `net` as the flags built it
+/// (the supernet's sizes unless --channels / --layers changed them), with extra cells turned
+/// into gated cells placed by [`placement`]; or why it cannot be grown from the supernet.
+pub fn target_net(search: &SearchConfig, net: &NetConfig) -> std::result::Result<NetConfig, String> {
+    let base = grown_net(search);
+    let mut out = net.clone();
+    if net.gated.is_empty() && net.layers != base.layers {
+        if net.layers < base.layers {
+            return Err(format!("--layers {}: a network grown from the supernet has at least its {} cells", net.layers, base.layers));
+        }
+        out.gated = placement(&NetConfig { channels: base.channels, ..base.clone() }, net.layers - base.layers);
+        out.layers = base.layers;
+    }
+    growth(search, &out)?;
+    Ok(out)
+}
+
+/// How `net` grows from the supernet of `search`, or why it cannot (another node count or
+/// image, fewer channels, or not a multiple of them).
+pub fn growth(search: &SearchConfig, net: &NetConfig) -> std::result::Result<Growth, String> {
     let base = grown_net(search);
     let (c, s) = (net.channels, base.channels);
-    if (NetConfig { channels: s, ..net.clone() }) != base {
+    if (NetConfig { channels: s, gated: vec![], ..net.clone() }) != base {
         return Err(format!(
-            "the network to train ({c} channels, {} cells, {} nodes) differs from the supernet's ({s} channels, {} cells, {} nodes) in more than its width: \
-             deepening is not built yet; omit --layers and --nodes",
-            net.layers, net.nodes, base.layers, base.nodes
+            "the network to train ({c} channels, {} cells, {} nodes) is not the supernet's ({s} channels, {} cells, {} nodes) widened or deepened",
+            net.cells(),
+            net.nodes,
+            base.layers,
+            base.nodes
         ));
     }
     if c < s || c % s != 0 {
         return Err(format!("--channels {c}: a network grown from the supernet has a multiple of its {s} channels ({s}, {}, {}, ...)", 2 * s, 3 * s));
     }
-    Ok(c / s)
+    Ok(Growth { factor: c / s, deepen: net.gated.clone() })
 }
 
-/// [`from_supernet`], then widened `factor` times (widen.rs).
-pub fn from_supernet_widened(gpu: &Arc<Gpu>, search: &SearchConfig, run: &RunDir, genotype: &Genotype, train: &DeviceData, factor: usize) -> Result<Model> {
+/// [`from_supernet`], then deepened and widened as `growth` says.
+pub fn from_supernet_grown(gpu: &Arc<Gpu>, search: &SearchConfig, run: &RunDir, genotype: &Genotype, train: &DeviceData, growth: &Growth) -> Result<Model> {
     let model = from_supernet(gpu, search, run, genotype, train)?;
-    if factor == 1 {
+    if growth.factor == 1 && growth.deepen.is_empty() {
         return Ok(model);
     }
-    let (net, tensors) = widen(&model.net, factor, model.download()?)?;
-    let mut wide = Model::new(gpu, net, search.train.seed)?;
-    wide.restore(&tensors)?;
-    Ok(wide)
+    let [_, h, w] = train.image_shape();
+    let (mut net, mut tensors) = (model.net.clone(), model.download()?);
+    for &after in &growth.deepen {
+        (net, tensors) = deepen(&net, genotype, after, [h, w], search.train.seed, tensors)?;
+    }
+    if growth.factor > 1 {
+        (net, tensors) = widen(&net, growth.factor, tensors)?;
+    }
+    let mut grown = Model::new(gpu, net, search.train.seed)?;
+    grown.restore(&tensors)?;
+    Ok(grown)
 }
 
 /// Candidate `genotype`'s network out of the supernet of the search run `run` (config

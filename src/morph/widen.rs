@@ -5,7 +5,7 @@
 //! the narrow one's with each channel repeated. To keep it so:
 //! - a convolution over all input channels takes each narrow weight for every replica of its
 //!   output and input channel, divided by `factor` (the replicas of an input sum back to one);
-//! - depthwise filters, BN parameters and BN statistics are replicated;
+//! - depthwise filters (gates of gated cells too), BN parameters and BN statistics are replicated;
 //! - the stem reads the image (not widened): its filters are replicated along outputs only;
 //! - the classifier's weights are replicated along its inputs and divided, its bias kept.
 //!
@@ -39,7 +39,7 @@ pub fn widen(net: &NetConfig, factor: usize, tensors: Vec<NamedTensor>) -> Resul
             1 => (vec![shape[0] * factor], repeat(&data, 1, factor, 1.0)),
             2 if name == "classifier.weight" => (vec![shape[0], shape[1] * factor], repeat(&data, 1, factor, 1.0 / factor as f32)),
             4 if name == "stem.conv" => (vec![shape[0] * factor, shape[1], shape[2], shape[3]], repeat(&data, shape[1] * shape[2] * shape[3], factor, 1.0)),
-            4 if name.ends_with(".dw") && shape[1] == 1 => (vec![shape[0] * factor, 1, shape[2], shape[3]], repeat(&data, shape[2] * shape[3], factor, 1.0)),
+            4 if (name.ends_with(".dw") || name.ends_with(".gate")) && shape[1] == 1 => (vec![shape[0] * factor, 1, shape[2], shape[3]], repeat(&data, shape[2] * shape[3], factor, 1.0)),
             4 => {
                 let taps = shape[2] * shape[3];
                 // Inputs first (each input channel's taps repeated), then whole output rows.

@@ -28,6 +28,11 @@ pub struct NetConfig {
     /// when off.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub supernet_affine: bool,
+    /// Gated residual cells added by deepening (crate::morph): each entry is the index of the
+    /// normal cell the gated cell follows (several may follow one, in order). Left out of
+    /// config.json when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gated: Vec<usize>,
 }
 
 /// Upper bounds of the size flags (documented in `--help` through NetConfig::validate's error).
@@ -62,7 +67,33 @@ impl NetConfig {
                 return bad(format!("{what} must be at most {max}, got {v}"));
             }
         }
+        if self.gated.len() > MAX_LAYERS {
+            return bad(format!("at most {MAX_LAYERS} gated cells, got {}", self.gated.len()));
+        }
+        if let Some(&l) = self.gated.iter().find(|&&l| l >= self.layers || self.is_reduction(l)) {
+            return bad(format!("a gated cell follows a normal cell, and cell {l} of {} is {}", self.layers, if l >= self.layers { "not there" } else { "a reduction cell" }));
+        }
+        if !self.gated.is_sorted() {
+            return bad(format!("gated cells are listed in network order, got {:?}", self.gated));
+        }
         Ok(())
+    }
+
+    /// Every cell: base cells, each followed by the gated cells after it.
+    pub fn cells(&self) -> usize {
+        self.layers + self.gated.len()
+    }
+
+    /// The parameter-name prefix of every cell of the normal kind (or the reduction kind),
+    /// gated cells included (they are normal cells).
+    pub fn cell_prefixes(&self, reduction: bool) -> Vec<String> {
+        let mut out = Vec::new();
+        for l in (0..self.layers).filter(|&l| self.is_reduction(l) == reduction) {
+            out.push(format!("cells.{l}"));
+            let after = self.gated.iter().filter(|&&g| g == l).count();
+            out.extend((0..after).map(|j| format!("cells.{l}.g{j}")));
+        }
+        out
     }
 
     pub fn is_reduction(&self, layer: usize) -> bool {
@@ -135,9 +166,9 @@ pub fn op(g: &mut Graph, x: Var, op: Op, stride: usize, name: &str, cfg: &NetCon
     }
 }
 
-fn cell(g: &mut Graph, s0: Var, s1: Var, cell: &Cell, idx: usize, c: usize, reduction: bool, reduction_prev: bool, cfg: &NetConfig) -> Result<Var> {
+#[allow(clippy::too_many_arguments)]
+fn cell(g: &mut Graph, s0: Var, s1: Var, cell: &Cell, pre: &str, c: usize, reduction: bool, reduction_prev: bool, cfg: &NetConfig) -> Result<Var> {
     let affine = cfg.affine();
-    let pre = format!("cells.{idx}");
     let p0 = if reduction_prev {
         factorized_reduce(g, s0, &format!("{pre}.pre0"), c, affine)?
     } else {
@@ -175,9 +206,20 @@ pub fn forward(g: &mut Graph, cfg: &NetConfig, genotype: &Genotype, x: Var) -> R
             c_curr *= 2;
         }
         let spec = if reduction { &genotype.reduce } else { &genotype.normal };
-        let out = cell(g, s0, s1, spec, layer, c_curr, reduction, reduction_prev, cfg)?;
+        let out = cell(g, s0, s1, spec, &format!("cells.{layer}"), c_curr, reduction, reduction_prev, cfg)?;
         s0 = s1;
         s1 = out;
+        // Gated residual cells (deepening): s1 + gate * cell(s0, s1), the gate starting at zero,
+        // so each starts as the identity; the next cell still reads (s0, s1) as it did.
+        for j in 0..cfg.gated.iter().filter(|&&l| l == layer).count() {
+            let pre = format!("cells.{layer}.g{j}");
+            let branch = cell(g, s0, s1, &genotype.normal, &pre, c_curr, false, false, cfg)?;
+            if g.shape(branch) != g.shape(s1) {
+                return Err(Error::Shape { op: "gated cell", message: format!("{pre}: the normal cell gives {:?}, the cell it follows {:?}", g.shape(branch), g.shape(s1)) });
+            }
+            let gated = g.gate(branch, &format!("{pre}.gate"))?;
+            s1 = g.add(s1, gated)?;
+        }
         reduction_prev = reduction;
     }
     let pooled = g.global_avg_pool(s1)?;
@@ -199,6 +241,22 @@ pub fn expected_tensors(cfg: &NetConfig, genotype: &Genotype, h: usize, w: usize
     let x = g.input_shape(&[1, cfg.in_channels, h, w]);
     forward(&mut g, cfg, genotype, x)?;
     Ok(g.tensors_used())
+}
+
+/// The tensors of the network as a fresh model with `seed` starts: parameters initialised by
+/// name and seed, BN statistics at mean 0 and variance 1; only those `want` says yes to.
+pub fn initial_tensors(cfg: &NetConfig, genotype: &Genotype, h: usize, w: usize, seed: u64, want: impl Fn(&str) -> bool) -> Result<Vec<crate::run::NamedTensor>> {
+    let mut g = Graph::count();
+    let x = g.input_shape(&[1, cfg.in_channels, h, w]);
+    forward(&mut g, cfg, genotype, x)?;
+    let mut out = Vec::new();
+    for (name, (shape, init)) in g.param_inits().iter().filter(|(n, _)| want(n)) {
+        out.push((name.clone(), shape.clone(), super::params::initial_values(seed, name, shape.iter().product(), *init)));
+    }
+    for (name, c) in g.tensors_used().into_iter().filter(|(n, _)| n.starts_with("bn:") && want(n)) {
+        out.push((name.clone(), vec![c], vec![if name.ends_with(".var") { 1.0 } else { 0.0 }; c]));
+    }
+    Ok(out)
 }
 
 /// A weights file of a stand-alone network must hold exactly its tensors (momentum of its

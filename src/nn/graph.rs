@@ -62,6 +62,8 @@ pub struct Graph<'a> {
     pub flops: f64,
     /// Parameter names used, with their sizes (for counting).
     used: BTreeSet<(String, usize)>,
+    /// Shape and initialisation of every parameter used.
+    inits: std::collections::BTreeMap<String, (Vec<usize>, Init)>,
     /// BN layers met (name, channels): with `used`, the tensors a checkpoint of the network holds.
     bn_layers: BTreeSet<(String, usize)>,
     /// Values that came from outside (data): no gradient is computed for them.
@@ -85,12 +87,12 @@ pub fn fuse_default() -> bool {
 
 impl<'a> Graph<'a> {
     pub fn new(step: Step, store: &'a mut ParamStore, bn_stats: &'a mut BnStats, mode: Mode) -> Graph<'a> {
-        Graph { step: Some(step), store: Some(store), bn_stats: Some(bn_stats), mode, vals: vec![], tape: vec![], grads: vec![], flops: 0.0, used: BTreeSet::new(), bn_layers: BTreeSet::new(), inputs: BTreeSet::new(), convs: vec![], pools: vec![], relus: vec![], bns: vec![], fuse: fuse_default() }
+        Graph { step: Some(step), store: Some(store), bn_stats: Some(bn_stats), mode, vals: vec![], tape: vec![], grads: vec![], flops: 0.0, used: BTreeSet::new(), inits: Default::default(), bn_layers: BTreeSet::new(), inputs: BTreeSet::new(), convs: vec![], pools: vec![], relus: vec![], bns: vec![], fuse: fuse_default() }
     }
 
     /// Shapes only: nothing is allocated or launched; parameters and FLOPs are counted.
     pub fn count() -> Graph<'static> {
-        Graph { step: None, store: None, bn_stats: None, mode: Mode::Eval, vals: vec![], tape: vec![], grads: vec![], flops: 0.0, used: BTreeSet::new(), bn_layers: BTreeSet::new(), inputs: BTreeSet::new(), convs: vec![], pools: vec![], relus: vec![], bns: vec![], fuse: fuse_default() }
+        Graph { step: None, store: None, bn_stats: None, mode: Mode::Eval, vals: vec![], tape: vec![], grads: vec![], flops: 0.0, used: BTreeSet::new(), inits: Default::default(), bn_layers: BTreeSet::new(), inputs: BTreeSet::new(), convs: vec![], pools: vec![], relus: vec![], bns: vec![], fuse: fuse_default() }
     }
 
     /// Fuse ReLU -> conv (`relu_conv`) or not; the default is [`fuse_default`].
@@ -139,6 +141,11 @@ impl<'a> Graph<'a> {
         out
     }
 
+    /// Shape and initialisation of every parameter the recorded network uses.
+    pub fn param_inits(&self) -> &std::collections::BTreeMap<String, (Vec<usize>, Init)> {
+        &self.inits
+    }
+
     /// Scalars in all values (activations) the recorded network computes.
     pub fn value_scalars(&self) -> u64 {
         self.vals.iter().map(|v| numel(&v.shape) as u64).sum()
@@ -185,6 +192,7 @@ impl<'a> Graph<'a> {
     /// Look up (or create) a parameter; counts it.
     fn param(&mut self, name: &str, shape: &[usize], init: Init) -> Result<Option<Tensor>> {
         self.used.insert((name.to_string(), numel(shape)));
+        self.inits.insert(name.to_string(), (shape.to_vec(), init));
         match (&mut self.store, &mut self.step) {
             (Some(store), Some(step)) => Ok(Some(store.value(step, name, shape, init)?)),
             _ => Ok(None),
@@ -192,7 +200,14 @@ impl<'a> Graph<'a> {
     }
 
     pub fn conv(&mut self, x: Var, name: &str, cout: usize, k: usize, p: Conv2d) -> Result<Var> {
-        self.conv_node(x, name, cout, k, p, false)
+        self.conv_node(x, name, cout, k, p, false, None)
+    }
+
+    /// x scaled per channel by a learned weight that starts at zero (a depthwise 1x1
+    /// convolution), so a branch behind it starts switched off (ReZero, Bachlechner et al. 2020).
+    pub fn gate(&mut self, x: Var, name: &str) -> Result<Var> {
+        let c = self.shape(x)[1];
+        self.conv_node(x, name, c, 1, Conv2d { stride: 1, padding: 0, dilation: 1, groups: c }, false, Some(Init::Const(0.0)))
     }
 
     /// conv(relu(x)). Fused (the default): one node whose kernels read max(x, 0) and whose
@@ -203,10 +218,11 @@ impl<'a> Graph<'a> {
             let r = self.relu(x)?;
             return self.conv(r, name, cout, k, p);
         }
-        self.conv_node(x, name, cout, k, p, true)
+        self.conv_node(x, name, cout, k, p, true, None)
     }
 
-    fn conv_node(&mut self, x: Var, name: &str, cout: usize, k: usize, p: Conv2d, relu: bool) -> Result<Var> {
+    #[allow(clippy::too_many_arguments)]
+    fn conv_node(&mut self, x: Var, name: &str, cout: usize, k: usize, p: Conv2d, relu: bool, init: Option<Init>) -> Result<Var> {
         let cin = self.shape(x)[1];
         if !cin.is_multiple_of(p.groups) {
             return Err(Error::Shape { op: "conv", message: format!("{name}: {cin} channels, {} groups", p.groups) });
@@ -217,7 +233,7 @@ impl<'a> Graph<'a> {
         if self.step.is_none() {
             self.convs.push((self.shape(x).to_vec(), ws.to_vec(), p, relu));
         }
-        let w = self.param(name, &ws, Init::FanIn(ws[1] * k * k))?;
+        let w = self.param(name, &ws, init.unwrap_or(Init::FanIn(ws[1] * k * k)))?;
         let y = self.out(ys);
         if let (Some(w), Some(step)) = (w, self.step.as_mut()) {
             let (xt, yt) = (self.vals[x.0].t.clone().unwrap(), self.vals[y.0].t.clone().unwrap());

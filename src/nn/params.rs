@@ -50,6 +50,18 @@ pub struct ParamStore {
     plans: VecDeque<(Vec<String>, CachedPlan)>,
 }
 
+/// The `n` starting values of parameter `name` under `seed`.
+pub fn initial_values(seed: u64, name: &str, n: usize, init: Init) -> Vec<f32> {
+    match init {
+        Init::Const(v) => vec![v; n],
+        Init::FanIn(fan_in) => {
+            let bound = 1.0 / (fan_in.max(1) as f32).sqrt();
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(name_seed(seed, name));
+            (0..n).map(|_| rng.random_range(-bound..bound)).collect()
+        }
+    }
+}
+
 pub fn name_seed(seed: u64, name: &str) -> u64 {
     let mut h: u64 = 0xcbf29ce484222325 ^ seed.wrapping_mul(0x9E3779B97F4A7C15);
     for b in name.bytes() {
@@ -109,15 +121,7 @@ impl ParamStore {
             }
             return Ok(p.value.clone());
         }
-        let n = numel(shape);
-        let data: Vec<f32> = match init {
-            Init::Const(v) => vec![v; n],
-            Init::FanIn(fan_in) => {
-                let bound = 1.0 / (fan_in.max(1) as f32).sqrt();
-                let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(name_seed(self.seed, name));
-                (0..n).map(|_| rng.random_range(-bound..bound)).collect()
-            }
-        };
+        let data = initial_values(self.seed, name, numel(shape), init);
         self.insert(step, name, shape, &data)
     }
 

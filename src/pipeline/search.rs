@@ -42,7 +42,7 @@ pub struct SearchConfig {
 pub fn default_search() -> SearchConfig {
     SearchConfig {
         data: DataConfig { path: None, val_count: 300, train_limit: 2000 },
-        net: NetConfig { in_channels: 1, classes: 10, channels: 8, layers: 5, nodes: 4, supernet: true, supernet_affine: false },
+        net: NetConfig { in_channels: 1, classes: 10, channels: 8, layers: 5, nodes: 4, supernet: true, supernet_affine: false, gated: vec![] },
         space: SearchSpace::default(),
         train: TrainConfig {
             epochs: 2,

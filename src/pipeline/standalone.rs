@@ -90,15 +90,15 @@ pub fn run_train(gpu: &Arc<Gpu>, cfg: &StandaloneConfig, out: &Path, job: &JobOp
     cfg.train.validate()?;
     let genotype = &cfg.spec.genotype;
     genotype.validate()?;
-    // (search run, its config, how many times wider the network is than its supernet)
+    // (search run, its config, how the network grows from its supernet)
     let source = match cfg.init_from.as_ref().map(init_source).transpose()? {
         None if cfg.net.supernet => {
             return Err(Error::Invalid("stand-alone training builds the stand-alone network (net.supernet must be false) unless it grows from a search run (--init-from)".into()));
         }
         None => None,
         Some((run, search)) => {
-            let factor = crate::morph::width_factor(&search, &cfg.net).map_err(|message| Error::Config { path: run.dir().to_path_buf(), message })?;
-            Some((run, search, factor))
+            let growth = crate::morph::growth(&search, &cfg.net).map_err(|message| Error::Config { path: run.dir().to_path_buf(), message })?;
+            Some((run, search, growth))
         }
     };
     let cfg_json = serde_json::to_value(cfg).map_err(|e| Error::Invalid(format!("config: {e}")))?;
@@ -122,14 +122,14 @@ pub fn run_train(gpu: &Arc<Gpu>, cfg: &StandaloneConfig, out: &Path, job: &JobOp
         darts::check_batch_fits(gpu, &cfg.net, genotype, batch, h, w)?;
     }
     let mut model = Model::new(gpu, cfg.net.clone(), cfg.train.seed)?;
-    if let Some((search_run, search, factor)) = &source {
+    if let Some((search_run, search, growth)) = &source {
         // A checkpoint, when there is one, replaces these weights in `fit`.
         if !run.state_path().exists() && !run.checkpoint_path().exists() {
             // Recalibration needs the search's training split: this run's when it is the same.
             let same = cfg.data == search.data && cfg.train.seed == search.train.seed;
             let own = if same { None } else { Some(load(gpu, &search.data, search.train.seed)?) };
             let train = own.as_ref().map_or(&data.train, |d| &d.train);
-            model = crate::morph::from_supernet_widened(gpu, search, search_run, genotype, train, *factor)?;
+            model = crate::morph::from_supernet_grown(gpu, search, search_run, genotype, train, growth)?;
         }
     }
     let expect = darts::expected_tensors(&cfg.net, genotype, h, w)?;
