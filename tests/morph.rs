@@ -258,3 +258,37 @@ mod exact {
         assert_eq!(placement(&eight, 2), vec![1, 4]);
     }
 }
+
+#[test]
+fn morphs_drawn_for_a_child_stay_within_the_limits_and_follow_the_seed() {
+    use cellnas::morph::{available, draw, Limits, Morph};
+    use cellnas::nn::darts::NetConfig;
+    use cellnas::space::Genotype;
+    use rand::SeedableRng;
+    let geno = Genotype::from_darts("Genotype(normal=[('sep_conv_3x3', 1), ('skip_connect', 0), ('dil_conv_3x3', 0), ('max_pool_3x3', 2)], normal_concat=[2, 3], reduce=[('avg_pool_3x3', 0), ('skip_connect', 1), ('skip_connect', 2), ('max_pool_3x3', 1)], reduce_concat=[2, 3])").unwrap();
+    let net = NetConfig { in_channels: 1, classes: 10, channels: 4, layers: 5, nodes: 2, supernet: false, supernet_affine: false, gated: vec![] };
+    let kinds = available(&net, &geno, &Limits { max_channels: 8, max_cells: 6 });
+    assert_eq!(kinds.len(), 3, "{kinds:?}");
+    assert_eq!(kinds[1], vec![Morph::Deepen { after: 0 }, Morph::Deepen { after: 2 }, Morph::Deepen { after: 4 }]);
+    assert_eq!(kinds[2].len(), 2, "the two 3x3 edges of the normal cell");
+    // At the limits only kernel growth is left, and with no 3x3 edge nothing.
+    let full = Limits { max_channels: 4, max_cells: 5 };
+    assert_eq!(available(&net, &geno, &full).len(), 1);
+    let plain = Genotype::from_darts("Genotype(normal=[('skip_connect', 1), ('skip_connect', 0), ('max_pool_3x3', 0), ('max_pool_3x3', 2)], normal_concat=[2, 3], reduce=[('avg_pool_3x3', 0), ('skip_connect', 1), ('skip_connect', 2), ('max_pool_3x3', 1)], reduce_concat=[2, 3])").unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+    assert!(draw(&net, &plain, &full, 3, &mut rng).is_empty());
+    // Many draws: never past the limits after all of a child's morphs; the same seed, the same morphs.
+    let limits = Limits { max_channels: 8, max_cells: 7 };
+    for seed in 0..200 {
+        let d = draw(&net, &geno, &limits, 4, &mut rand_chacha::ChaCha8Rng::seed_from_u64(seed));
+        assert!(!d.is_empty() && d.len() <= 4);
+        let (mut n, mut g) = (net.clone(), geno.clone());
+        for m in &d {
+            (n, g) = m.shape(&n, &g);
+        }
+        assert!(n.channels <= 8 && n.cells() <= 7, "{d:?}");
+        n.validate().unwrap();
+        g.validate().unwrap();
+        assert_eq!(d, draw(&net, &geno, &limits, 4, &mut rand_chacha::ChaCha8Rng::seed_from_u64(seed)));
+    }
+}

@@ -125,6 +125,8 @@ pub struct SearchArgs {
     /// Minutes of training between mid-epoch checkpoints, 0 = only after each epoch [10].
     #[arg(long, default_value_t = 10.0)]
     pub checkpoint_minutes: f64,
+    #[command(flatten)]
+    pub morph: super::morph::MorphArgs,
 }
 
 /// The defaults of a search with no arguments (the library's, one place).
@@ -142,7 +144,7 @@ pub(crate) fn fresh_dir(base: &str) -> PathBuf {
     (2..).map(|i| PathBuf::from(format!("{base}.{i}"))).find(|p| !p.exists()).expect("some name is free")
 }
 
-fn apply_train(t: &mut TrainConfig, a: &TrainArgs) {
+pub(crate) fn apply_train(t: &mut TrainConfig, a: &TrainArgs) {
     macro_rules! set {
         ($($f:ident => $g:expr),*) => { $(if let Some(v) = a.$f { $g = v; })* };
     }
@@ -159,7 +161,7 @@ pub(crate) fn read_config<T: serde::de::DeserializeOwned>(dir: &std::path::Path,
 }
 
 /// Size flags.
-fn apply_net(net: &mut NetConfig, a: &NetArgs) {
+pub(crate) fn apply_net(net: &mut NetConfig, a: &NetArgs) {
     if let Some(c) = a.channels {
         net.channels = c;
     }
@@ -170,7 +172,7 @@ fn apply_net(net: &mut NetConfig, a: &NetArgs) {
 
 /// What a new run takes from its data: the network's input channels and classes, and the flip
 /// default from which dataset it is (unless `--flip` was given), saying which and why.
-fn fit_to_data(net: &mut NetConfig, train: &mut TrainConfig, a: &TrainArgs, data: &DataConfig, quiet: bool) -> Result<()> {
+pub(crate) fn fit_to_data(net: &mut NetConfig, train: &mut TrainConfig, a: &TrainArgs, data: &DataConfig, quiet: bool) -> Result<()> {
     let splits = match &data.path {
         Some(p) => cellnas::data::load_dir(p)?,
         None => cellnas::data::embedded()?,
@@ -196,7 +198,7 @@ fn fit_to_data(net: &mut NetConfig, train: &mut TrainConfig, a: &TrainArgs, data
     Ok(())
 }
 
-fn apply_data(d: &mut DataConfig, a: &DataArgs) {
+pub(crate) fn apply_data(d: &mut DataConfig, a: &DataArgs) {
     if let Some(p) = &a.data {
         d.path = Some(p.clone());
     }
@@ -209,6 +211,9 @@ fn apply_data(d: &mut DataConfig, a: &DataArgs) {
 }
 
 pub fn search(gpu: &Arc<Gpu>, a: &SearchArgs) -> Result<()> {
+    if super::morph::is_morphism(a)? {
+        return super::morph::search(gpu, a);
+    }
     let (mut cfg, out, resume) = match &a.resume {
         Some(dir) => {
             let cfg: SearchConfig = read_config(dir, "search")?;

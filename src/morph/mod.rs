@@ -10,9 +10,11 @@
 //! (widen.rs): every channel replicated, Net2WiderNet. Deepening (deepen.rs): gated residual
 //! cells that start as the identity.
 
+mod choice;
 mod deepen;
 mod kernel;
 mod widen;
+pub use choice::{available, draw, Limits, Morph};
 pub use deepen::{deepen, placement};
 pub use kernel::grow_kernel;
 pub use widen::{widen, widened};

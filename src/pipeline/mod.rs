@@ -5,6 +5,7 @@
 pub mod data;
 pub mod fit;
 pub mod kernels;
+pub mod morphism;
 pub mod rank;
 pub mod search;
 pub mod standalone;

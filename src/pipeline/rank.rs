@@ -154,6 +154,13 @@ pub fn read_search_config(dir: &Path) -> Result<SearchConfig> {
         path: dir.to_path_buf(),
         message: "is not a search run (no readable config.json); pass the folder `cellnas search` wrote".into(),
     })?;
+    let morphism = serde_json::from_str::<serde_json::Value>(&text).ok().is_some_and(|v| v["method"] == "morphism");
+    if morphism {
+        return Err(Error::Config {
+            path: dir.to_path_buf(),
+            message: "is a morphism search, which has no supernet: its networks are trained already (best.json, best.safetensors, nets/); pass a supernet search run".into(),
+        });
+    }
     serde_json::from_str(&text).map_err(|e| Error::Config { path: path.clone(), message: format!("not the config of a `cellnas search` run ({e})") })
 }
 
