@@ -318,7 +318,9 @@ pub struct TrainCmdArgs {
     /// Grow the network from this search run's supernet (the spec's weights and recalibrated BN
     /// statistics, docs/ARCHITECTURE.md) instead of random weights; the search's network size,
     /// data and seed become the defaults; --channels a multiple of the supernet's widens it
-    /// (function-preserving, Net2WiderNet). With --epochs 0 it scores the grown network.
+    /// (Net2WiderNet) and --layers above the supernet's adds gated residual cells that start as
+    /// the identity, so the grown network computes what the candidate did. With --epochs 0 it
+    /// scores the grown network.
     #[arg(long, conflicts_with = "resume")]
     pub init_from: Option<PathBuf>,
     /// No progress bars or per-epoch lines.
