@@ -66,11 +66,14 @@ fn a_morphism_search_grows_scores_and_exports_and_resumes_exactly() {
     let h = history(&a);
     assert_eq!(h.len(), 5, "the first network and 2 rounds x 2 children");
     assert!(h[0]["parent"].is_null() && h[0]["morphs"].as_array().unwrap().is_empty());
+    let acc = |i: usize| h[i]["accuracy"].as_f64().unwrap();
     for (i, e) in h.iter().enumerate().skip(1) {
         assert!(!e["morphs"].as_array().unwrap().is_empty(), "child {i} has no morph: {e}");
+        // Morphs keep the function: before fine-tuning, a child scores what its parent scored.
+        let parent = e["parent"].as_u64().unwrap() as usize;
+        assert_eq!(e["inherited_accuracy"].as_f64(), Some(acc(parent)), "child {i}: {e}");
     }
     // A round's children come from the best of the round before.
-    let acc = |i: usize| h[i]["accuracy"].as_f64().unwrap();
     let best1 = if acc(2) > acc(1) { 2 } else { 1 };
     assert_eq!((h[3]["parent"].as_u64(), h[4]["parent"].as_u64()), (Some(best1), Some(best1)));
     let best = read_json(&a.join("best.json"));

@@ -113,6 +113,10 @@ pub struct MorphEntry {
     pub net: NetConfig,
     pub accuracy: f64,
     pub loss: f64,
+    /// A child's validation accuracy before fine-tuning, with the weights and BN statistics
+    /// the morphs carried over: its parent's accuracy, since morphs keep the function.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inherited_accuracy: Option<f64>,
     pub params: u64,
     pub flops: u64,
     /// Training time of this network alone (its fine-tuning, or the first network's training).
@@ -170,7 +174,7 @@ pub fn run_morph_search(gpu: &Arc<Gpu>, cfg: &MorphSearchConfig, out: &Path, job
             let from = plan.parent.map_or("scratch".to_string(), |p| format!("net {p}"));
             let morphs: Vec<String> = plan.morphs.iter().map(|m| m.to_string()).collect();
             eprintln!(
-                "net {id} (round {}, from {from}{}{}): {} channels, {} cells, {} params: val accuracy {:.2}% ({:.0}s)",
+                "net {id} (round {}, from {from}{}{}): {} channels, {} cells, {} params: val accuracy {:.2}%{} ({:.0}s)",
                 plan.round,
                 if morphs.is_empty() { "" } else { ": " },
                 morphs.join(", "),
@@ -178,6 +182,7 @@ pub fn run_morph_search(gpu: &Arc<Gpu>, cfg: &MorphSearchConfig, out: &Path, job
                 entry.net.cells(),
                 entry.params,
                 100.0 * entry.accuracy,
+                entry.inherited_accuracy.map_or(String::new(), |a| format!(", {:.2}% before fine-tuning", 100.0 * a)),
                 entry.train_seconds
             );
         }
@@ -257,6 +262,11 @@ fn train_one(gpu: &Arc<Gpu>, cfg: &MorphSearchConfig, run: &RunDir, data: &Loade
         }
         model.restore(&t)?;
     }
+    let val = data.val.as_ref().expect("validated: val_count >= 1");
+    let inherited_accuracy = match plan.parent {
+        Some(_) => Some(evaluate(&plan.net, &mut model.store, &mut model.bn, &plan.genotype, val, cfg.eval.batch_size)?.0),
+        None => None,
+    };
     let [h, w] = image;
     let expect = darts::expected_tensors(&plan.net, &plan.genotype, h, w)?;
     for batch in [train.batch_size, cfg.eval.batch_size] {
@@ -265,7 +275,6 @@ fn train_one(gpu: &Arc<Gpu>, cfg: &MorphSearchConfig, run: &RunDir, data: &Loade
     let opts = FitOptions { run: &sub, checkpoint_every: job.checkpoint_every, quiet: true, expect: Some(&expect) };
     let epochs = fit(&mut model, &data.train, &train, &opts, &mut |_, _| vec![plan.genotype.clone()])?;
     model.bn = crate::supernet::recalibrate(&mut model, &plan.genotype, &data.train, &cfg.eval, seed)?;
-    let val = data.val.as_ref().expect("validated: val_count >= 1");
     let (accuracy, loss) = evaluate(&plan.net, &mut model.store, &mut model.bn, &plan.genotype, val, cfg.eval.batch_size)?;
     let weights: Vec<_> = model.download()?.into_iter().filter(|(n, _, _)| !n.ends_with("#momentum")).collect();
     let mut meta = BTreeMap::new();
@@ -287,6 +296,7 @@ fn train_one(gpu: &Arc<Gpu>, cfg: &MorphSearchConfig, run: &RunDir, data: &Loade
         net: plan.net.clone(),
         accuracy,
         loss,
+        inherited_accuracy,
         params,
         flops,
         train_seconds: epochs.iter().map(|m| m.seconds).sum(),
