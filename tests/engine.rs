@@ -7,7 +7,7 @@ use cellnas::ops::elementwise;
 use cellnas::Tensor;
 use cellnas::nn::darts::NetConfig;
 use cellnas::run::download_named;
-use cellnas::space::{Genotype, Op, SearchSpace};
+use cellnas::space::{Arch, Op, SearchSpace};
 use cellnas::supernet::{recalibrate_bounded, recalibration_batches, EvalConfig};
 use cellnas::train::{evaluate_bounded, train_epoch_in_flight, EpochMetrics, EpochProgress, Model, StepDone, TrainConfig, IN_FLIGHT};
 use rand::SeedableRng;
@@ -44,7 +44,7 @@ fn cfg() -> TrainConfig {
     }
 }
 
-fn genotypes() -> [Genotype; 2] {
+fn genotypes() -> [Arch; 2] {
     let space = SearchSpace::new(Op::SEARCHABLE.to_vec(), 2).unwrap();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
     let a = space.sample(&mut rng);
@@ -52,7 +52,7 @@ fn genotypes() -> [Genotype; 2] {
     while b == a {
         b = space.sample(&mut rng);
     }
-    [a, b]
+    [a.into(), b.into()]
 }
 
 /// Runs `epoch` of training; `in_flight` steps may be unread. Returns the metrics and the
@@ -60,7 +60,7 @@ fn genotypes() -> [Genotype; 2] {
 /// From step `settle_at` on, the callback asks to settle and, once settled, downloads the
 /// weights (returned with the step they belong to).
 #[allow(clippy::type_complexity)]
-fn epoch(model: &mut Model, data: &DeviceData, epoch: usize, paths: &[Genotype], in_flight: usize, settle_at: Option<usize>) -> (EpochMetrics, Vec<EpochProgress>, Option<(usize, Vec<u32>)>) {
+fn epoch(model: &mut Model, data: &DeviceData, epoch: usize, paths: &[Arch], in_flight: usize, settle_at: Option<usize>) -> (EpochMetrics, Vec<EpochProgress>, Option<(usize, Vec<u32>)>) {
     let mut seen = Vec::new();
     let mut settled_weights = None;
     let n = paths.len();
@@ -95,7 +95,7 @@ fn creations(c: Counters) -> (u64, u64, u64) {
     (c.buffers_created, c.buffer_bytes, c.bind_groups_created)
 }
 
-fn steady_state(supernet: bool, paths: &[Genotype]) {
+fn steady_state(supernet: bool, paths: &[Arch]) {
     let gpu = private_gpu();
     let data = data(&gpu, 128);
     let mut model = Model::new(&gpu, net(supernet), 1).unwrap();

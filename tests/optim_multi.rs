@@ -203,7 +203,7 @@ fn recorded_step<'a>(gpu: &Arc<Gpu>, store: &'a mut ParamStore, bn: &'a mut BnSt
     let x = Tensor::from_slice(gpu, &[3, 1, 8, 8], &random_vec(&mut rng_for("x"), 3 * 64)).unwrap();
     let mut g = Graph::new(gpu.step(), store, bn, Mode::Train);
     let x = g.input(x);
-    let logits = darts::forward(&mut g, &tiny_net(), &paths[0], x).unwrap();
+    let logits = darts::forward(&mut g, &tiny_net(), paths[0].darts().unwrap(), x).unwrap();
     g.cross_entropy(logits, &labels).unwrap();
     g.backward().unwrap();
     g.finish().unwrap()

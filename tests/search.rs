@@ -26,8 +26,9 @@ fn objective(g: &Genotype) -> Observation {
 fn run(strategy: &mut dyn Strategy, n: usize) -> Vec<Genotype> {
     let mut out = Vec::new();
     for _ in 0..n {
-        let Some(g) = strategy.propose() else { break };
-        strategy.observe(&g, &objective(&g));
+        let Some(a) = strategy.propose() else { break };
+        let g = a.darts().unwrap().clone();
+        strategy.observe(&a, &objective(&g));
         out.push(g);
     }
     out
@@ -128,8 +129,8 @@ fn evolution_beats_random_search_on_a_synthetic_objective() {
     let seeds = [1u64, 2, 3, 4];
     let (mut random, mut evo) = (0.0, 0.0);
     for &seed in &seeds {
-        random += best(strategy_from_name("random", SearchSpace::default(), seed, budget).unwrap().as_mut());
-        evo += best(strategy_from_name("evolution", SearchSpace::default(), seed, budget).unwrap().as_mut());
+        random += best(strategy_from_name("random", SearchSpace::default().into(), seed, budget).unwrap().as_mut());
+        evo += best(strategy_from_name("evolution", SearchSpace::default().into(), seed, budget).unwrap().as_mut());
     }
     let (random, evo) = (random / seeds.len() as f64, evo / seeds.len() as f64);
     eprintln!("mean best accuracy over {} seeds at budget {budget}: random {random:.3}, evolution {evo:.3}", seeds.len());
@@ -142,16 +143,17 @@ fn evolution_starts_random_then_mutates_and_ages_out_the_oldest() {
     let mut evo = evolution(SearchSpace::default(), 11, p, s);
     let mut observed = Vec::new();
     for n in 0..40 {
-        let g = evo.propose().unwrap();
+        let a = evo.propose().unwrap();
+        let g = a.darts().unwrap().clone();
         if n >= p {
             // A child is one mutation of a current member: exactly one edge differs.
             assert!(
-                evo.population().iter().any(|m| edges_changed(&m.genotype, &g) == 1),
+                evo.population().iter().any(|m| edges_changed(m.arch.darts().unwrap(), &g) == 1),
                 "proposal {n} is not a one-edge mutation of any population member"
             );
         }
         let obs = objective(&g);
-        evo.observe(&g, &obs);
+        evo.observe(&a, &obs);
         observed.push((g, obs.accuracy));
 
         let pop = evo.population();
@@ -161,7 +163,7 @@ fn evolution_starts_random_then_mutates_and_ages_out_the_oldest() {
         let recent = &observed[observed.len() - pop.len()..];
         for (k, (m, (g, acc))) in pop.iter().zip(recent).enumerate() {
             assert_eq!(m.born, observed.len() - pop.len() + k);
-            assert_eq!((&m.genotype, m.accuracy), (g, *acc));
+            assert_eq!((m.arch.darts().unwrap(), m.accuracy), (g, *acc));
         }
     }
 }
@@ -171,12 +173,12 @@ fn evolution_parent_is_the_best_of_the_sample() {
     // With S = 64 draws from 4 members the best is in the sample (miss chance (3/4)^64 ~ 1e-8),
     // so every child must be one mutation of the best member, which gets a far higher score.
     let mut evo = evolution(SearchSpace::default(), 5, 4, 64);
-    let initial: Vec<Genotype> = (0..4).map(|_| evo.propose().unwrap()).collect();
+    let initial: Vec<Genotype> = (0..4).map(|_| evo.propose().unwrap().darts().unwrap().clone()).collect();
     for (k, g) in initial.iter().enumerate() {
         let accuracy = if k == 2 { 0.9 } else { 0.1 };
-        evo.observe(g, &Observation { accuracy, loss: 1.0 });
+        evo.observe(&g.clone().into(), &Observation { accuracy, loss: 1.0 });
     }
-    let child = evo.propose().unwrap();
+    let child = evo.propose().unwrap().darts().unwrap().clone();
     assert_eq!(edges_changed(&initial[2], &child), 1);
     for k in [0, 1, 3] {
         assert_ne!(edges_changed(&initial[k], &child), 1, "child looks like a mutation of member {k} too");
@@ -349,10 +351,10 @@ fn history_with_a_corrupt_line_is_an_error_naming_the_line() {
 #[test]
 fn strategies_by_name() {
     for name in ["random", "evolution"] {
-        let s = strategy_from_name(name, SearchSpace::default(), 0, 100).unwrap();
+        let s = strategy_from_name(name, SearchSpace::default().into(), 0, 100).unwrap();
         assert_eq!(s.name(), name);
     }
-    let e = strategy_from_name("bayesian", SearchSpace::default(), 0, 100).err().unwrap().to_string();
+    let e = strategy_from_name("bayesian", SearchSpace::default().into(), 0, 100).err().unwrap().to_string();
     assert!(e.contains("unknown search strategy 'bayesian'") && e.contains("random, evolution"), "{e}");
 }
 

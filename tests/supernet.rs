@@ -48,7 +48,7 @@ fn fair_sampling_trains_every_op_of_every_edge_once_per_step() {
     let space = SearchSpace::default();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
     for _ in 0..20 {
-        let paths = sample_paths(&space, Sampling::Fair, &mut rng);
+        let paths: Vec<_> = sample_paths(&space, Sampling::Fair, &mut rng).into_iter().map(|a| a.darts().unwrap().clone()).collect();
         assert_eq!(paths.len(), space.ops().len());
         for p in &paths {
             space.contains(p).unwrap();
@@ -74,7 +74,7 @@ fn recalibrated_statistics_equal_a_direct_computation() {
     let genotype = SearchSpace::new(Op::SEARCHABLE.to_vec(), 2).unwrap().sample(&mut rand_chacha::ChaCha8Rng::seed_from_u64(3));
     let cfg = EvalConfig { recalibration_batches: 3, batch_size: 20 };
     let seed = 11;
-    let bn = recalibrate(&mut model, &genotype, &data, &cfg, seed).unwrap();
+    let bn = recalibrate(&mut model, &genotype.into(), &data, &cfg, seed).unwrap();
 
     // The stem BN's input is the stem conv of the batch: recompute it on the CPU reference for
     // the same batches, take each batch's mean and unbiased variance, and average.

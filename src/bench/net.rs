@@ -120,7 +120,7 @@ impl NetBench {
         let sgd = Sgd { lr: 0.025, momentum: 0.9, weight_decay: 3e-4, nesterov: false };
         let aug = Augment::default();
         let batches: Vec<Vec<u32>> = (0..n as u32).collect::<Vec<_>>().chunks_exact(self.batch).map(|c| c.to_vec()).collect();
-        let paths = [self.genotype.clone()];
+        let paths = [crate::space::Arch::Darts(self.genotype.clone())];
 
         let record_ms = std::cell::Cell::new(0.0);
         // As the training loop runs: up to IN_FLIGHT steps submitted before their results are read.
@@ -163,7 +163,7 @@ impl NetBench {
         // Evaluation reads the running BN statistics training left behind.
         let eval_data = random_data(gpu, self.batch * self.steps, c, h, w, self.classes)?;
         let eval_run = |model: &mut Model| -> Result<()> {
-            evaluate(&model.net, &mut model.store, &mut model.bn, &self.genotype, &eval_data, self.batch)?;
+            evaluate(&model.net, &mut model.store, &mut model.bn, &crate::space::Arch::Darts(self.genotype.clone()), &eval_data, self.batch)?;
             Ok(())
         };
         if self.warmup > 0 {

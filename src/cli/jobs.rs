@@ -453,7 +453,7 @@ pub fn eval(gpu: &Arc<Gpu>, a: &EvalArgs) -> Result<()> {
     let mut model = cellnas::train::Model::new(gpu, cfg.net.clone(), cfg.train.seed)?;
     model.restore(&tensors)?;
     let val = data.val.as_ref().context("the run has no validation split")?;
-    let s = cellnas::supernet::score(&mut model, &spec.genotype, &data.train, val, &cfg.eval, cfg.train.seed)?;
+    let s = cellnas::supernet::score(&mut model, &cellnas::space::Arch::Darts(spec.genotype.clone()), &data.train, val, &cfg.eval, cfg.train.seed)?;
     println!(
         "inherited-weight val accuracy {:.2}% (loss {:.4}) after {} supernet epochs; stand-alone network: {} parameters, {:.1} MFLOPs per image; {:.0} ms",
         100.0 * s.accuracy,

@@ -116,7 +116,7 @@ pub fn from_supernet(gpu: &Arc<Gpu>, search: &SearchConfig, run: &RunDir, genoty
     let seed = search.train.seed;
     let mut supernet = Model::new(gpu, search.net.clone(), seed)?;
     supernet.restore(&weights)?;
-    let bn = crate::supernet::recalibrate(&mut supernet, genotype, train, &search.eval, seed)?;
+    let bn = crate::supernet::recalibrate(&mut supernet, &crate::space::Arch::Darts(genotype.clone()), train, &search.eval, seed)?;
 
     let net = grown_net(search);
     let [_, h, w] = train.image_shape();

@@ -8,7 +8,7 @@
 use crate::data::DeviceData;
 use crate::error::{Error, Result};
 use crate::run::{append_jsonl, jsonl_line, load_checkpoint, read_jsonl, save_checkpoint, write_atomic, RunDir};
-use crate::space::Genotype;
+use crate::space::Arch;
 use crate::train::{train_epoch, EpochMetrics, EpochProgress, Model, TrainConfig};
 use serde_json::json;
 use std::io::IsTerminal;
@@ -35,7 +35,7 @@ pub fn fit(
     data: &DeviceData,
     cfg: &TrainConfig,
     opts: &FitOptions,
-    paths: &mut dyn FnMut(usize, usize) -> Vec<Genotype>,
+    paths: &mut dyn FnMut(usize, usize) -> Vec<Arch>,
 ) -> Result<Vec<EpochMetrics>> {
     let run = opts.run;
     let mut start_epoch = 0;

@@ -21,7 +21,7 @@ use crate::nn::darts::{self, NetConfig};
 use crate::nn::params::name_seed;
 use crate::run::{load_tensors, read_jsonl, save_tensors, append_jsonl, NamedTensor, RunDir};
 use crate::search::rfc3339;
-use crate::space::{Genotype, Spec};
+use crate::space::{Arch, Genotype, Spec};
 use crate::supernet::EvalConfig;
 use crate::train::{evaluate, Model, TrainConfig};
 use rand::SeedableRng;
@@ -195,7 +195,7 @@ pub fn run_morph_search(gpu: &Arc<Gpu>, cfg: &MorphSearchConfig, out: &Path, job
     let (tensors, _) = load_tensors(&weights_path)?;
     let mut model = Model::new(gpu, best.net.clone(), cfg.train.seed)?;
     model.restore(&tensors)?;
-    let (test_accuracy, test_loss) = evaluate(&best.net, &mut model.store, &mut model.bn, &genotype, &data.test, cfg.eval.batch_size)?;
+    let (test_accuracy, test_loss) = evaluate(&best.net, &mut model.store, &mut model.bn, &Arch::Darts(genotype.clone()), &data.test, cfg.eval.batch_size)?;
     let spec = Spec { name: Some(format!("cellnas morphism search, network {}", best.id)), ..Spec::new(genotype) };
     let best_json = json!({
         "spec": serde_json::from_str::<serde_json::Value>(&spec.to_json_pretty()).expect("spec JSON"),
@@ -262,9 +262,10 @@ fn train_one(gpu: &Arc<Gpu>, cfg: &MorphSearchConfig, run: &RunDir, data: &Loade
         }
         model.restore(&t)?;
     }
+    let arch = Arch::Darts(plan.genotype.clone());
     let val = data.val.as_ref().expect("validated: val_count >= 1");
     let inherited_accuracy = match plan.parent {
-        Some(_) => Some(evaluate(&plan.net, &mut model.store, &mut model.bn, &plan.genotype, val, cfg.eval.batch_size)?.0),
+        Some(_) => Some(evaluate(&plan.net, &mut model.store, &mut model.bn, &arch, val, cfg.eval.batch_size)?.0),
         None => None,
     };
     let [h, w] = image;
@@ -273,9 +274,9 @@ fn train_one(gpu: &Arc<Gpu>, cfg: &MorphSearchConfig, run: &RunDir, data: &Loade
         darts::check_batch_fits(gpu, &plan.net, &plan.genotype, batch, h, w)?;
     }
     let opts = FitOptions { run: &sub, checkpoint_every: job.checkpoint_every, quiet: true, expect: Some(&expect) };
-    let epochs = fit(&mut model, &data.train, &train, &opts, &mut |_, _| vec![plan.genotype.clone()])?;
-    model.bn = crate::supernet::recalibrate(&mut model, &plan.genotype, &data.train, &cfg.eval, seed)?;
-    let (accuracy, loss) = evaluate(&plan.net, &mut model.store, &mut model.bn, &plan.genotype, val, cfg.eval.batch_size)?;
+    let epochs = fit(&mut model, &data.train, &train, &opts, &mut |_, _| vec![arch.clone()])?;
+    model.bn = crate::supernet::recalibrate(&mut model, &arch, &data.train, &cfg.eval, seed)?;
+    let (accuracy, loss) = evaluate(&plan.net, &mut model.store, &mut model.bn, &arch, val, cfg.eval.batch_size)?;
     let weights: Vec<_> = model.download()?.into_iter().filter(|(n, _, _)| !n.ends_with("#momentum")).collect();
     let mut meta = BTreeMap::new();
     meta.insert("genotype".to_string(), plan.genotype.to_darts());

@@ -321,7 +321,7 @@ fn inherited_scores(
     let mut out = Vec::new();
     for (a, g) in archs.iter().zip(genotypes) {
         search.space.contains(g)?;
-        let s = score(&mut model, g, &data.train, val, &search.eval, search.train.seed)?;
+        let s = score(&mut model, &crate::space::Arch::Darts(g.clone()), &data.train, val, &search.eval, search.train.seed)?;
         out.push(Inherited { key: a.key.clone(), accuracy: s.accuracy, loss: s.loss });
     }
     say(format!("inherited scores of {} architectures on {}'s supernet", out.len(), search_run.dir().display()));

@@ -81,7 +81,7 @@ impl SearchConfig {
             return Err(Error::Invalid(format!("search budget must be between 1 and {MAX_BUDGET} candidates, got {}", self.budget)));
         }
         // Fail now rather than after training the supernet.
-        strategy_from_name(&self.strategy, self.space.clone(), self.train.seed, self.budget)?;
+        strategy_from_name(&self.strategy, std::sync::Arc::new(self.space.clone()), self.train.seed, self.budget)?;
         if self.eval.batch_size == 0 || self.eval.recalibration_batches == 0 {
             return Err(Error::Invalid("evaluation needs a batch size and recalibration batches of at least 1".into()));
         }
@@ -126,9 +126,9 @@ pub fn run_search(gpu: &Arc<Gpu>, cfg: &SearchConfig, out: &Path, job: &JobOptio
     }
     // Every path has the same activation shapes, so one sampled path tells whether a batch fits.
     let [_, h, w] = data.train.image_shape();
-    let probe = cfg.space.sample(&mut ChaCha8Rng::seed_from_u64(0));
+    let probe = crate::space::Space::sample(&cfg.space, &mut ChaCha8Rng::seed_from_u64(0));
     for batch in [cfg.train.batch_size, cfg.eval.batch_size] {
-        crate::nn::darts::check_batch_fits(gpu, &cfg.net, &probe, batch, h, w)?;
+        crate::nn::check_batch_fits(gpu, &cfg.net, &probe, batch, h, w)?;
     }
 
     // Supernet training, resumable (see fit.rs). Paths come from one generator per epoch,
@@ -146,7 +146,7 @@ pub fn run_search(gpu: &Arc<Gpu>, cfg: &SearchConfig, out: &Path, job: &JobOptio
     let train_seconds: f64 = epochs.iter().map(|m| m.seconds).sum();
 
     // Search: replay what history.jsonl already has, then evaluate the rest of the budget.
-    let mut strategy = strategy_from_name(&cfg.strategy, cfg.space.clone(), cfg.train.seed, cfg.budget)?;
+    let mut strategy = strategy_from_name(&cfg.strategy, std::sync::Arc::new(cfg.space.clone()), cfg.train.seed, cfg.budget)?;
     let mut history = History::open(run.history_path())?;
     for w in history.warnings() {
         eprintln!("warning: {w}");
@@ -159,18 +159,18 @@ pub fn run_search(gpu: &Arc<Gpu>, cfg: &SearchConfig, out: &Path, job: &JobOptio
     pb.set_position(done.min(cfg.budget) as u64);
     let mut evaluated = 0;
     while history.entries().len() < cfg.budget {
-        let Some(genotype) = strategy.propose() else { break };
-        let key = genotype.key();
+        let Some(arch) = strategy.propose() else { break };
+        let key = arch.key();
         // A re-proposed architecture (evolution may repeat one) keeps its score: evaluation is
         // deterministic, so re-running it would only cost time.
         let entry = match seen.get(&key) {
             Some(e) => HistoryEntry { id: history.entries().len(), eval_ms: 0.0, time: rfc3339(std::time::SystemTime::now()), ..e.clone() },
             None => {
-                let s = score(&mut model, &genotype, &data.train, val, &cfg.eval, cfg.train.seed)?;
+                let s = score(&mut model, &arch, &data.train, val, &cfg.eval, cfg.train.seed)?;
                 evaluated += 1;
                 HistoryEntry {
                     id: history.entries().len(),
-                    genotype: genotype.to_darts(),
+                    genotype: arch.text(),
                     key: key.clone(),
                     accuracy: s.accuracy,
                     loss: s.loss,
@@ -181,7 +181,7 @@ pub fn run_search(gpu: &Arc<Gpu>, cfg: &SearchConfig, out: &Path, job: &JobOptio
                 }
             }
         };
-        strategy.observe(&genotype, &Observation { accuracy: entry.accuracy, loss: entry.loss });
+        strategy.observe(&arch, &Observation { accuracy: entry.accuracy, loss: entry.loss });
         history.append(&entry)?;
         seen.insert(key, entry.clone());
         pb.set_position(history.entries().len() as u64);

@@ -8,7 +8,7 @@ use crate::nn::darts::{self, NetConfig};
 use super::fit::{fit, FitOptions};
 use super::JobOptions;
 use crate::run::{load_checkpoint, load_tensors, save_tensors, RunDir};
-use crate::space::Spec;
+use crate::space::{Arch, Spec};
 use crate::train::{evaluate, EpochMetrics, Model, TrainConfig};
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -134,7 +134,7 @@ pub fn run_train(gpu: &Arc<Gpu>, cfg: &StandaloneConfig, out: &Path, job: &JobOp
     }
     let expect = darts::expected_tensors(&cfg.net, genotype, h, w)?;
     let opts = FitOptions { run: &run, checkpoint_every: job.checkpoint_every, quiet: job.quiet, expect: Some(&expect) };
-    let epochs = fit(&mut model, &data.train, &cfg.train, &opts, &mut |_, _| vec![genotype.clone()])?;
+    let epochs = fit(&mut model, &data.train, &cfg.train, &opts, &mut |_, _| vec![Arch::Darts(genotype.clone())])?;
     // Training time over every process that ran it (a resumed run included).
     let train_seconds: f64 = epochs.iter().map(|m| m.seconds).sum();
     let (running_bn, t) = test_precise(&mut model, cfg, &data)?;
@@ -160,6 +160,7 @@ pub fn run_train(gpu: &Arc<Gpu>, cfg: &StandaloneConfig, out: &Path, job: &JobOp
 
 /// Test accuracy and loss, and validation accuracy when the run holds a validation split out.
 fn test_and_val(model: &mut Model, genotype: &crate::space::Genotype, data: &super::data::Loaded, batch: usize) -> Result<Tested> {
+    let genotype = &Arch::Darts(genotype.clone());
     let (test_accuracy, test_loss) = evaluate(&model.net, &mut model.store, &mut model.bn, genotype, &data.test, batch)?;
     let val_accuracy = match &data.val {
         Some(v) => Some(evaluate(&model.net, &mut model.store, &mut model.bn, genotype, v, batch)?.0),
@@ -193,7 +194,7 @@ fn test_precise(model: &mut Model, cfg: &StandaloneConfig, data: &super::data::L
         return Ok((None, running));
     }
     let eval = crate::supernet::EvalConfig { recalibration_batches: cfg.precise_bn, batch_size: cfg.train.batch_size };
-    model.bn = crate::supernet::recalibrate(model, genotype, &data.train, &eval, cfg.train.seed)?;
+    model.bn = crate::supernet::recalibrate(model, &Arch::Darts(genotype.clone()), &data.train, &eval, cfg.train.seed)?;
     Ok((Some(running), test_and_val(model, genotype, data, cfg.eval_batch_size)?))
 }
 

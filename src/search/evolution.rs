@@ -14,7 +14,8 @@
 use super::random::sample_unseen;
 use super::{better, Observation, Strategy};
 use crate::error::{Error, Result};
-use crate::space::{Genotype, SearchSpace};
+use crate::space::{Arch, Space};
+use std::sync::Arc;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::{HashSet, VecDeque};
@@ -47,7 +48,7 @@ impl EvolutionConfig {
 /// One member of the population.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Member {
-    pub genotype: Genotype,
+    pub arch: Arch,
     pub accuracy: f64,
     /// How many observations came before this one (0 for the first), i.e. its age rank.
     pub born: usize,
@@ -55,7 +56,7 @@ pub struct Member {
 
 /// Aging evolution; see the module docs.
 pub struct RegularizedEvolution {
-    space: SearchSpace,
+    space: Arc<dyn Space>,
     rng: ChaCha8Rng,
     population_size: usize,
     sample_size: usize,
@@ -70,7 +71,7 @@ pub struct RegularizedEvolution {
 impl RegularizedEvolution {
     /// `population` (P) and `sample_size` (S) must be at least 1. S may exceed P: the sample
     /// is drawn with replacement, so that only means stronger selection.
-    pub fn new(space: SearchSpace, seed: u64, population: usize, sample_size: usize) -> Result<RegularizedEvolution> {
+    pub fn new(space: impl Into<Arc<dyn Space>>, seed: u64, population: usize, sample_size: usize) -> Result<RegularizedEvolution> {
         if population == 0 || sample_size == 0 {
             return Err(Error::Invalid(format!(
                 "regularized evolution needs population and sample size of at least 1, got population \
@@ -78,7 +79,7 @@ impl RegularizedEvolution {
             )));
         }
         Ok(RegularizedEvolution {
-            space,
+            space: space.into(),
             rng: ChaCha8Rng::seed_from_u64(seed),
             population_size: population,
             sample_size,
@@ -89,8 +90,8 @@ impl RegularizedEvolution {
         })
     }
 
-    pub fn space(&self) -> &SearchSpace {
-        &self.space
+    pub fn space(&self) -> &dyn Space {
+        self.space.as_ref()
     }
 
     /// P.
@@ -136,25 +137,25 @@ impl Strategy for RegularizedEvolution {
 
     /// Never None. In a space too small for any mutation to change a genotype, it keeps
     /// proposing the same one; the caller's budget ends the search.
-    fn propose(&mut self) -> Option<Genotype> {
+    fn propose(&mut self) -> Option<Arch> {
         // Random while the initial population is being proposed, and also when nothing has been
         // observed yet (only if a caller proposes ahead of observing): there is no parent.
         let genotype = if self.proposed < self.population_size || self.population.is_empty() {
             // Unseen if possible; a tiny exhausted space may repeat, evolution still needs P members.
-            match sample_unseen(&self.space, &mut self.rng, &mut self.seen) {
+            match sample_unseen(self.space.as_ref(), &mut self.rng, &mut self.seen) {
                 Some(g) => g,
                 None => self.space.sample(&mut self.rng),
             }
         } else {
             let parent = self.select_parent();
-            self.space.mutate(&self.population[parent].genotype, &mut self.rng)
+            self.space.mutate(&self.population[parent].arch, &mut self.rng)
         };
         self.proposed += 1;
         Some(genotype)
     }
 
-    fn observe(&mut self, genotype: &Genotype, obs: &Observation) {
-        self.population.push_back(Member { genotype: genotype.clone(), accuracy: obs.accuracy, born: self.observed });
+    fn observe(&mut self, arch: &Arch, obs: &Observation) {
+        self.population.push_back(Member { arch: arch.clone(), accuracy: obs.accuracy, born: self.observed });
         self.observed += 1;
         while self.population.len() > self.population_size {
             self.population.pop_front();

@@ -15,14 +15,15 @@ pub use history::{rfc3339, History, HistoryEntry};
 pub use random::RandomSearch;
 
 use crate::error::{Error, Result};
-use crate::space::{Genotype, SearchSpace};
+use crate::space::{Arch, Space};
+use std::sync::Arc;
 use std::cmp::Ordering;
 
 /// A genotype handed out for evaluation, with the id it will have in the history.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Candidate {
     pub id: usize,
-    pub genotype: Genotype,
+    pub arch: Arch,
 }
 
 /// The score of one evaluated genotype.
@@ -41,9 +42,9 @@ pub trait Strategy {
     fn name(&self) -> &'static str;
     /// Next candidate to evaluate, or None when the strategy has nothing more to propose (budget
     /// is enforced by the caller).
-    fn propose(&mut self) -> Option<Genotype>;
-    /// Result of evaluating a proposed genotype (called in proposal order, once per proposal).
-    fn observe(&mut self, genotype: &Genotype, obs: &Observation);
+    fn propose(&mut self) -> Option<Arch>;
+    /// Result of evaluating a proposed architecture (called in proposal order, once per proposal).
+    fn observe(&mut self, arch: &Arch, obs: &Observation);
     /// How many of the first proposals are uniform samples of the space, blind to any score:
     /// the random baseline a search is compared with. All of them unless overridden.
     fn random_proposals(&self) -> usize {
@@ -56,7 +57,7 @@ pub const STRATEGIES: [&str; 2] = ["random", "evolution"];
 
 /// Builds a strategy by name: "random" (`RandomSearch`) or "evolution"
 /// (`RegularizedEvolution` with `EvolutionConfig::for_budget(budget)`).
-pub fn strategy_from_name(name: &str, space: SearchSpace, seed: u64, budget: usize) -> Result<Box<dyn Strategy>> {
+pub fn strategy_from_name(name: &str, space: Arc<dyn Space>, seed: u64, budget: usize) -> Result<Box<dyn Strategy>> {
     match name {
         "random" => Ok(Box::new(RandomSearch::new(space, seed))),
         "evolution" => {
@@ -84,14 +85,14 @@ pub fn strategy_from_name(name: &str, space: SearchSpace, seed: u64, budget: usi
 pub fn replay(strategy: &mut dyn Strategy, history: &[HistoryEntry]) -> Result<()> {
     let name = strategy.name();
     for entry in history {
-        let Some(genotype) = strategy.propose() else {
+        let Some(arch) = strategy.propose() else {
             return Err(Error::Search(format!(
                 "history entry {}: the {name} strategy has nothing more to propose, but the history records \
                  more evaluations; the history does not match this strategy/seed/space",
                 entry.id
             )));
         };
-        let key = genotype.key();
+        let key = arch.key();
         if key != entry.key {
             return Err(Error::Search(format!(
                 "history entry {} does not match this strategy/seed/space: it records {}, but the {name} \
@@ -100,7 +101,7 @@ pub fn replay(strategy: &mut dyn Strategy, history: &[HistoryEntry]) -> Result<(
                 entry.id, entry.key
             )));
         }
-        strategy.observe(&genotype, &Observation { accuracy: entry.accuracy, loss: entry.loss });
+        strategy.observe(&arch, &Observation { accuracy: entry.accuracy, loss: entry.loss });
     }
     Ok(())
 }

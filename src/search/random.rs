@@ -2,7 +2,8 @@
 //! every other strategy has to beat (Li & Talwalkar 2019 found it close to DARTS on this space).
 
 use super::{Observation, Strategy};
-use crate::space::{Genotype, SearchSpace};
+use crate::space::{Arch, Space};
+use std::sync::Arc;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::collections::HashSet;
@@ -14,26 +15,26 @@ pub(crate) const MAX_DRAWS: usize = 1000;
 
 /// A uniform sample whose `key()` is not in `seen` (and is added to it), or None after
 /// `MAX_DRAWS` duplicates in a row.
-pub(crate) fn sample_unseen(space: &SearchSpace, rng: &mut ChaCha8Rng, seen: &mut HashSet<String>) -> Option<Genotype> {
+pub(crate) fn sample_unseen(space: &dyn Space, rng: &mut ChaCha8Rng, seen: &mut HashSet<String>) -> Option<Arch> {
     (0..MAX_DRAWS).map(|_| space.sample(rng)).find(|g| seen.insert(g.key()))
 }
 
 /// Uniform random search without repeats. Observations are ignored; proposals depend only on
 /// the seed.
 pub struct RandomSearch {
-    space: SearchSpace,
+    space: Arc<dyn Space>,
     rng: ChaCha8Rng,
     /// Keys of everything proposed so far (not just observed), so a proposal never repeats.
     seen: HashSet<String>,
 }
 
 impl RandomSearch {
-    pub fn new(space: SearchSpace, seed: u64) -> RandomSearch {
-        RandomSearch { space, rng: ChaCha8Rng::seed_from_u64(seed), seen: HashSet::new() }
+    pub fn new(space: impl Into<Arc<dyn Space>>, seed: u64) -> RandomSearch {
+        RandomSearch { space: space.into(), rng: ChaCha8Rng::seed_from_u64(seed), seen: HashSet::new() }
     }
 
-    pub fn space(&self) -> &SearchSpace {
-        &self.space
+    pub fn space(&self) -> &dyn Space {
+        self.space.as_ref()
     }
 }
 
@@ -44,9 +45,9 @@ impl Strategy for RandomSearch {
 
     /// None once `MAX_DRAWS` samples in a row were all seen before: the space is exhausted,
     /// or so nearly that further search is pointless.
-    fn propose(&mut self) -> Option<Genotype> {
-        sample_unseen(&self.space, &mut self.rng, &mut self.seen)
+    fn propose(&mut self) -> Option<Arch> {
+        sample_unseen(self.space.as_ref(), &mut self.rng, &mut self.seen)
     }
 
-    fn observe(&mut self, _genotype: &Genotype, _obs: &Observation) {}
+    fn observe(&mut self, _arch: &Arch, _obs: &Observation) {}
 }

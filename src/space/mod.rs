@@ -2,6 +2,7 @@
 //! DARTS text and versioned JSON forms, and the sampler/mutator used by random search and
 //! regularized evolution. docs/spec.md describes the file format, docs/ops.md the ops.
 
+mod arch;
 mod darts;
 mod genotype;
 mod op;
@@ -9,6 +10,7 @@ mod search;
 mod spec;
 mod text;
 
+pub use arch::{Arch, Space};
 pub use genotype::{Cell, Edge, Genotype, MAX_NODES};
 pub use op::Op;
 pub use search::SearchSpace;

@@ -4,14 +4,12 @@
 
 use crate::data::{assemble, Augment, DeviceData};
 use crate::error::{Error, Result};
-use crate::nn::darts::{self, NetConfig};
+use crate::nn::darts::NetConfig;
 use crate::nn::params::name_seed;
 use crate::nn::{BnStats, Graph, Mode};
-use crate::space::{Genotype, SearchSpace};
+use crate::space::{Arch, Space};
 use crate::tensor::Tensor;
 use crate::train::{epoch_batches, evaluate, Model, BATCHES_PER_SUBMIT};
-use rand::seq::SliceRandom;
-use rand::Rng;
 use std::time::Instant;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -36,27 +34,10 @@ impl std::str::FromStr for Sampling {
 }
 
 /// The paths one training step uses.
-pub fn sample_paths<R: Rng + ?Sized>(space: &SearchSpace, sampling: Sampling, rng: &mut R) -> Vec<Genotype> {
+pub fn sample_paths(space: &dyn Space, sampling: Sampling, rng: &mut dyn rand::RngCore) -> Vec<Arch> {
     match sampling {
         Sampling::Uniform => vec![space.sample(rng)],
-        Sampling::Fair => {
-            let k = space.ops().len();
-            // Inputs from ordinary samples; ops replaced by one permutation per edge slot.
-            let mut paths: Vec<Genotype> = (0..k).map(|_| space.sample(rng)).collect();
-            for cell in 0..2 {
-                for node in 0..space.nodes() {
-                    for slot in 0..2 {
-                        let mut ops = space.ops().to_vec();
-                        ops.shuffle(rng);
-                        for (p, op) in paths.iter_mut().zip(ops) {
-                            let c = if cell == 0 { &mut p.normal } else { &mut p.reduce };
-                            c.nodes[node][slot].op = op;
-                        }
-                    }
-                }
-            }
-            paths
-        }
+        Sampling::Fair => space.fair_paths(rng),
     }
 }
 
@@ -102,17 +83,17 @@ pub fn recalibration_batches(cfg: &EvalConfig, train_n: usize) -> (usize, Option
     (pass, Some(note))
 }
 
-/// Fresh BN statistics for `genotype` from training batches (as many as
+/// Fresh BN statistics for `arch` from training batches (as many as
 /// [`recalibration_batches`] allows): running statistics are the plain average of the batch
 /// statistics (momentum 1/(k+1) for the k-th batch).
-pub fn recalibrate(model: &mut Model, genotype: &Genotype, train: &DeviceData, cfg: &EvalConfig, seed: u64) -> Result<BnStats> {
-    recalibrate_bounded(model, genotype, train, cfg, seed, BATCHES_PER_SUBMIT)
+pub fn recalibrate(model: &mut Model, arch: &Arch, train: &DeviceData, cfg: &EvalConfig, seed: u64) -> Result<BnStats> {
+    recalibrate_bounded(model, arch, train, cfg, seed, BATCHES_PER_SUBMIT)
 }
 
 /// [`recalibrate`] with `per_submit` batches per submit (the statistics do not depend on it).
 /// Memory does not grow with the batch count: each submit holds `per_submit` batches, and
 /// their buffers return to the pool for the next.
-pub fn recalibrate_bounded(model: &mut Model, genotype: &Genotype, train: &DeviceData, cfg: &EvalConfig, seed: u64, per_submit: usize) -> Result<BnStats> {
+pub fn recalibrate_bounded(model: &mut Model, arch: &Arch, train: &DeviceData, cfg: &EvalConfig, seed: u64, per_submit: usize) -> Result<BnStats> {
     let gpu = model.store.gpu().clone();
     let [c, h, w] = train.image_shape();
     let b = cfg.batch_size.min(train.n());
@@ -136,7 +117,7 @@ pub fn recalibrate_bounded(model: &mut Model, genotype: &Genotype, train: &Devic
         bn.momentum = 1.0 / (k as f32 + 1.0);
         let mut g = Graph::new(step, &mut model.store, &mut bn, Mode::Recalibrate);
         let xin = g.input(x);
-        darts::forward(&mut g, &model.net, genotype, xin)?;
+        crate::nn::forward(&mut g, &model.net, arch, xin)?;
         step = g.finish().expect("executing graph");
     }
     step.submit()?;
@@ -145,13 +126,13 @@ pub fn recalibrate_bounded(model: &mut Model, genotype: &Genotype, train: &Devic
 
 /// Inherited-weight score of one candidate: its weights are the supernet's own tensors (no
 /// copy), BN statistics are recalibrated, then accuracy and loss on `val` in evaluation mode.
-pub fn score(model: &mut Model, genotype: &Genotype, train: &DeviceData, val: &DeviceData, cfg: &EvalConfig, seed: u64) -> Result<Score> {
+pub fn score(model: &mut Model, arch: &Arch, train: &DeviceData, val: &DeviceData, cfg: &EvalConfig, seed: u64) -> Result<Score> {
     let t0 = Instant::now();
-    let mut bn = recalibrate(model, genotype, train, cfg, seed)?;
-    let (accuracy, loss) = evaluate(&model.net, &mut model.store, &mut bn, genotype, val, cfg.batch_size)?;
+    let mut bn = recalibrate(model, arch, train, cfg, seed)?;
+    let (accuracy, loss) = evaluate(&model.net, &mut model.store, &mut bn, arch, val, cfg.batch_size)?;
     let eval_ms = t0.elapsed().as_secs_f64() * 1e3;
     let [_, h, w] = val.image_shape();
     let standalone = NetConfig { supernet: false, ..model.net.clone() };
-    let (params, flops) = darts::size(&standalone, genotype, h, w)?;
+    let (params, flops) = crate::nn::size(&standalone, arch, h, w)?;
     Ok(Score { accuracy, loss, params, flops, eval_ms })
 }

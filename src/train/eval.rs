@@ -3,9 +3,9 @@
 use crate::data::{assemble, Augment, DeviceData};
 use crate::error::Result;
 use crate::gpu::{PendingOutput, ReadHandle};
-use crate::nn::darts::{self, NetConfig};
+use crate::nn::darts::NetConfig;
 use crate::nn::{BnStats, Graph, Mode, ParamStore};
-use crate::space::Genotype;
+use crate::space::Arch;
 use crate::tensor::Tensor;
 use std::collections::VecDeque;
 
@@ -16,16 +16,16 @@ use std::collections::VecDeque;
 /// however large the dataset.
 pub const BATCHES_PER_SUBMIT: usize = 8;
 
-/// Accuracy and mean loss of `genotype` on all of `data` in evaluation mode (running BN
+/// Accuracy and mean loss of `arch` on all of `data` in evaluation mode (running BN
 /// statistics from `bn`). Forward only, [`BATCHES_PER_SUBMIT`] batches per submit.
-pub fn evaluate(net: &NetConfig, store: &mut ParamStore, bn: &mut BnStats, genotype: &Genotype, data: &DeviceData, batch: usize) -> Result<(f64, f64)> {
-    evaluate_bounded(net, store, bn, genotype, data, batch, BATCHES_PER_SUBMIT)
+pub fn evaluate(net: &NetConfig, store: &mut ParamStore, bn: &mut BnStats, arch: &Arch, data: &DeviceData, batch: usize) -> Result<(f64, f64)> {
+    evaluate_bounded(net, store, bn, arch, data, batch, BATCHES_PER_SUBMIT)
 }
 
 /// [`evaluate`] with `per_submit` batches per submit. The result does not depend on it: every
 /// batch computes the same thing, and the host sums in batch order.
 #[allow(clippy::too_many_arguments)]
-pub fn evaluate_bounded(net: &NetConfig, store: &mut ParamStore, bn: &mut BnStats, genotype: &Genotype, data: &DeviceData, batch: usize, per_submit: usize) -> Result<(f64, f64)> {
+pub fn evaluate_bounded(net: &NetConfig, store: &mut ParamStore, bn: &mut BnStats, arch: &Arch, data: &DeviceData, batch: usize, per_submit: usize) -> Result<(f64, f64)> {
     let gpu = store.gpu().clone();
     let [c, h, w] = data.image_shape();
     let batch = batch.max(1);
@@ -53,7 +53,7 @@ pub fn evaluate_bounded(net: &NetConfig, store: &mut ParamStore, bn: &mut BnStat
             assemble(&mut step, data, &idx, b, &Augment::default(), 0, &x, &labels)?;
             let mut g = Graph::new(step, store, bn, Mode::Eval);
             let xin = g.input(x);
-            let logits = darts::forward(&mut g, net, genotype, xin)?;
+            let logits = crate::nn::forward(&mut g, net, arch, xin)?;
             let (loss, correct) = g.cross_entropy(logits, &labels)?;
             step = g.finish().expect("executing graph");
             reads.push((b, step.read(&loss.buf, 0, 4), step.read(&correct, 0, 4)));

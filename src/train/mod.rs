@@ -10,11 +10,11 @@ pub use eval::{evaluate, evaluate_bounded, BATCHES_PER_SUBMIT};
 use crate::data::{assemble, Augment, DeviceData};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, PendingOutput, ReadHandle, Step};
-use crate::nn::darts::{self, NetConfig};
+use crate::nn::darts::NetConfig;
 use crate::nn::params::name_seed;
 use crate::nn::{BnStats, Graph, Mode, ParamStore};
 use crate::ops::optim::Sgd;
-use crate::space::Genotype;
+use crate::space::Arch;
 use crate::tensor::Tensor;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -150,7 +150,7 @@ pub fn epoch_batches(n: usize, batch: usize, seed: u64, epoch: usize) -> Vec<Vec
 
 /// Record one training step (all `paths` on the same batch, gradients summed, one update)
 /// and run it; returns (mean loss over paths, correct predictions of the first path).
-pub fn train_step(model: &mut Model, data: &DeviceData, indices: &[u32], aug: &Augment, aug_seed: u32, paths: &[Genotype], sgd: &Sgd, clip: f32) -> Result<(f64, u32)> {
+pub fn train_step(model: &mut Model, data: &DeviceData, indices: &[u32], aug: &Augment, aug_seed: u32, paths: &[Arch], sgd: &Sgd, clip: f32) -> Result<(f64, u32)> {
     let (loss, correct) = submit_train_step(model, data, indices, aug, aug_seed, paths, sgd, clip)?.wait()?;
     if !loss.is_finite() {
         return Err(Error::Invalid(format!("training diverged: loss is {loss} (try a lower --lr or a gradient clip)")));
@@ -181,7 +181,7 @@ impl PendingStep {
 
 /// [`train_step`] without waiting for its results.
 #[allow(clippy::too_many_arguments)]
-pub fn submit_train_step(model: &mut Model, data: &DeviceData, indices: &[u32], aug: &Augment, aug_seed: u32, paths: &[Genotype], sgd: &Sgd, clip: f32) -> Result<PendingStep> {
+pub fn submit_train_step(model: &mut Model, data: &DeviceData, indices: &[u32], aug: &Augment, aug_seed: u32, paths: &[Arch], sgd: &Sgd, clip: f32) -> Result<PendingStep> {
     if paths.is_empty() {
         return Err(Error::Invalid("a training step needs at least one path".into()));
     }
@@ -195,10 +195,10 @@ pub fn submit_train_step(model: &mut Model, data: &DeviceData, indices: &[u32], 
     let labels = gpu.alloc(4 * b as u64);
     assemble(&mut step, data, &idx, b, aug, aug_seed, &x, &labels)?;
     let mut reads = Vec::with_capacity(paths.len());
-    for genotype in paths {
+    for arch in paths {
         let mut g = Graph::new(step, &mut model.store, &mut model.bn, Mode::Train);
         let xin = g.input(x.clone());
-        let logits = darts::forward(&mut g, &model.net, genotype, xin)?;
+        let logits = crate::nn::forward(&mut g, &model.net, arch, xin)?;
         let (loss, correct) = g.cross_entropy(logits, &labels)?;
         g.backward()?;
         step = g.finish().expect("executing graph");
@@ -263,7 +263,7 @@ pub fn train_epoch(
     cfg: &TrainConfig,
     epoch: usize,
     start: EpochProgress,
-    paths_for_step: &mut dyn FnMut(usize) -> Vec<Genotype>,
+    paths_for_step: &mut dyn FnMut(usize) -> Vec<Arch>,
     after_step: &mut dyn FnMut(StepDone) -> Result<bool>,
 ) -> Result<EpochMetrics> {
     train_epoch_in_flight(model, data, cfg, epoch, start, paths_for_step, after_step, IN_FLIGHT)
@@ -278,7 +278,7 @@ pub fn train_epoch_in_flight(
     cfg: &TrainConfig,
     epoch: usize,
     start: EpochProgress,
-    paths_for_step: &mut dyn FnMut(usize) -> Vec<Genotype>,
+    paths_for_step: &mut dyn FnMut(usize) -> Vec<Arch>,
     after_step: &mut dyn FnMut(StepDone) -> Result<bool>,
     in_flight: usize,
 ) -> Result<EpochMetrics> {

@@ -1,0 +1,122 @@
+//! What every search space offers the rest of cellnas: an architecture value (`Arch`, one
+//! variant per space) and the `Space` trait (sampling, mutation, membership, text form, the
+//! FairNAS path set). Strategies, history, supernet training and scoring work through these,
+//! so a new space is its module, a variant here and its `Space` implementation.
+
+use super::genotype::Genotype;
+use super::op::Op;
+use super::search::SearchSpace;
+use crate::error::Result;
+use rand::seq::SliceRandom;
+use rand::RngCore;
+
+/// One architecture of one space.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Arch {
+    /// A DARTS genotype: a normal and a reduction cell.
+    Darts(Genotype),
+}
+
+impl Arch {
+    /// The canonical key: equal architectures, equal keys (one history entry).
+    pub fn key(&self) -> String {
+        match self {
+            Arch::Darts(g) => g.key(),
+        }
+    }
+
+    /// The space's own text form (DARTS genotype text), what history.jsonl records.
+    pub fn text(&self) -> String {
+        match self {
+            Arch::Darts(g) => g.to_darts(),
+        }
+    }
+
+    /// The DARTS genotype, for what only DARTS networks have (morphism, kernel autotune).
+    pub fn darts(&self) -> Option<&Genotype> {
+        match self {
+            Arch::Darts(g) => Some(g),
+        }
+    }
+}
+
+impl From<Genotype> for Arch {
+    fn from(g: Genotype) -> Arch {
+        Arch::Darts(g)
+    }
+}
+
+/// A search space. Implementations are deterministic for a given generator state, which is
+/// what lets a search resume by replaying its history.
+pub trait Space: Send + Sync + std::fmt::Debug {
+    /// Short lowercase name ("darts").
+    fn name(&self) -> &'static str;
+    /// A uniform sample.
+    fn sample(&self, rng: &mut dyn RngCore) -> Arch;
+    /// One mutation step (regularized evolution); differs from `arch` whenever any change is
+    /// possible.
+    fn mutate(&self, arch: &Arch, rng: &mut dyn RngCore) -> Arch;
+    /// Ok when `arch` belongs to this space, else an error naming what does not.
+    fn contains(&self, arch: &Arch) -> Result<()>;
+    /// An architecture from the space's text form.
+    fn parse(&self, text: &str) -> Result<Arch>;
+    /// The paths of one FairNAS step: every op on every edge slot exactly once.
+    fn fair_paths(&self, rng: &mut dyn RngCore) -> Vec<Arch>;
+    /// Number of distinct architectures (f64: it overflows integers quickly).
+    fn size(&self) -> f64;
+}
+
+impl From<SearchSpace> for std::sync::Arc<dyn Space> {
+    fn from(space: SearchSpace) -> Self {
+        std::sync::Arc::new(space)
+    }
+}
+
+impl Space for SearchSpace {
+    fn name(&self) -> &'static str {
+        "darts"
+    }
+
+    fn sample(&self, rng: &mut dyn RngCore) -> Arch {
+        Arch::Darts(SearchSpace::sample(self, rng))
+    }
+
+    fn mutate(&self, arch: &Arch, rng: &mut dyn RngCore) -> Arch {
+        match arch {
+            Arch::Darts(g) => Arch::Darts(SearchSpace::mutate(self, g, rng)),
+        }
+    }
+
+    fn contains(&self, arch: &Arch) -> Result<()> {
+        match arch {
+            Arch::Darts(g) => SearchSpace::contains(self, g),
+        }
+    }
+
+    fn parse(&self, text: &str) -> Result<Arch> {
+        Genotype::from_darts(text).map(Arch::Darts)
+    }
+
+    fn fair_paths(&self, rng: &mut dyn RngCore) -> Vec<Arch> {
+        let k = self.ops().len();
+        // Inputs from ordinary samples; ops replaced by one permutation per edge slot.
+        let mut paths: Vec<Genotype> = (0..k).map(|_| SearchSpace::sample(self, rng)).collect();
+        for cell in 0..2 {
+            for node in 0..self.nodes() {
+                for slot in 0..2 {
+                    let mut ops: Vec<Op> = self.ops().to_vec();
+                    ops.shuffle(rng);
+                    for (p, op) in paths.iter_mut().zip(ops) {
+                        let c = if cell == 0 { &mut p.normal } else { &mut p.reduce };
+                        c.nodes[node][slot].op = op;
+                    }
+                }
+            }
+        }
+        paths.into_iter().map(Arch::Darts).collect()
+    }
+
+    fn size(&self) -> f64 {
+        SearchSpace::size(self) * SearchSpace::size(self)
+    }
+}
