@@ -170,6 +170,18 @@ impl<'a> Graph<'a> {
         v
     }
 
+    /// A constant zero value (an NB201 node whose every input edge is `none`). Like data it
+    /// takes no gradient: nothing upstream depends on it.
+    pub fn zeros(&mut self, shape: &[usize]) -> Result<Var> {
+        let v = self.out(shape.to_vec());
+        if let Some(step) = self.step.as_mut() {
+            // Pooled buffers hold whatever their last user left.
+            elementwise::fill(step, self.vals[v.0].t.as_ref().unwrap(), 0.0)?;
+        }
+        self.inputs.insert(v.0);
+        Ok(v)
+    }
+
     fn push(&mut self, shape: Vec<usize>, t: Option<Tensor>) -> Var {
         self.vals.push(Val { shape, t });
         self.grads.push(None);

@@ -3,9 +3,11 @@
 
 pub mod darts;
 pub mod graph;
+pub mod nb201;
 pub mod params;
 
 pub use graph::{Graph, Mode, Var};
+pub use nb201::Nb201Net;
 pub use params::{BnStats, Init, ParamStore};
 
 use crate::error::Result;

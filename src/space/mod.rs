@@ -5,6 +5,7 @@
 mod arch;
 mod darts;
 mod genotype;
+mod nb201;
 mod op;
 mod search;
 mod spec;
@@ -12,6 +13,7 @@ mod text;
 
 pub use arch::{Arch, Space};
 pub use genotype::{Cell, Edge, Genotype, MAX_NODES};
+pub use nb201::{Nb201Cell, Nb201Op, Nb201Space, NB201_NODES};
 pub use op::Op;
 pub use search::SearchSpace;
 pub use spec::Spec;
