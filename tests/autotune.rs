@@ -191,7 +191,7 @@ fn autotune_on_a_tiny_network_writes_an_entry_per_choice_point() {
     assert_eq!(file.for_adapter(&other), keep.for_adapter(&other), "another adapter's entries survive the merge");
     let mine = file.for_adapter(&this_adapter()).expect("entries for this adapter");
     assert_eq!(mine, &printed);
-    let cfg = NetConfig { in_channels: 1, classes: 10, channels: 4, layers: 3, nodes: 4, supernet: false, supernet_affine: false, gated: vec![] };
+    let cfg = NetConfig { in_channels: 1, classes: 10, channels: 4, layers: 3, nodes: 4, supernet: false, supernet_affine: false, gated: vec![], kind: Default::default() };
     let points = autotune::network_points(&cfg, &[Genotype::from_darts(DARTS_V2).unwrap()], 2, [1, 28, 28]).unwrap();
     let want: Vec<&String> = points.iter().map(|p| &p.key).collect();
     let got: Vec<&String> = mine.entries.keys().collect();
@@ -280,7 +280,7 @@ fn a_resume_with_a_changed_cache_uses_the_recorded_kernels_bit_for_bit() {
     std::fs::write(&spec, GENOTYPE).unwrap();
     // A cache that sends every choice point of this network to its other (non-default) kernel.
     let g = Genotype::from_darts(GENOTYPE).unwrap();
-    let cfg = NetConfig { in_channels: 1, classes: 10, channels: 4, layers: 3, nodes: 2, supernet: false, supernet_affine: false, gated: vec![] };
+    let cfg = NetConfig { in_channels: 1, classes: 10, channels: 4, layers: 3, nodes: 2, supernet: false, supernet_affine: false, gated: vec![], kind: Default::default() };
     let points = autotune::network_points(&cfg, &[g], 16, [1, 28, 28]).unwrap();
     assert!(points.len() > 10, "{} choice points", points.len());
     let all: Vec<(&str, &str)> = points.iter().map(|p| (p.key.as_str(), p.variants[1])).collect();

@@ -16,7 +16,7 @@ const DARTS_V2: &str = "Genotype(normal=[('sep_conv_3x3', 0), ('sep_conv_3x3', 1
 fn darts_v2_on_cifar_has_the_published_size() {
     // DARTS (Liu et al. 2019), Table 1: 3.3M parameters for the CIFAR-10 network (C=36, 20
     // cells, auxiliary head excluded as in the reference code's count).
-    let cfg = NetConfig { in_channels: 3, classes: 10, channels: 36, layers: 20, nodes: 4, supernet: false, supernet_affine: false, gated: vec![] };
+    let cfg = NetConfig { in_channels: 3, classes: 10, channels: 36, layers: 20, nodes: 4, supernet: false, supernet_affine: false, gated: vec![], kind: Default::default() };
     let g = Genotype::from_darts(DARTS_V2).unwrap();
     let (params, flops) = darts::size(&cfg, &g, 32, 32).unwrap();
     assert!((3_250_000..3_400_000).contains(&params), "{params} parameters");
@@ -41,7 +41,7 @@ fn every_op() -> Genotype {
 #[test]
 fn tape_gradients_match_finite_differences() {
     let gpu = test_gpu();
-    let cfg = NetConfig { in_channels: 1, classes: 3, channels: 4, layers: 3, nodes: 3, supernet: true, supernet_affine: false, gated: vec![] };
+    let cfg = NetConfig { in_channels: 1, classes: 3, channels: 4, layers: 3, nodes: 3, supernet: true, supernet_affine: false, gated: vec![], kind: Default::default() };
     let geno = every_op();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(std::env::var("SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(3));
     let (b, h) = (3, 8);
@@ -119,7 +119,7 @@ fn fused_relu_conv_matches_unfused() {
     let xs: Vec<f32> = (0..b * h * h).map(|_| rng.random_range(-1.0..1.0)).collect();
     let labels = upload_u32(&gpu, &[1, 0, 2]).unwrap();
     for supernet in [true, false] {
-        let cfg = NetConfig { in_channels: 1, classes: 3, channels: 4, layers: 3, nodes: 3, supernet, supernet_affine: false, gated: vec![] };
+        let cfg = NetConfig { in_channels: 1, classes: 3, channels: 4, layers: 3, nodes: 3, supernet, supernet_affine: false, gated: vec![], kind: Default::default() };
         let mut store = ParamStore::new(&gpu, 7);
         // (logits, gradient of every parameter by name, kernels launched)
         let mut run = |fuse: bool, mode: Mode| {
@@ -176,7 +176,7 @@ fn fused_relu_conv_matches_unfused() {
 
 #[test]
 fn supernet_affine_adds_a_scale_and_shift_per_bn_channel() {
-    let plain = NetConfig { in_channels: 1, classes: 3, channels: 4, layers: 3, nodes: 3, supernet: true, supernet_affine: false, gated: vec![] };
+    let plain = NetConfig { in_channels: 1, classes: 3, channels: 4, layers: 3, nodes: 3, supernet: true, supernet_affine: false, gated: vec![], kind: Default::default() };
     let affine = NetConfig { supernet_affine: true, ..plain.clone() };
     let geno = every_op();
     let (p0, f0) = darts::size(&plain, &geno, 8, 8).unwrap();

@@ -19,7 +19,7 @@ fn private_gpu() -> Arc<Gpu> {
 }
 
 fn net(supernet: bool) -> NetConfig {
-    NetConfig { in_channels: 1, classes: 10, channels: 4, layers: 3, nodes: 2, supernet, supernet_affine: false, gated: vec![] }
+    NetConfig { in_channels: 1, classes: 10, channels: 4, layers: 3, nodes: 2, supernet, supernet_affine: false, gated: vec![], kind: Default::default() }
 }
 
 fn data(gpu: &Arc<Gpu>, n: usize) -> DeviceData {

@@ -127,7 +127,7 @@ mod exact {
         let gpu = test_gpu();
         let geno = Genotype::from_darts(CELL).unwrap();
         for supernet in [false, true] {
-            let net = NetConfig { in_channels: 3, classes: 5, channels: 6, layers: 3, nodes: 2, supernet, supernet_affine: supernet, gated: vec![] };
+            let net = NetConfig { in_channels: 3, classes: 5, channels: 6, layers: 3, nodes: 2, supernet, supernet_affine: supernet, gated: vec![], kind: Default::default() };
             let shape = [3, 3, 12, 12];
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
             let xs: Vec<f32> = (0..shape.iter().product::<usize>()).map(|_| rng.random_range(-1.0..1.0)).collect();
@@ -158,7 +158,7 @@ mod exact {
             }
         }
         // Only 3x3 separable and dilated convolutions grow; the edge must exist.
-        let net = NetConfig { in_channels: 1, classes: 3, channels: 4, layers: 3, nodes: 2, supernet: false, supernet_affine: false, gated: vec![] };
+        let net = NetConfig { in_channels: 1, classes: 3, channels: 4, layers: 3, nodes: 2, supernet: false, supernet_affine: false, gated: vec![], kind: Default::default() };
         let err = grow_kernel(&geno, &net, false, 1, 0, vec![]).map(|_| ()).unwrap_err().to_string();
         assert!(err.contains("skip_connect") && err.contains("only sep_conv_3x3 and dil_conv_3x3"), "{err}");
         let err = grow_kernel(&geno, &net, true, 5, 0, vec![]).map(|_| ()).unwrap_err().to_string();
@@ -170,7 +170,7 @@ mod exact {
         let gpu = test_gpu();
         let geno = Genotype::from_darts(CELL).unwrap();
         for (supernet, factor) in [(false, 2), (true, 3)] {
-            let net = NetConfig { in_channels: 3, classes: 5, channels: 4, layers: 3, nodes: 2, supernet, supernet_affine: supernet, gated: vec![] };
+            let net = NetConfig { in_channels: 3, classes: 5, channels: 4, layers: 3, nodes: 2, supernet, supernet_affine: supernet, gated: vec![], kind: Default::default() };
             let shape = [3, 3, 12, 12];
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
             let xs: Vec<f32> = (0..shape.iter().product::<usize>()).map(|_| rng.random_range(-1.0..1.0)).collect();
@@ -198,7 +198,7 @@ mod exact {
                 }
             }
         }
-        let net = NetConfig { in_channels: 1, classes: 3, channels: 4, layers: 3, nodes: 2, supernet: false, supernet_affine: false, gated: vec![] };
+        let net = NetConfig { in_channels: 1, classes: 3, channels: 4, layers: 3, nodes: 2, supernet: false, supernet_affine: false, gated: vec![], kind: Default::default() };
         assert!(widen(&net, 0, vec![]).is_err());
         assert!(widen(&net, 2000, vec![]).unwrap_err().to_string().contains("channels must be at most 4096"));
     }
@@ -210,7 +210,7 @@ mod exact {
         for supernet in [false, true] {
             // Cell 0 reads the stem twice; cell 3 follows a reduction (its own first input
             // factorized-reduced, the gated cell's not).
-            let net = NetConfig { in_channels: 3, classes: 5, channels: 4, layers: 5, nodes: 2, supernet, supernet_affine: supernet, gated: vec![] };
+            let net = NetConfig { in_channels: 3, classes: 5, channels: 4, layers: 5, nodes: 2, supernet, supernet_affine: supernet, gated: vec![], kind: Default::default() };
             let shape = [3, 3, 12, 12];
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(8);
             let xs: Vec<f32> = (0..shape.iter().product::<usize>()).map(|_| rng.random_range(-1.0..1.0)).collect();
@@ -247,7 +247,7 @@ mod exact {
                 }
             }
         }
-        let net = NetConfig { in_channels: 1, classes: 3, channels: 4, layers: 5, nodes: 2, supernet: false, supernet_affine: false, gated: vec![] };
+        let net = NetConfig { in_channels: 1, classes: 3, channels: 4, layers: 5, nodes: 2, supernet: false, supernet_affine: false, gated: vec![], kind: Default::default() };
         // Gated cells follow normal cells only.
         let err = deepen(&net, &geno, 1, [8, 8], 3, vec![]).map(|_| ()).unwrap_err().to_string();
         assert!(err.contains("cell 1 of 5 is a reduction cell"), "{err}");
@@ -266,7 +266,7 @@ fn morphs_drawn_for_a_child_stay_within_the_limits_and_follow_the_seed() {
     use cellnas::space::Genotype;
     use rand::SeedableRng;
     let geno = Genotype::from_darts("Genotype(normal=[('sep_conv_3x3', 1), ('skip_connect', 0), ('dil_conv_3x3', 0), ('max_pool_3x3', 2)], normal_concat=[2, 3], reduce=[('avg_pool_3x3', 0), ('skip_connect', 1), ('skip_connect', 2), ('max_pool_3x3', 1)], reduce_concat=[2, 3])").unwrap();
-    let net = NetConfig { in_channels: 1, classes: 10, channels: 4, layers: 5, nodes: 2, supernet: false, supernet_affine: false, gated: vec![] };
+    let net = NetConfig { in_channels: 1, classes: 10, channels: 4, layers: 5, nodes: 2, supernet: false, supernet_affine: false, gated: vec![], kind: Default::default() };
     let kinds = available(&net, &geno, &Limits { max_channels: 8, max_cells: 6 });
     assert_eq!(kinds.len(), 3, "{kinds:?}");
     assert_eq!(kinds[1], vec![Morph::Deepen { after: 0 }, Morph::Deepen { after: 2 }, Morph::Deepen { after: 4 }]);

@@ -145,7 +145,7 @@ fn clipping_engages_above_max_norm_and_not_below() {
 }
 
 fn tiny_net() -> NetConfig {
-    NetConfig { in_channels: 1, classes: 10, channels: 4, layers: 3, nodes: 2, supernet: true, supernet_affine: false, gated: vec![] }
+    NetConfig { in_channels: 1, classes: 10, channels: 4, layers: 3, nodes: 2, supernet: true, supernet_affine: false, gated: vec![], kind: Default::default() }
 }
 
 /// `steps` SPOS steps from `model`'s state; the path sampler replays from step 0.

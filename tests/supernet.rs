@@ -13,7 +13,7 @@ use cellnas::train::{epoch_batches, train_step, Model};
 use rand::SeedableRng;
 
 fn tiny_net() -> NetConfig {
-    NetConfig { in_channels: 1, classes: 10, channels: 4, layers: 3, nodes: 2, supernet: true, supernet_affine: false, gated: vec![] }
+    NetConfig { in_channels: 1, classes: 10, channels: 4, layers: 3, nodes: 2, supernet: true, supernet_affine: false, gated: vec![], kind: Default::default() }
 }
 
 fn small_data() -> (cellnas::data::Dataset, Vec<f32>, Vec<f32>) {

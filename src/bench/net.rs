@@ -101,6 +101,7 @@ impl NetBench {
             supernet: self.supernet,
             supernet_affine: false,
             gated: vec![],
+            kind: Default::default(),
         }
     }
 

@@ -83,7 +83,7 @@ pub fn autotune(gpu: &Arc<Gpu>, a: &AutotuneArgs) -> Result<()> {
         (vec![g], n)
     };
     let (c0, l0) = if a.supernet { (8, 5) } else { (16, 8) };
-    let net = NetConfig { in_channels: image[0], classes: 10, channels: a.channels.unwrap_or(c0), layers: a.layers.unwrap_or(l0), nodes, supernet: a.supernet, supernet_affine: false, gated: vec![] };
+    let net = NetConfig { in_channels: image[0], classes: 10, channels: a.channels.unwrap_or(c0), layers: a.layers.unwrap_or(l0), nodes, supernet: a.supernet, supernet_affine: false, gated: vec![], kind: Default::default() };
     net.validate()?;
     let points = autotune::network_points(&net, &genotypes, a.batch_size, image)?;
     for var in ["CELLNAS_CONV_GENERIC", "CELLNAS_POOL_GENERIC"] {

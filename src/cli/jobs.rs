@@ -6,12 +6,12 @@ use super::table::print_top;
 use anyhow::{bail, Context, Result};
 use cellnas::data::Augment;
 use cellnas::gpu::Gpu;
-use cellnas::nn::darts::NetConfig;
+use cellnas::nn::darts::{NetConfig, NetKind};
 use cellnas::pipeline::data::DataConfig;
 use cellnas::pipeline::JobOptions;
 use cellnas::pipeline::search::{run_search, SearchConfig};
 use cellnas::pipeline::standalone::{init_source, run_train, InitFrom, StandaloneConfig};
-use cellnas::space::{Op, SearchSpace};
+use cellnas::space::SpaceConfig;
 use cellnas::train::TrainConfig;
 use clap::Args;
 use serde_json::json;
@@ -90,10 +90,14 @@ pub struct SearchArgs {
     pub net: NetArgs,
     #[command(flatten)]
     pub train: TrainArgs,
-    /// Intermediate nodes per cell, 1-64 [4].
+    /// Search space: darts (DARTS normal and reduction cells) or nb201 (NAS-Bench-201 cells;
+    /// --layers is then the cells per stage [1]) [darts].
+    #[arg(long)]
+    pub space: Option<String>,
+    /// Intermediate nodes per cell, 1-64 [4] (DARTS only).
     #[arg(long)]
     pub nodes: Option<usize>,
-    /// Candidate ops, comma-separated DARTS names (e.g. sep_conv_3x3,max_pool_3x3,skip_connect) [all 7].
+    /// Candidate ops, comma-separated names of the space's ops (DARTS: e.g. sep_conv_3x3,max_pool_3x3,skip_connect [all 7]; NB201: e.g. nor_conv_3x3,skip_connect [all 5]).
     #[arg(long, value_delimiter = ',')]
     pub ops: Option<Vec<String>>,
     /// Path sampling while training the supernet: uniform (SPOS) or fair (FairNAS) [uniform].
@@ -227,13 +231,26 @@ pub fn search(gpu: &Arc<Gpu>, a: &SearchArgs) -> Result<()> {
     if !resume {
         fit_to_data(&mut cfg.net, &mut cfg.train, &a.train, &cfg.data, a.quiet)?;
     }
-    if a.nodes.is_some() || a.ops.is_some() {
-        let ops = match &a.ops {
-            Some(names) => names.iter().map(|n| Op::from_name(n.trim())).collect::<cellnas::Result<Vec<_>>>()?,
-            None => cfg.space.ops().to_vec(),
-        };
-        cfg.space = SearchSpace::new(ops, a.nodes.unwrap_or(cfg.space.nodes()))?;
-        cfg.net.nodes = cfg.space.nodes();
+    if let Some(name) = a.space.as_deref().filter(|&n| resume && n != cfg.space.name()) {
+        bail!("--space {name}: the run resumed is a search of the {} space", cfg.space.name());
+    }
+    if a.space.is_some() || a.nodes.is_some() || a.ops.is_some() {
+        let name = a.space.as_deref().unwrap_or(cfg.space.name());
+        // Flags not given keep the current space's settings when it is the same space.
+        let same = name == cfg.space.name();
+        let ops: Option<Vec<String>> = a.ops.clone().or_else(|| same.then(|| cfg.space.op_names().iter().map(|s| s.to_string()).collect()));
+        let nodes = a.nodes.or_else(|| cfg.space.darts().filter(|_| same).map(|s| s.nodes()));
+        cfg.space = cellnas::space::space_from_name(name, ops.as_deref(), nodes)?;
+        match &cfg.space {
+            SpaceConfig::Darts(s) => (cfg.net.kind, cfg.net.nodes) = (NetKind::Darts, s.nodes()),
+            SpaceConfig::Nb201(_) => {
+                (cfg.net.kind, cfg.net.nodes) = (NetKind::Nb201, cellnas::space::NB201_NODES);
+                if !resume && a.net.layers.is_none() {
+                    // One cell per stage: a search that, like the DARTS default, takes minutes.
+                    cfg.net.layers = 1;
+                }
+            }
+        }
     }
     if let Some(s) = &a.sampling {
         cfg.sampling = s.parse()?;
@@ -258,7 +275,7 @@ pub fn search(gpu: &Arc<Gpu>, a: &SearchArgs) -> Result<()> {
             cfg.net.layers,
             cfg.net.channels,
             cfg.net.nodes,
-            cfg.space.ops().iter().map(|o| o.name()).collect::<Vec<_>>().join(","),
+            cfg.space.op_names().join(","),
             cfg.train.epochs,
             cfg.budget,
             cfg.strategy,
@@ -349,7 +366,7 @@ pub fn train(gpu: &Arc<Gpu>, a: &TrainCmdArgs) -> Result<()> {
         None => {
             let Some(spec) = spec.clone() else { bail!("--spec FILE is required (or --resume DIR to continue a training run)") };
             let nodes = spec.genotype.normal.nodes.len();
-            let net = NetConfig { in_channels: 1, classes: 10, channels: 16, layers: 8, nodes, supernet: false, supernet_affine: false, gated: vec![] };
+            let net = NetConfig { in_channels: 1, classes: 10, channels: 16, layers: 8, nodes, supernet: false, supernet_affine: false, gated: vec![], kind: Default::default() };
             let data = DataConfig { path: None, val_count: 0, train_limit: 0 };
             let train = TrainConfig {
                 epochs: 10,
@@ -443,7 +460,7 @@ pub fn eval(gpu: &Arc<Gpu>, a: &EvalArgs) -> Result<()> {
     let path = a.run.join("config.json");
     let text = std::fs::read_to_string(&path).with_context(|| format!("{} is not a search run (no readable config.json)", a.run.display()))?;
     let cfg: SearchConfig = serde_json::from_str(&text).with_context(|| format!("{}: not a search config", path.display()))?;
-    cfg.space.contains(&spec.genotype).context("the spec is outside the run's search space")?;
+    cfg.darts_space()?.contains(&spec.genotype).context("the spec is outside the run's search space")?;
     let run = cellnas::run::RunDir::verified(&a.run)?;
     cellnas::pipeline::kernels::apply_recorded(gpu, &a.run)?;
     let Some((tensors, state)) = cellnas::run::load_checkpoint(&run)? else {

@@ -166,9 +166,9 @@ fn defaults(a: &SearchArgs) -> Result<MorphSearchConfig> {
         None => {
             let ops = match &a.ops {
                 Some(names) => names.iter().map(|n| Op::from_name(n.trim())).collect::<cellnas::Result<Vec<_>>>()?,
-                None => base.space.ops().to_vec(),
+                None => SearchSpace::default().ops().to_vec(),
             };
-            let space = SearchSpace::new(ops, a.nodes.unwrap_or(base.space.nodes()))?;
+            let space = SearchSpace::new(ops, a.nodes.unwrap_or(SearchSpace::default().nodes()))?;
             space.sample(&mut rand_chacha::ChaCha8Rng::seed_from_u64(name_seed(seed, "morph/start")))
         }
     };

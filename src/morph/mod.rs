@@ -105,7 +105,7 @@ pub fn from_supernet_grown(gpu: &Arc<Gpu>, search: &SearchConfig, run: &RunDir, 
 /// trained are initialised as the search initialised them (by name and seed), and affine BN
 /// starts as the identity, so the model's eval-mode outputs are the candidate's.
 pub fn from_supernet(gpu: &Arc<Gpu>, search: &SearchConfig, run: &RunDir, genotype: &Genotype, train: &DeviceData) -> Result<Model> {
-    search.space.contains(genotype).map_err(|e| Error::Config {
+    search.darts_space()?.contains(genotype).map_err(|e| Error::Config {
         path: run.dir().to_path_buf(),
         message: format!("the spec is not a sub-architecture of this search run's space: {e}"),
     })?;

@@ -33,6 +33,24 @@ pub struct NetConfig {
     /// config.json when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gated: Vec<usize>,
+    /// The network family: DARTS cells (left out of config.json) or NB201's skeleton, where
+    /// `layers` is the number of cells per stage (N) and `nodes` is 4.
+    #[serde(default, skip_serializing_if = "NetKind::is_darts")]
+    pub kind: NetKind,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetKind {
+    #[default]
+    Darts,
+    Nb201,
+}
+
+impl NetKind {
+    pub fn is_darts(&self) -> bool {
+        *self == NetKind::Darts
+    }
 }
 
 /// Upper bounds of the size flags (documented in `--help` through NetConfig::validate's error).
@@ -46,8 +64,19 @@ impl NetConfig {
         !self.supernet || self.supernet_affine
     }
 
+    /// The NB201 network these sizes describe.
+    pub fn nb201(&self) -> super::nb201::Nb201Net {
+        super::nb201::Nb201Net { in_channels: self.in_channels, classes: self.classes, channels: self.channels, cells_per_stage: self.layers, supernet: self.supernet }
+    }
+
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Invalid(m));
+        if self.kind == NetKind::Nb201 {
+            if self.nodes != crate::space::NB201_NODES || !self.gated.is_empty() || self.supernet_affine {
+                return bad(format!("an NB201 network has 4 nodes per cell, no gated cells and no affine supernet BN, got {} nodes", self.nodes));
+            }
+            return self.nb201().validate();
+        }
         if self.channels == 0 || !self.channels.is_multiple_of(2) {
             return bad(format!("channels must be a positive even number (FactorizedReduce halves them), got {}", self.channels));
         }
@@ -296,12 +325,17 @@ pub fn check_batch_fits(gpu: &crate::gpu::Gpu, cfg: &NetConfig, genotype: &Genot
     let mut g = Graph::count();
     let x = g.input_shape(&[1, cfg.in_channels, h, w]);
     forward(&mut g, cfg, genotype, x)?;
+    check_counted_batch_fits(gpu, &g, batch)
+}
+
+/// [`check_batch_fits`] for any network recorded on a counting graph `g` (one image).
+pub fn check_counted_batch_fits(gpu: &crate::gpu::Gpu, g: &Graph, batch: usize) -> Result<()> {
     let Some(shape) = g.largest_value().map(|s| s.to_vec()) else { return Ok(()) };
     let per_image = shape.iter().product::<usize>() as u64 * 4;
     let limit = gpu.limits.max_storage_buffer_binding_size.min(gpu.limits.max_buffer_size);
     let need = per_image.checked_mul(batch as u64);
     if need.is_some_and(|n| n <= limit) {
-        return check_host_memory(gpu, &g, batch);
+        return check_host_memory(gpu, g, batch);
     }
     let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
     let mut full = shape;

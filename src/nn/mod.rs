@@ -10,34 +10,42 @@ pub use graph::{Graph, Mode, Var};
 pub use nb201::Nb201Net;
 pub use params::{BnStats, Init, ParamStore};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::space::Arch;
+use darts::{NetConfig, NetKind};
 
-/// Logits of `x` through the network `arch` defines (its space's builder).
-pub fn forward(g: &mut Graph, cfg: &darts::NetConfig, arch: &Arch, x: Var) -> Result<Var> {
-    match arch {
-        Arch::Darts(genotype) => darts::forward(g, cfg, genotype, x),
+/// Logits of `x` through the network `arch` defines (its space's builder); the network
+/// family of `cfg` must be the architecture's.
+pub fn forward(g: &mut Graph, cfg: &NetConfig, arch: &Arch, x: Var) -> Result<Var> {
+    match (arch, cfg.kind) {
+        (Arch::Darts(genotype), NetKind::Darts) => darts::forward(g, cfg, genotype, x),
+        (Arch::Nb201(cell), NetKind::Nb201) => nb201::forward(g, &cfg.nb201(), cell, x),
+        (arch, kind) => Err(Error::Invalid(format!("a {} architecture does not build a {kind:?} network", arch.space()))),
     }
+}
+
+/// A graph that only counts, with `arch`'s network recorded on one `image` [C, H, W] batch of `n`.
+fn counted(cfg: &NetConfig, arch: &Arch, n: usize, h: usize, w: usize) -> Result<Graph<'static>> {
+    let mut g = Graph::count();
+    let x = g.input_shape(&[n, cfg.in_channels, h, w]);
+    forward(&mut g, cfg, arch, x)?;
+    Ok(g)
 }
 
 /// Parameters and forward FLOPs per image of the network `arch` defines.
-pub fn size(cfg: &darts::NetConfig, arch: &Arch, h: usize, w: usize) -> Result<(u64, u64)> {
-    match arch {
-        Arch::Darts(genotype) => darts::size(cfg, genotype, h, w),
-    }
+pub fn size(cfg: &NetConfig, arch: &Arch, h: usize, w: usize) -> Result<(u64, u64)> {
+    let g = counted(cfg, arch, 1, h, w)?;
+    Ok((g.params_used(), g.flops as u64))
 }
 
 /// Every tensor a checkpoint of the network `arch` defines holds, by name, with its size.
-pub fn expected_tensors(cfg: &darts::NetConfig, arch: &Arch, h: usize, w: usize) -> Result<std::collections::BTreeMap<String, usize>> {
-    match arch {
-        Arch::Darts(genotype) => darts::expected_tensors(cfg, genotype, h, w),
-    }
+pub fn expected_tensors(cfg: &NetConfig, arch: &Arch, h: usize, w: usize) -> Result<std::collections::BTreeMap<String, usize>> {
+    Ok(counted(cfg, arch, 1, h, w)?.tensors_used())
 }
 
 /// A clear error when a batch of `batch` images of the network `arch` defines does not fit
 /// the adapter (or, on a CPU adapter, the host's memory).
-pub fn check_batch_fits(gpu: &crate::gpu::Gpu, cfg: &darts::NetConfig, arch: &Arch, batch: usize, h: usize, w: usize) -> Result<()> {
-    match arch {
-        Arch::Darts(genotype) => darts::check_batch_fits(gpu, cfg, genotype, batch, h, w),
-    }
+pub fn check_batch_fits(gpu: &crate::gpu::Gpu, cfg: &NetConfig, arch: &Arch, batch: usize, h: usize, w: usize) -> Result<()> {
+    let g = counted(cfg, arch, 1, h, w)?;
+    darts::check_counted_batch_fits(gpu, &g, batch)
 }

@@ -167,7 +167,8 @@ pub fn read_search_config(dir: &Path) -> Result<SearchConfig> {
 /// The architectures to rank: `archs` distinct uniform samples by `seed`, then up to `top`
 /// best of `history` not already among them.
 pub fn choose_archs(search: &SearchConfig, history: &[HistoryEntry], archs: usize, top: usize, seed: u64) -> Result<Vec<Arch>> {
-    let size = search.space.size() * search.space.size();
+    let space = search.darts_space()?;
+    let size = space.size() * space.size();
     if archs as f64 > size {
         return Err(Error::Invalid(format!("--archs {archs} is more than the run's space holds ({size} architectures)")));
     }
@@ -180,7 +181,7 @@ pub fn choose_archs(search: &SearchConfig, history: &[HistoryEntry], archs: usiz
         if tries > 1000 * archs.max(1) {
             return Err(Error::Invalid(format!("could not draw {archs} distinct architectures from the run's space")));
         }
-        let g = search.space.sample(&mut rng);
+        let g = space.sample(&mut rng);
         let key = g.key();
         if keys.insert(key.clone()) {
             out.push(Arch { id: out.len(), source: "uniform".into(), genotype: g.to_darts(), key });
@@ -320,7 +321,7 @@ fn inherited_scores(
     model.restore(&tensors)?;
     let mut out = Vec::new();
     for (a, g) in archs.iter().zip(genotypes) {
-        search.space.contains(g)?;
+        search.darts_space()?.contains(g)?;
         let s = score(&mut model, &crate::space::Arch::Darts(g.clone()), &data.train, val, &search.eval, search.train.seed)?;
         out.push(Inherited { key: a.key.clone(), accuracy: s.accuracy, loss: s.loss });
     }

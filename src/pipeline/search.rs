@@ -6,13 +6,13 @@
 use super::data::{load, DataConfig};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::nn::darts::NetConfig;
+use crate::nn::darts::{NetConfig, NetKind};
 use crate::nn::params::name_seed;
 use super::fit::{fit, FitOptions};
 use super::JobOptions;
 use crate::run::RunDir;
 use crate::search::{History, replay, rfc3339, strategy_from_name, top_k, HistoryEntry, Observation};
-use crate::space::{SearchSpace, Spec};
+use crate::space::{SpaceConfig, Spec};
 use crate::supernet::{sample_paths, score, EvalConfig, Sampling};
 use crate::train::{EpochMetrics, Model, TrainConfig};
 use rand::SeedableRng;
@@ -27,7 +27,7 @@ use std::time::Instant;
 pub struct SearchConfig {
     pub data: DataConfig,
     pub net: NetConfig,
-    pub space: SearchSpace,
+    pub space: SpaceConfig,
     pub train: TrainConfig,
     pub sampling: Sampling,
     pub strategy: String,
@@ -42,8 +42,8 @@ pub struct SearchConfig {
 pub fn default_search() -> SearchConfig {
     SearchConfig {
         data: DataConfig { path: None, val_count: 300, train_limit: 2000 },
-        net: NetConfig { in_channels: 1, classes: 10, channels: 8, layers: 5, nodes: 4, supernet: true, supernet_affine: false, gated: vec![] },
-        space: SearchSpace::default(),
+        net: NetConfig { in_channels: 1, classes: 10, channels: 8, layers: 5, nodes: 4, supernet: true, supernet_affine: false, gated: vec![], kind: Default::default() },
+        space: SpaceConfig::default(),
         train: TrainConfig {
             epochs: 2,
             batch_size: 64,
@@ -71,8 +71,12 @@ impl SearchConfig {
     pub fn validate(&self) -> Result<()> {
         self.net.validate()?;
         self.train.validate()?;
-        if self.net.nodes != self.space.nodes() {
-            return Err(Error::Invalid(format!("network has {} nodes per cell, the space {}", self.net.nodes, self.space.nodes())));
+        match (&self.space, self.net.kind) {
+            (SpaceConfig::Darts(s), NetKind::Darts) if self.net.nodes != s.nodes() => {
+                return Err(Error::Invalid(format!("network has {} nodes per cell, the space {}", self.net.nodes, s.nodes())));
+            }
+            (SpaceConfig::Darts(_), NetKind::Darts) | (SpaceConfig::Nb201(_), NetKind::Nb201) => {}
+            (space, kind) => return Err(Error::Invalid(format!("a {} space does not search a {kind:?} network", space.name()))),
         }
         if !self.net.supernet {
             return Err(Error::Invalid("a search trains a supernet (net.supernet must be true)".into()));
@@ -81,11 +85,19 @@ impl SearchConfig {
             return Err(Error::Invalid(format!("search budget must be between 1 and {MAX_BUDGET} candidates, got {}", self.budget)));
         }
         // Fail now rather than after training the supernet.
-        strategy_from_name(&self.strategy, std::sync::Arc::new(self.space.clone()), self.train.seed, self.budget)?;
+        strategy_from_name(&self.strategy, self.space.space(), self.train.seed, self.budget)?;
         if self.eval.batch_size == 0 || self.eval.recalibration_batches == 0 {
             return Err(Error::Invalid("evaluation needs a batch size and recalibration batches of at least 1".into()));
         }
         Ok(())
+    }
+}
+
+impl SearchConfig {
+    /// The run's DARTS space, or an error for a run of another space: morphism and rank are
+    /// built for DARTS cells only so far.
+    pub fn darts_space(&self) -> Result<&crate::space::SearchSpace> {
+        self.space.darts().ok_or_else(|| Error::Invalid(format!("this is a search of the {} space; growing and ranking are built for DARTS runs only so far", self.space.name())))
     }
 }
 
@@ -126,7 +138,8 @@ pub fn run_search(gpu: &Arc<Gpu>, cfg: &SearchConfig, out: &Path, job: &JobOptio
     }
     // Every path has the same activation shapes, so one sampled path tells whether a batch fits.
     let [_, h, w] = data.train.image_shape();
-    let probe = crate::space::Space::sample(&cfg.space, &mut ChaCha8Rng::seed_from_u64(0));
+    let space = cfg.space.space();
+    let probe = space.sample(&mut ChaCha8Rng::seed_from_u64(0));
     for batch in [cfg.train.batch_size, cfg.eval.batch_size] {
         crate::nn::check_batch_fits(gpu, &cfg.net, &probe, batch, h, w)?;
     }
@@ -140,13 +153,13 @@ pub fn run_search(gpu: &Arc<Gpu>, cfg: &SearchConfig, out: &Path, job: &JobOptio
         if rng.as_ref().map(|r| r.0) != Some(epoch) {
             rng = Some((epoch, ChaCha8Rng::seed_from_u64(name_seed(cfg.train.seed, &format!("epoch{epoch}.paths")))));
         }
-        sample_paths(&cfg.space, cfg.sampling, &mut rng.as_mut().expect("just set").1)
+        sample_paths(space.as_ref(), cfg.sampling, &mut rng.as_mut().expect("just set").1)
     })?;
     // Training time over every process that ran it (a resumed run included).
     let train_seconds: f64 = epochs.iter().map(|m| m.seconds).sum();
 
     // Search: replay what history.jsonl already has, then evaluate the rest of the budget.
-    let mut strategy = strategy_from_name(&cfg.strategy, std::sync::Arc::new(cfg.space.clone()), cfg.train.seed, cfg.budget)?;
+    let mut strategy = strategy_from_name(&cfg.strategy, space.clone(), cfg.train.seed, cfg.budget)?;
     let mut history = History::open(run.history_path())?;
     for w in history.warnings() {
         eprintln!("warning: {w}");
@@ -195,10 +208,15 @@ pub fn run_search(gpu: &Arc<Gpu>, cfg: &SearchConfig, out: &Path, job: &JobOptio
     let random: Vec<f64> = history.entries().iter().take(strategy.random_proposals()).map(|e| e.accuracy).collect();
     let random_median = crate::stats::quantile(&random, 0.5);
     if let Some(best) = top.first() {
-        let genotype = crate::space::Genotype::from_darts(&best.genotype)?;
-        let spec = Spec { name: Some(format!("cellnas search, candidate {}", best.id)), ..Spec::new(genotype) };
-        let best_json = json!({
-            "spec": serde_json::from_str::<serde_json::Value>(&spec.to_json_pretty()).expect("spec JSON"),
+        // A DARTS cell as a spec `train` takes; another space's architecture as its text form.
+        let arch = match space.parse(&best.genotype)? {
+            crate::space::Arch::Darts(genotype) => {
+                let spec = Spec { name: Some(format!("cellnas search, candidate {}", best.id)), ..Spec::new(genotype) };
+                json!({ "spec": serde_json::from_str::<serde_json::Value>(&spec.to_json_pretty()).expect("spec JSON") })
+            }
+            other => json!({ "space": other.space(), "arch": other.text() }),
+        };
+        let mut best_json = json!({
             "metrics": { "val_accuracy": best.accuracy, "val_loss": best.loss, "params": best.params, "flops": best.flops, "candidate": best.id },
             "baseline": {
                 "supernet_train_accuracy": epochs.last().map(|m| m.accuracy),
@@ -206,6 +224,7 @@ pub fn run_search(gpu: &Arc<Gpu>, cfg: &SearchConfig, out: &Path, job: &JobOptio
                 "random_median_val_accuracy": random_median,
             },
         });
+        best_json.as_object_mut().expect("an object").extend(arch.as_object().expect("an object").clone());
         run.write_json_recorded("best.json", &best_json)?;
         run.write_recorded("best.genotype.txt", format!("{}\n", best.genotype).as_bytes())?;
     }

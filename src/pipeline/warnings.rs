@@ -25,18 +25,16 @@ pub fn search_warnings(cfg: &SearchConfig) -> Vec<String> {
     if (1..MIN_VAL).contains(&cfg.data.val_count) {
         w.push(small_val(cfg.data.val_count, "candidates whose scores differ by less are tied in all but name"));
     }
-    // A genotype is a normal and a reduction cell, each from the same space.
-    let distinct = cfg.space.size() * cfg.space.size();
+    let distinct = cfg.space.space().size();
     if cfg.budget as f64 > distinct {
         let what = match cfg.strategy.as_str() {
             "random" => "random search stops when it finds no unevaluated one, after at most that many candidates",
             _ => "the search fills the rest of the budget with repeats, which reuse their first score",
         };
         w.push(format!(
-            "--budget {} is more than the {distinct} distinct architectures in this space ({} ops, {} nodes): {what}",
+            "--budget {} is more than the {distinct} distinct architectures in this space ({}): {what}",
             cfg.budget,
-            cfg.space.ops().len(),
-            cfg.space.nodes()
+            cfg.space
         ));
     }
     w.extend(few_steps(&cfg.train, &cfg.data));
@@ -110,7 +108,7 @@ mod tests {
         assert!(has(&search_warnings(&cfg), "one image is 2.00% of 50"), "{:?}", search_warnings(&cfg));
 
         let mut cfg = search();
-        cfg.space = SearchSpace::new(vec![Op::SepConv3x3, Op::MaxPool3x3], 1).unwrap();
+        cfg.space = crate::space::SpaceConfig::Darts(SearchSpace::new(vec![Op::SepConv3x3, Op::MaxPool3x3], 1).unwrap());
         cfg.budget = 17;
         assert!(has(&search_warnings(&cfg), "--budget 17 is more than the 16 distinct architectures"));
         cfg.budget = 16;

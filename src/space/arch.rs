@@ -4,6 +4,7 @@
 //! so a new space is its module, a variant here and its `Space` implementation.
 
 use super::genotype::Genotype;
+use super::nb201::{Nb201Cell, Nb201Space};
 use super::op::Op;
 use super::search::SearchSpace;
 use crate::error::Result;
@@ -15,6 +16,8 @@ use rand::RngCore;
 pub enum Arch {
     /// A DARTS genotype: a normal and a reduction cell.
     Darts(Genotype),
+    /// A NAS-Bench-201 cell: an op on each of the 6 edges of a 4-node DAG.
+    Nb201(Nb201Cell),
 }
 
 impl Arch {
@@ -22,6 +25,7 @@ impl Arch {
     pub fn key(&self) -> String {
         match self {
             Arch::Darts(g) => g.key(),
+            Arch::Nb201(c) => c.key(),
         }
     }
 
@@ -29,6 +33,7 @@ impl Arch {
     pub fn text(&self) -> String {
         match self {
             Arch::Darts(g) => g.to_darts(),
+            Arch::Nb201(c) => c.to_arch_string(),
         }
     }
 
@@ -36,6 +41,15 @@ impl Arch {
     pub fn darts(&self) -> Option<&Genotype> {
         match self {
             Arch::Darts(g) => Some(g),
+            Arch::Nb201(_) => None,
+        }
+    }
+
+    /// The name of the space this architecture belongs to.
+    pub fn space(&self) -> &'static str {
+        match self {
+            Arch::Darts(_) => "darts",
+            Arch::Nb201(_) => "nb201",
         }
     }
 }
@@ -84,12 +98,14 @@ impl Space for SearchSpace {
     fn mutate(&self, arch: &Arch, rng: &mut dyn RngCore) -> Arch {
         match arch {
             Arch::Darts(g) => Arch::Darts(SearchSpace::mutate(self, g, rng)),
+            other => other.clone(),
         }
     }
 
     fn contains(&self, arch: &Arch) -> Result<()> {
         match arch {
             Arch::Darts(g) => SearchSpace::contains(self, g),
+            other => Err(crate::Error::Spec(format!("a {} architecture is not in a DARTS space", other.space()))),
         }
     }
 
@@ -118,5 +134,56 @@ impl Space for SearchSpace {
 
     fn size(&self) -> f64 {
         SearchSpace::size(self) * SearchSpace::size(self)
+    }
+}
+
+impl From<Nb201Space> for std::sync::Arc<dyn Space> {
+    fn from(space: Nb201Space) -> Self {
+        std::sync::Arc::new(space)
+    }
+}
+
+impl Space for Nb201Space {
+    fn name(&self) -> &'static str {
+        "nb201"
+    }
+
+    fn sample(&self, rng: &mut dyn RngCore) -> Arch {
+        Arch::Nb201(Nb201Space::sample(self, rng))
+    }
+
+    fn mutate(&self, arch: &Arch, rng: &mut dyn RngCore) -> Arch {
+        match arch {
+            Arch::Nb201(c) => Arch::Nb201(Nb201Space::mutate(self, c, rng)),
+            other => other.clone(),
+        }
+    }
+
+    fn contains(&self, arch: &Arch) -> Result<()> {
+        match arch {
+            Arch::Nb201(c) => Nb201Space::contains(self, c),
+            other => Err(crate::Error::Spec(format!("a {} architecture is not in an NB201 space", other.space()))),
+        }
+    }
+
+    fn parse(&self, text: &str) -> Result<Arch> {
+        Nb201Cell::parse(text).map(Arch::Nb201)
+    }
+
+    fn fair_paths(&self, rng: &mut dyn RngCore) -> Vec<Arch> {
+        let k = self.ops().len();
+        let mut paths: Vec<Nb201Cell> = (0..k).map(|_| Nb201Space::sample(self, rng)).collect();
+        for e in 0..6 {
+            let mut ops = self.ops().to_vec();
+            ops.shuffle(rng);
+            for (p, op) in paths.iter_mut().zip(ops) {
+                p.ops[e] = op;
+            }
+        }
+        paths.into_iter().map(Arch::Nb201).collect()
+    }
+
+    fn size(&self) -> f64 {
+        Nb201Space::size(self) as f64
     }
 }

@@ -3,6 +3,7 @@
 //! regularized evolution. docs/spec.md describes the file format, docs/ops.md the ops.
 
 mod arch;
+mod config;
 mod darts;
 mod genotype;
 mod nb201;
@@ -12,6 +13,7 @@ mod spec;
 mod text;
 
 pub use arch::{Arch, Space};
+pub use config::{space_from_name, SpaceConfig, SPACES};
 pub use genotype::{Cell, Edge, Genotype, MAX_NODES};
 pub use nb201::{Nb201Cell, Nb201Op, Nb201Space, NB201_NODES};
 pub use op::Op;
