@@ -152,7 +152,7 @@ fn genotype(file: &std::path::Path) -> Result<()> {
     };
     let spec = cli::parse_spec(&text, file)?;
     if text.trim_start().starts_with('{') {
-        println!("{}", spec.genotype.to_darts());
+        println!("{}", spec.arch.text());
     } else {
         println!("{}", spec.to_json_pretty());
     }

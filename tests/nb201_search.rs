@@ -77,10 +77,25 @@ fn an_nb201_search_runs_records_its_space_and_resumes_exactly() {
     ok(run(&["search", "--resume", bs, "--quiet"]));
     assert_eq!(h, history(&b));
 
+    // eval scores the best arch as the search did; train and test take it like a DARTS spec.
+    let best_json = a.join("best.json");
+    let e = ok(run(&["eval", "--spec", best_json.to_str().unwrap(), "--run", a.to_str().unwrap()]));
+    let pct = format!("{:.2}%", 100.0 * best["metrics"]["val_accuracy"].as_f64().unwrap());
+    assert!(e.contains(&format!("inherited-weight val accuracy {pct}")), "{e} vs {pct}");
+    let t = root.join("trained");
+    ok(run(&["train", "--spec", best_json.to_str().unwrap(), "--epochs", "1", "--train-limit", "128", "--channels", "4", "--layers", "1", "--precise-bn", "1", "--out", t.to_str().unwrap(), "--quiet"]));
+    assert_eq!(read_json(&t.join("config.json"))["spec"]["arch"], best["arch"]);
+    assert!(ok(run(&["test", "--run", t.to_str().unwrap()])).contains("test accuracy"));
+
+    // rank checks the NB201 supernet like a DARTS one.
     // What is not built for NB201 yet says so; bad flags name themselves.
     let bad = root.join("bad");
     let bad = bad.to_str().unwrap();
-    fails(run(&["rank", "--run", a.to_str().unwrap(), "--out", bad]), &["nb201 space", "DARTS runs only"]);
+    let r = root.join("rank");
+    let o = ok(run(&["rank", "--run", a.to_str().unwrap(), "--archs", "2", "--top", "1", "--epochs", "1", "--train-limit", "128", "--channels", "4", "--precise-bn", "1", "--out", r.to_str().unwrap(), "--quiet"]));
+    assert!(o.contains("Kendall tau"), "{o}");
+    let archs = read_json(&r.join("archs.json"));
+    assert!(archs.as_array().unwrap().iter().all(|a| cellnas::space::Nb201Cell::parse(a["genotype"].as_str().unwrap()).is_ok()), "{archs}");
     fails(run(&["train", "--spec", a.join("best.json").to_str().unwrap(), "--init-from", a.to_str().unwrap(), "--out", bad]), &["DARTS"]);
     fails(run(&["search", "--space", "nb201", "--nodes", "3", "--out", bad]), &["--nodes", "4 nodes"]);
     fails(run(&["search", "--space", "nb201", "--ops", "nor_conv_3x3,nor_conv_9x9", "--out", bad]), &["nor_conv_9x9"]);

@@ -53,7 +53,7 @@ fn text_json_text() {
     let g = Genotype::from_darts(DARTS_V2).unwrap();
     let json = Spec::new(g).to_json_pretty();
     let back = Spec::from_json(&json).unwrap();
-    assert_eq!(back.genotype.to_darts(), DARTS_V2);
+    assert_eq!(back.arch.text(), DARTS_V2);
 }
 
 #[test]
@@ -61,7 +61,7 @@ fn json_text_json() {
     let mut spec = Spec::new(Genotype::from_darts(DARTS_V1).unwrap());
     spec.name = Some("DARTS_V1".into());
     let json = spec.to_json_pretty();
-    let text = Spec::from_json(&json).unwrap().genotype.to_darts();
+    let text = Spec::from_json(&json).unwrap().arch.text();
     let again = Spec { name: Some("DARTS_V1".into()), ..Spec::new(Genotype::from_darts(&text).unwrap()) };
     assert_eq!(again.to_json_pretty(), json);
     // The JSON carries ops by their DARTS names.
@@ -354,7 +354,7 @@ fn docs_spec_example_is_darts_v2() {
     };
     let spec = Spec::from_json(&block("```json\n")).unwrap();
     assert_eq!(spec.name.as_deref(), Some("DARTS_V2"));
-    assert_eq!(spec.genotype.to_darts(), DARTS_V2);
+    assert_eq!(spec.arch.text(), DARTS_V2);
     assert_eq!(block("```text\n").trim(), DARTS_V2);
 }
 
@@ -373,4 +373,28 @@ fn hostile_concats_are_refused_without_allocating() {
     // The ordinary forms still parse.
     assert!(Genotype::from_darts(&with("list(range(2, 6))")).is_ok());
     assert!(Genotype::from_darts(&with("range(2, 6)")).is_ok());
+}
+
+#[test]
+fn an_nb201_spec_round_trips_and_is_checked() {
+    let arch = "|nor_conv_3x3~0|+|skip_connect~0|nor_conv_1x1~1|+|none~0|avg_pool_3x3~1|nor_conv_3x3~2|";
+    let spec = Spec::from_text(arch).unwrap();
+    assert_eq!(spec.arch.text(), arch);
+    let json = spec.to_json_pretty();
+    assert!(json.contains("\"space\": \"nb201\"") && !json.contains("genotype"), "{json}");
+    assert_eq!(Spec::from_json(&json).unwrap(), spec);
+    // An NB201 search's best.json (arch beside its metrics) is the same spec.
+    let best = format!("{{\"space\": \"nb201\", \"arch\": \"{arch}\", \"metrics\": {{\"val_accuracy\": 0.5}}}}");
+    assert_eq!(Spec::from_text(&best).unwrap(), spec);
+    // DARTS-only features say so.
+    let e = message(spec.darts("autotune").map(|_| ()).unwrap_err());
+    assert!(e.contains("autotune is built for DARTS cells only") && e.contains("nb201"), "{e}");
+    // Mixed or broken forms are refused, naming the problem.
+    let darts = Spec::new(Genotype::from_darts(DARTS_V2).unwrap()).to_json_pretty();
+    let mixed = darts.replacen("\"version\": 1,", "\"version\": 1, \"arch\": \"|skip_connect~0|+|\",", 1);
+    assert!(message(Spec::from_json(&mixed).unwrap_err()).contains("no \"arch\""));
+    let unknown = json.replacen("nb201", "nb301", 1);
+    assert!(message(Spec::from_json(&unknown).unwrap_err()).contains("unknown space \"nb301\""));
+    let broken = json.replacen("nor_conv_3x3~0", "nor_conv_9x9~0", 1);
+    assert!(message(Spec::from_json(&broken).unwrap_err()).contains("nor_conv_9x9"));
 }

@@ -76,7 +76,7 @@ pub fn autotune(gpu: &Arc<Gpu>, a: &AutotuneArgs) -> Result<()> {
         (autotune::supernet_genotypes(&Op::SEARCHABLE, a.nodes), a.nodes)
     } else {
         let g = match &a.spec {
-            Some(p) => super::read_spec(p)?.genotype,
+            Some(p) => super::read_spec(p)?.darts("autotune")?.clone(),
             None => Genotype::from_darts(DARTS_V2)?,
         };
         let n = g.normal.nodes.len();

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 pub fn bench_net(gpu: &Arc<Gpu>, a: &BenchArgs) -> Result<()> {
     let genotype = match &a.spec {
-        Some(path) => super::read_spec(path)?.genotype,
+        Some(path) => super::read_spec(path)?.darts("bench --net")?.clone(),
         None => reference_genotype(),
     };
     let bench = NetBench {

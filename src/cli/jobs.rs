@@ -365,8 +365,12 @@ pub fn train(gpu: &Arc<Gpu>, a: &TrainCmdArgs) -> Result<()> {
         }
         None => {
             let Some(spec) = spec.clone() else { bail!("--spec FILE is required (or --resume DIR to continue a training run)") };
-            let nodes = spec.genotype.normal.nodes.len();
-            let net = NetConfig { in_channels: 1, classes: 10, channels: 16, layers: 8, nodes, supernet: false, supernet_affine: false, gated: vec![], kind: Default::default() };
+            // DARTS: 8 cells of 16 channels; NB201: its benchmark's 5 cells per stage, 16 channels.
+            let (layers, nodes, kind) = match &spec.arch {
+                cellnas::space::Arch::Darts(g) => (8, g.normal.nodes.len(), NetKind::Darts),
+                cellnas::space::Arch::Nb201(_) => (5, cellnas::space::NB201_NODES, NetKind::Nb201),
+            };
+            let net = NetConfig { in_channels: 1, classes: 10, channels: 16, layers, nodes, supernet: false, supernet_affine: false, gated: vec![], kind };
             let data = DataConfig { path: None, val_count: 0, train_limit: 0 };
             let train = TrainConfig {
                 epochs: 10,
@@ -385,6 +389,7 @@ pub fn train(gpu: &Arc<Gpu>, a: &TrainCmdArgs) -> Result<()> {
                 // Grown from a search: its network, data and seed, unless flags say otherwise.
                 let init = InitFrom { run: dir.clone(), run_id: None };
                 let (run, search) = init_source(&init)?;
+                search.darts_space()?;
                 cfg.net = cellnas::morph::grown_net(&search);
                 cfg.data = search.data.clone();
                 cfg.train.seed = search.train.seed;
@@ -460,7 +465,7 @@ pub fn eval(gpu: &Arc<Gpu>, a: &EvalArgs) -> Result<()> {
     let path = a.run.join("config.json");
     let text = std::fs::read_to_string(&path).with_context(|| format!("{} is not a search run (no readable config.json)", a.run.display()))?;
     let cfg: SearchConfig = serde_json::from_str(&text).with_context(|| format!("{}: not a search config", path.display()))?;
-    cfg.darts_space()?.contains(&spec.genotype).context("the spec is outside the run's search space")?;
+    cfg.space.space().contains(&spec.arch).context("the spec is outside the run's search space")?;
     let run = cellnas::run::RunDir::verified(&a.run)?;
     cellnas::pipeline::kernels::apply_recorded(gpu, &a.run)?;
     let Some((tensors, state)) = cellnas::run::load_checkpoint(&run)? else {
@@ -470,7 +475,7 @@ pub fn eval(gpu: &Arc<Gpu>, a: &EvalArgs) -> Result<()> {
     let mut model = cellnas::train::Model::new(gpu, cfg.net.clone(), cfg.train.seed)?;
     model.restore(&tensors)?;
     let val = data.val.as_ref().context("the run has no validation split")?;
-    let s = cellnas::supernet::score(&mut model, &cellnas::space::Arch::Darts(spec.genotype.clone()), &data.train, val, &cfg.eval, cfg.train.seed)?;
+    let s = cellnas::supernet::score(&mut model, &spec.arch, &data.train, val, &cfg.eval, cfg.train.seed)?;
     println!(
         "inherited-weight val accuracy {:.2}% (loss {:.4}) after {} supernet epochs; stand-alone network: {} parameters, {:.1} MFLOPs per image; {:.0} ms",
         100.0 * s.accuracy,
@@ -516,7 +521,7 @@ pub fn test(gpu: &Arc<Gpu>, a: &TestArgs) -> Result<()> {
 /// search's recalibrated statistics, after any training) beside the candidate's inherited score.
 fn grown_report(init: &InitFrom, cfg: &StandaloneConfig, s: &cellnas::pipeline::standalone::TrainSummary) -> Result<()> {
     let (history, _) = cellnas::run::read_jsonl::<cellnas::search::HistoryEntry>(&init.run.join("history.jsonl"))?;
-    let key = cfg.spec.genotype.key();
+    let key = cfg.spec.arch.key();
     let inherited = history.iter().find(|e| e.key == key).map(|e| format!("{:.2}%", 100.0 * e.accuracy));
     let val = s.running_bn.as_ref().map_or(s.val_accuracy, |r| r.val_accuracy);
     println!(

@@ -161,7 +161,7 @@ fn defaults(a: &SearchArgs) -> Result<MorphSearchConfig> {
             if a.nodes.is_some() || a.ops.is_some() {
                 bail!("--spec gives the first cell; --nodes and --ops only shape a sampled one");
             }
-            super::read_spec(p)?.genotype
+            super::read_spec(p)?.darts("the morphism search")?.clone()
         }
         None => {
             let ops = match &a.ops {

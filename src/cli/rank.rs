@@ -79,7 +79,8 @@ pub fn rank(gpu: &Arc<Gpu>, a: &RankArgs) -> Result<()> {
             let search = read_search_config(run)?;
             let mut data = search.data.clone();
             data.train_limit = 5000;
-            let net = cellnas::nn::darts::NetConfig { channels: 8, layers: 5, supernet: false, supernet_affine: false, ..search.net.clone() };
+            let layers = if search.net.kind.is_darts() { 5 } else { search.net.layers };
+            let net = cellnas::nn::darts::NetConfig { channels: 8, layers, supernet: false, supernet_affine: false, ..search.net.clone() };
             // A fixed recipe, not the search's (a supernet trained with another learning rate
             // must still be ranked against the same stand-alone trainings).
             let train = cellnas::train::TrainConfig {

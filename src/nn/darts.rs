@@ -72,8 +72,11 @@ impl NetConfig {
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Invalid(m));
         if self.kind == NetKind::Nb201 {
-            if self.nodes != crate::space::NB201_NODES || !self.gated.is_empty() || self.supernet_affine {
-                return bad(format!("an NB201 network has 4 nodes per cell, no gated cells and no affine supernet BN, got {} nodes", self.nodes));
+            if self.nodes != crate::space::NB201_NODES {
+                return bad(format!("an NB201 network has 4 nodes per cell, got {}", self.nodes));
+            }
+            if !self.gated.is_empty() || self.supernet_affine {
+                return bad("gated cells and affine supernet BN are built for DARTS networks only".into());
             }
             return self.nb201().validate();
         }

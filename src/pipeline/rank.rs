@@ -17,7 +17,7 @@ use crate::nn::darts::NetConfig;
 use crate::nn::params::name_seed;
 use crate::run::{config_diff, load_checkpoint, read_jsonl, write_atomic, RunDir};
 use crate::search::{top_k, HistoryEntry};
-use crate::space::{Genotype, Spec};
+use crate::space::{Arch as SpaceArch, Spec};
 use crate::stats;
 use crate::supernet::score;
 use crate::train::{Model, TrainConfig};
@@ -133,9 +133,9 @@ impl RankConfig {
     }
 
     /// The `cellnas train` config of one architecture at this fidelity.
-    pub fn standalone(&self, genotype: &Genotype) -> StandaloneConfig {
+    pub fn standalone(&self, arch: &SpaceArch) -> StandaloneConfig {
         StandaloneConfig {
-            spec: Spec::new(genotype.clone()),
+            spec: Spec::new(arch.clone()),
             data: self.data.clone(),
             net: self.net.clone(),
             train: self.train.clone(),
@@ -167,8 +167,8 @@ pub fn read_search_config(dir: &Path) -> Result<SearchConfig> {
 /// The architectures to rank: `archs` distinct uniform samples by `seed`, then up to `top`
 /// best of `history` not already among them.
 pub fn choose_archs(search: &SearchConfig, history: &[HistoryEntry], archs: usize, top: usize, seed: u64) -> Result<Vec<Arch>> {
-    let space = search.darts_space()?;
-    let size = space.size() * space.size();
+    let space = search.space.space();
+    let size = space.size();
     if archs as f64 > size {
         return Err(Error::Invalid(format!("--archs {archs} is more than the run's space holds ({size} architectures)")));
     }
@@ -184,7 +184,7 @@ pub fn choose_archs(search: &SearchConfig, history: &[HistoryEntry], archs: usiz
         let g = space.sample(&mut rng);
         let key = g.key();
         if keys.insert(key.clone()) {
-            out.push(Arch { id: out.len(), source: "uniform".into(), genotype: g.to_darts(), key });
+            out.push(Arch { id: out.len(), source: "uniform".into(), genotype: g.text(), key });
         }
     }
     for e in top_k(history, history.len()).into_iter().filter(|e| !e.accuracy.is_nan()).take(top) {
@@ -237,7 +237,8 @@ pub fn run_rank(gpu: &Arc<Gpu>, cfg: &RankConfig, out: &Path, job: &JobOptions, 
             serde_json::from_slice(&bytes).map_err(|e| Error::Config { path: archs_path.clone(), message: format!("not an architecture list ({e})") })?
         }
     };
-    let genotypes = archs.iter().map(|a| Genotype::from_darts(&a.genotype)).collect::<Result<Vec<_>>>()?;
+    let space = search.space.space();
+    let genotypes = archs.iter().map(|a| space.parse(&a.genotype)).collect::<Result<Vec<_>>>()?;
 
     let inherited = inherited_scores(gpu, &search, &search_run, &archs, &genotypes, &run, &say)?;
 
@@ -293,7 +294,7 @@ fn inherited_scores(
     search: &SearchConfig,
     search_run: &RunDir,
     archs: &[Arch],
-    genotypes: &[Genotype],
+    genotypes: &[SpaceArch],
     run: &RunDir,
     say: &dyn Fn(String),
 ) -> Result<Vec<Inherited>> {
@@ -321,8 +322,8 @@ fn inherited_scores(
     model.restore(&tensors)?;
     let mut out = Vec::new();
     for (a, g) in archs.iter().zip(genotypes) {
-        search.darts_space()?.contains(g)?;
-        let s = score(&mut model, &crate::space::Arch::Darts(g.clone()), &data.train, val, &search.eval, search.train.seed)?;
+        search.space.space().contains(g)?;
+        let s = score(&mut model, g, &data.train, val, &search.eval, search.train.seed)?;
         out.push(Inherited { key: a.key.clone(), accuracy: s.accuracy, loss: s.loss });
     }
     say(format!("inherited scores of {} architectures on {}'s supernet", out.len(), search_run.dir().display()));

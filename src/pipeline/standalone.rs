@@ -88,8 +88,10 @@ pub struct TrainSummary {
 pub fn run_train(gpu: &Arc<Gpu>, cfg: &StandaloneConfig, out: &Path, job: &JobOptions) -> Result<TrainSummary> {
     cfg.net.validate()?;
     cfg.train.validate()?;
-    let genotype = &cfg.spec.genotype;
-    genotype.validate()?;
+    let arch = &cfg.spec.arch;
+    if let Arch::Darts(g) = arch {
+        g.validate()?;
+    }
     // (search run, its config, how the network grows from its supernet)
     let source = match cfg.init_from.as_ref().map(init_source).transpose()? {
         None if cfg.net.supernet => {
@@ -117,9 +119,9 @@ pub fn run_train(gpu: &Arc<Gpu>, cfg: &StandaloneConfig, out: &Path, job: &JobOp
     }
     let precise_batches = precise_bn_batches(cfg, data.train.n());
     let [_, h, w] = data.train.image_shape();
-    let (params, flops) = darts::size(&cfg.net, genotype, h, w)?;
+    let (params, flops) = crate::nn::size(&cfg.net, arch, h, w)?;
     for batch in [cfg.train.batch_size, cfg.eval_batch_size] {
-        darts::check_batch_fits(gpu, &cfg.net, genotype, batch, h, w)?;
+        crate::nn::check_batch_fits(gpu, &cfg.net, arch, batch, h, w)?;
     }
     let mut model = Model::new(gpu, cfg.net.clone(), cfg.train.seed)?;
     if let Some((search_run, search, growth)) = &source {
@@ -129,18 +131,18 @@ pub fn run_train(gpu: &Arc<Gpu>, cfg: &StandaloneConfig, out: &Path, job: &JobOp
             let same = cfg.data == search.data && cfg.train.seed == search.train.seed;
             let own = if same { None } else { Some(load(gpu, &search.data, search.train.seed)?) };
             let train = own.as_ref().map_or(&data.train, |d| &d.train);
-            model = crate::morph::from_supernet_grown(gpu, search, search_run, genotype, train, growth)?;
+            model = crate::morph::from_supernet_grown(gpu, search, search_run, cfg.spec.darts("growing from a supernet")?, train, growth)?;
         }
     }
-    let expect = darts::expected_tensors(&cfg.net, genotype, h, w)?;
+    let expect = crate::nn::expected_tensors(&cfg.net, arch, h, w)?;
     let opts = FitOptions { run: &run, checkpoint_every: job.checkpoint_every, quiet: job.quiet, expect: Some(&expect) };
-    let epochs = fit(&mut model, &data.train, &cfg.train, &opts, &mut |_, _| vec![Arch::Darts(genotype.clone())])?;
+    let epochs = fit(&mut model, &data.train, &cfg.train, &opts, &mut |_, _| vec![arch.clone()])?;
     // Training time over every process that ran it (a resumed run included).
     let train_seconds: f64 = epochs.iter().map(|m| m.seconds).sum();
     let (running_bn, t) = test_precise(&mut model, cfg, &data)?;
     let Tested { test_accuracy, test_loss, val_accuracy } = t;
     let mut meta = BTreeMap::new();
-    meta.insert("genotype".to_string(), genotype.to_darts());
+    meta.insert("genotype".to_string(), arch.text());
     meta.insert("network".to_string(), serde_json::to_string(&cfg.net).unwrap_or_default());
     if let Some(id) = run.run_id() {
         meta.insert("cellnas.run_id".to_string(), id.to_string());
@@ -159,8 +161,7 @@ pub fn run_train(gpu: &Arc<Gpu>, cfg: &StandaloneConfig, out: &Path, job: &JobOp
 }
 
 /// Test accuracy and loss, and validation accuracy when the run holds a validation split out.
-fn test_and_val(model: &mut Model, genotype: &crate::space::Genotype, data: &super::data::Loaded, batch: usize) -> Result<Tested> {
-    let genotype = &Arch::Darts(genotype.clone());
+fn test_and_val(model: &mut Model, genotype: &Arch, data: &super::data::Loaded, batch: usize) -> Result<Tested> {
     let (test_accuracy, test_loss) = evaluate(&model.net, &mut model.store, &mut model.bn, genotype, &data.test, batch)?;
     let val_accuracy = match &data.val {
         Some(v) => Some(evaluate(&model.net, &mut model.store, &mut model.bn, genotype, v, batch)?.0),
@@ -188,13 +189,13 @@ fn precise_bn_batches(cfg: &StandaloneConfig, train_n: usize) -> usize {
 /// of the training batch size, order by seed) and tests again. Returns (running-statistics
 /// figures when precise BN ran, the final figures).
 fn test_precise(model: &mut Model, cfg: &StandaloneConfig, data: &super::data::Loaded) -> Result<(Option<Tested>, Tested)> {
-    let genotype = &cfg.spec.genotype;
+    let genotype = &cfg.spec.arch;
     let running = test_and_val(model, genotype, data, cfg.eval_batch_size)?;
     if cfg.precise_bn == 0 {
         return Ok((None, running));
     }
     let eval = crate::supernet::EvalConfig { recalibration_batches: cfg.precise_bn, batch_size: cfg.train.batch_size };
-    model.bn = crate::supernet::recalibrate(model, &Arch::Darts(genotype.clone()), &data.train, &eval, cfg.train.seed)?;
+    model.bn = crate::supernet::recalibrate(model, genotype, &data.train, &eval, cfg.train.seed)?;
     Ok((Some(running), test_and_val(model, genotype, data, cfg.eval_batch_size)?))
 }
 
@@ -244,10 +245,10 @@ pub fn test_run(gpu: &Arc<Gpu>, dir: &Path) -> Result<TestReport> {
     if !finished {
         precise_bn_batches(&cfg, data.train.n());
     }
-    let genotype = &cfg.spec.genotype;
+    let genotype = &cfg.spec.arch;
     let [_, h, w] = data.train.image_shape();
-    darts::check_batch_fits(gpu, &cfg.net, genotype, cfg.eval_batch_size, h, w)?;
-    darts::check_tensors(&darts::expected_tensors(&cfg.net, genotype, h, w)?, &tensors, &weights)?;
+    crate::nn::check_batch_fits(gpu, &cfg.net, genotype, cfg.eval_batch_size, h, w)?;
+    darts::check_tensors(&crate::nn::expected_tensors(&cfg.net, genotype, h, w)?, &tensors, &weights)?;
     let mut model = Model::new(gpu, cfg.net.clone(), cfg.train.seed)?;
     model.restore(&tensors)?;
     // Final weights already hold precise-BN statistics; a checkpoint gets them now.

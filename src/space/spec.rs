@@ -3,28 +3,76 @@
 //! The version is read before the rest so that a file from a newer cellnas fails with "unknown
 //! version" instead of a confusing "unknown field" from the strict (deny_unknown_fields) parse.
 
+use super::arch::Arch;
 use super::genotype::Genotype;
+use super::nb201::Nb201Cell;
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 
-/// A saved architecture.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// A saved architecture: a DARTS genotype ({"version", "name", "genotype"}, as it always was)
+/// or another space's architecture ({"version", "name", "space", "arch"}, the arch in the
+/// space's own text form).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Spec {
     /// Schema version; this cellnas reads and writes `Spec::VERSION`.
     pub version: u32,
     /// Free-form label, e.g. "DARTS_V2"; omitted from JSON when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    pub genotype: Genotype,
+    pub arch: Arch,
+}
+
+/// The JSON form, both kinds in one strict struct.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSpec {
+    version: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    space: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    genotype: Option<Genotype>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    arch: Option<String>,
+}
+
+impl Serialize for Spec {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> std::result::Result<S::Ok, S::Error> {
+        let (space, genotype, arch) = match &self.arch {
+            Arch::Darts(g) => (None, Some(g.clone()), None),
+            other => (Some(other.space().to_string()), None, Some(other.text())),
+        };
+        RawSpec { version: self.version, name: self.name.clone(), space, genotype, arch }.serialize(ser)
+    }
+}
+
+impl<'de> Deserialize<'de> for Spec {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> std::result::Result<Spec, D::Error> {
+        use serde::de::Error as _;
+        let raw = RawSpec::deserialize(de)?;
+        let arch = match (raw.space.as_deref(), raw.genotype, raw.arch) {
+            (None | Some("darts"), Some(g), None) => Arch::Darts(g),
+            (None | Some("darts"), None, _) => return Err(D::Error::custom("a DARTS spec needs \"genotype\" (another space's spec names it in \"space\" and gives \"arch\")")),
+            (Some("nb201"), None, Some(text)) => Arch::Nb201(Nb201Cell::parse(&text).map_err(D::Error::custom)?),
+            (Some("nb201"), _, _) => return Err(D::Error::custom("an nb201 spec has \"arch\" (the NB201 arch string) and no \"genotype\"")),
+            (None | Some("darts"), Some(_), Some(_)) => return Err(D::Error::custom("a DARTS spec has \"genotype\" and no \"arch\"")),
+            (Some(other), _, _) => return Err(D::Error::custom(format!("unknown space \"{other}\"; expected darts or nb201"))),
+        };
+        Ok(Spec { version: raw.version, name: raw.name, arch })
+    }
 }
 
 impl Spec {
     pub const VERSION: u32 = 1;
 
-    /// A current-version spec for `genotype`.
-    pub fn new(genotype: Genotype) -> Spec {
-        Spec { version: Spec::VERSION, name: None, genotype }
+    /// A current-version spec for `arch` (a DARTS genotype converts).
+    pub fn new(arch: impl Into<Arch>) -> Spec {
+        Spec { version: Spec::VERSION, name: None, arch: arch.into() }
+    }
+
+    /// The DARTS genotype, or an error saying that `what` is built for DARTS cells only so far.
+    pub fn darts(&self, what: &str) -> Result<&Genotype> {
+        self.arch.darts().ok_or_else(|| Error::Spec(format!("{what} is built for DARTS cells only so far; this spec is an {} architecture", self.arch.space())))
     }
 
     /// Parses and checks a spec: the version must be one this cellnas knows, no unknown fields,
@@ -48,20 +96,26 @@ impl Spec {
         }
         // Parsed again from the text (not the Value) so errors carry line and column.
         let spec: Spec = serde_json::from_str(json).map_err(|e| Error::Spec(format!("spec JSON: {e}")))?;
-        spec.genotype.validate()?;
+        if let Arch::Darts(g) = &spec.arch {
+            g.validate()?;
+        }
         Ok(spec)
     }
 
     /// Whatever a spec file may hold: a JSON spec when the text starts with `{` (a search's
-    /// `best.json` included, whose spec sits under `"spec"`), else DARTS genotype text.
+    /// `best.json` included, whose spec sits under `"spec"`), an NB201 arch string when it
+    /// starts with `|`, else DARTS genotype text.
     pub fn from_text(text: &str) -> Result<Spec> {
-        if text.trim_start().starts_with('{') {
-            match best_json_spec(text) {
+        let t = text.trim();
+        if t.starts_with('{') {
+            match best_json_spec(t) {
                 Some(inner) => Spec::from_json(&inner),
-                None => Spec::from_json(text),
+                None => Spec::from_json(t),
             }
+        } else if t.starts_with('|') {
+            Nb201Cell::parse(t).map(|c| Spec::new(Arch::Nb201(c)))
         } else {
-            Genotype::from_darts(text.trim()).map(Spec::new)
+            Genotype::from_darts(t).map(Spec::new)
         }
     }
 
@@ -78,6 +132,10 @@ fn best_json_spec(text: &str) -> Option<String> {
     let fields = value.as_object()?;
     if fields.contains_key("version") {
         return None;
+    }
+    if let (Some(space), Some(arch)) = (fields.get("space"), fields.get("arch")) {
+        // Another space's best.json: the arch beside its metrics.
+        return Some(serde_json::json!({ "version": Spec::VERSION, "space": space, "arch": arch }).to_string());
     }
     fields.get("spec").filter(|s| s.is_object()).map(|s| s.to_string())
 }
