@@ -122,40 +122,61 @@ mod exact {
         (store, bn)
     }
 
+    /// Random inputs of shape [3, 3, 12, 12].
+    fn inputs(seed: u64) -> ([usize; 4], Vec<f32>) {
+        let shape = [3, 3, 12, 12];
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        (shape, (0..shape.iter().product::<usize>()).map(|_| rng.random_range(-1.0..1.0)).collect())
+    }
+
+    /// A fresh network with the statistics of one batch (so BN is not the identity in eval
+    /// mode): its training-mode and eval-mode logits, and its tensors.
+    fn before(gpu: &std::sync::Arc<cellnas::Gpu>, seed: u64, net: &NetConfig, geno: &Genotype, (shape, xs): &([usize; 4], Vec<f32>)) -> (Vec<f32>, Vec<f32>, Vec<cellnas::run::NamedTensor>) {
+        let mut store = ParamStore::new(gpu, seed);
+        let mut bn = BnStats::new();
+        bn.momentum = 1.0;
+        let train = logits(&mut store, &mut bn, net, geno, shape, xs, Mode::Recalibrate);
+        let eval = logits(&mut store, &mut bn, net, geno, shape, xs, Mode::Eval);
+        let mut named = store.named_tensors();
+        named.extend(bn.named_tensors());
+        (train, eval, download_named(gpu, &named).unwrap())
+    }
+
+    /// The same after a morph: `tensors` checked complete for `net`, loaded into a fresh
+    /// store; eval-mode, then training-mode logits.
+    fn after(gpu: &std::sync::Arc<cellnas::Gpu>, tensors: &[cellnas::run::NamedTensor], net: &NetConfig, geno: &Genotype, (shape, xs): &([usize; 4], Vec<f32>)) -> (Vec<f32>, Vec<f32>) {
+        let expected = darts::expected_tensors(net, geno, shape[2], shape[3]).unwrap();
+        darts::check_tensors(&expected, tensors, std::path::Path::new("morphed")).unwrap();
+        let (mut store, mut bn) = restored(gpu, tensors);
+        let eval = logits(&mut store, &mut bn, net, geno, shape, xs, Mode::Eval);
+        bn.momentum = 1.0;
+        (logits(&mut store, &mut bn, net, geno, shape, xs, Mode::Recalibrate), eval)
+    }
+
+    /// Logits agree to 1e-4 of their scale (at least 1).
+    fn assert_close(what: &str, a: &[f32], b: &[f32]) {
+        let scale = a.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1.0);
+        assert!(a.iter().any(|&v| v != 0.0), "{what}: all-zero logits test nothing");
+        for (x, y) in a.iter().zip(b) {
+            assert!((x - y).abs() <= 1e-4 * scale, "{what}: {a:?} vs {b:?}");
+        }
+    }
+
     #[test]
     fn kernel_growth_keeps_the_function_on_odd_shapes() {
         let gpu = test_gpu();
         let geno = Genotype::from_darts(CELL).unwrap();
         for supernet in [false, true] {
             let net = NetConfig { in_channels: 3, classes: 5, channels: 6, layers: 3, nodes: 2, supernet, supernet_affine: supernet, gated: vec![], kind: Default::default() };
-            let shape = [3, 3, 12, 12];
-            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
-            let xs: Vec<f32> = (0..shape.iter().product::<usize>()).map(|_| rng.random_range(-1.0..1.0)).collect();
-            let mut store = ParamStore::new(&gpu, 7);
-            let mut bn = BnStats::new();
-            bn.momentum = 1.0;
-            // Statistics of a batch, so BN is not the identity in eval mode.
-            logits(&mut store, &mut bn, &net, &geno, &shape, &xs, Mode::Recalibrate);
-            let before = logits(&mut store, &mut bn, &net, &geno, &shape, &xs, Mode::Eval);
-            let mut named = store.named_tensors();
-            named.extend(bn.named_tensors());
-            let tensors = download_named(&gpu, &named).unwrap();
-
+            let x = inputs(11);
+            let (_, eval, tensors) = before(&gpu, 7, &net, &geno, &x);
             let (g1, t1) = grow_kernel(&geno, &net, false, 0, 0, tensors).unwrap();
             let (g2, t2) = grow_kernel(&g1, &net, true, 1, 1, t1).unwrap();
             assert_eq!(g2.normal.nodes[0][0].op, Op::SepConv5x5);
             assert_eq!(g2.reduce.nodes[1][1].op, Op::DilConv5x5);
             // Every tensor of the grown network is there (nothing initialised at random).
-            let expected = darts::expected_tensors(&net, &g2, 12, 12).unwrap();
-            darts::check_tensors(&expected, &t2, std::path::Path::new("grown")).unwrap();
-
-            let (mut store2, mut bn2) = restored(&gpu, &t2);
-            let after = logits(&mut store2, &mut bn2, &net, &g2, &shape, &xs, Mode::Eval);
-            let scale = before.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-            assert!(scale > 0.0);
-            for (a, b) in before.iter().zip(&after) {
-                assert!((a - b).abs() <= 1e-4 * scale.max(1.0), "supernet {supernet}: {before:?} vs grown {after:?}");
-            }
+            let (_, grown) = after(&gpu, &t2, &net, &g2, &x);
+            assert_close(&format!("supernet {supernet}, kernel grown"), &eval, &grown);
         }
         // Only 3x3 separable and dilated convolutions grow; the edge must exist.
         let net = NetConfig { in_channels: 1, classes: 3, channels: 4, layers: 3, nodes: 2, supernet: false, supernet_affine: false, gated: vec![], kind: Default::default() };
@@ -171,32 +192,13 @@ mod exact {
         let geno = Genotype::from_darts(CELL).unwrap();
         for (supernet, factor) in [(false, 2), (true, 3)] {
             let net = NetConfig { in_channels: 3, classes: 5, channels: 4, layers: 3, nodes: 2, supernet, supernet_affine: supernet, gated: vec![], kind: Default::default() };
-            let shape = [3, 3, 12, 12];
-            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
-            let xs: Vec<f32> = (0..shape.iter().product::<usize>()).map(|_| rng.random_range(-1.0..1.0)).collect();
-            let mut store = ParamStore::new(&gpu, 3);
-            let mut bn = BnStats::new();
-            bn.momentum = 1.0;
-            let train_before = logits(&mut store, &mut bn, &net, &geno, &shape, &xs, Mode::Recalibrate);
-            let before = logits(&mut store, &mut bn, &net, &geno, &shape, &xs, Mode::Eval);
-            let mut named = store.named_tensors();
-            named.extend(bn.named_tensors());
-            let tensors = download_named(&gpu, &named).unwrap();
+            let x = inputs(5);
+            let (train, eval, tensors) = before(&gpu, 3, &net, &geno, &x);
             let (wide, t) = widen(&net, factor, tensors).unwrap();
             assert_eq!(wide.channels, 4 * factor);
-            let expected = darts::expected_tensors(&wide, &geno, 12, 12).unwrap();
-            darts::check_tensors(&expected, &t, std::path::Path::new("wide")).unwrap();
-
-            let (mut store2, mut bn2) = restored(&gpu, &t);
-            let after = logits(&mut store2, &mut bn2, &wide, &geno, &shape, &xs, Mode::Eval);
-            bn2.momentum = 1.0;
-            let train_after = logits(&mut store2, &mut bn2, &wide, &geno, &shape, &xs, Mode::Recalibrate);
-            for (what, a, b) in [("eval", &before, &after), ("training", &train_before, &train_after)] {
-                let scale = a.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1.0);
-                for (x, y) in a.iter().zip(b.iter()) {
-                    assert!((x - y).abs() <= 1e-4 * scale, "supernet {supernet} x{factor} {what}: {a:?} vs wide {b:?}");
-                }
-            }
+            let (train_wide, eval_wide) = after(&gpu, &t, &wide, &geno, &x);
+            assert_close(&format!("supernet {supernet} x{factor} eval"), &eval, &eval_wide);
+            assert_close(&format!("supernet {supernet} x{factor} training"), &train, &train_wide);
         }
         let net = NetConfig { in_channels: 1, classes: 3, channels: 4, layers: 3, nodes: 2, supernet: false, supernet_affine: false, gated: vec![], kind: Default::default() };
         assert!(widen(&net, 0, vec![]).is_err());
@@ -211,17 +213,8 @@ mod exact {
             // Cell 0 reads the stem twice; cell 3 follows a reduction (its own first input
             // factorized-reduced, the gated cell's not).
             let net = NetConfig { in_channels: 3, classes: 5, channels: 4, layers: 5, nodes: 2, supernet, supernet_affine: supernet, gated: vec![], kind: Default::default() };
-            let shape = [3, 3, 12, 12];
-            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(8);
-            let xs: Vec<f32> = (0..shape.iter().product::<usize>()).map(|_| rng.random_range(-1.0..1.0)).collect();
-            let mut store = ParamStore::new(&gpu, 4);
-            let mut bn = BnStats::new();
-            bn.momentum = 1.0;
-            let train_before = logits(&mut store, &mut bn, &net, &geno, &shape, &xs, Mode::Recalibrate);
-            let before = logits(&mut store, &mut bn, &net, &geno, &shape, &xs, Mode::Eval);
-            let mut named = store.named_tensors();
-            named.extend(bn.named_tensors());
-            let mut t = download_named(&gpu, &named).unwrap();
+            let x = inputs(8);
+            let (train, eval, mut t) = before(&gpu, 4, &net, &geno, &x);
             let mut deep = net.clone();
             for after in [4, 0, 4] {
                 (deep, t) = deepen(&deep, &geno, after, [12, 12], 3, t).unwrap();
@@ -231,21 +224,11 @@ mod exact {
             // Then the other morphs, which must reach into the gated cells too.
             let (g2, t2) = grow_kernel(&geno, &deep, false, 0, 0, t).unwrap();
             let (deep, t) = widen(&deep, 2, t2).unwrap();
-            let expected = darts::expected_tensors(&deep, &g2, 12, 12).unwrap();
-            darts::check_tensors(&expected, &t, std::path::Path::new("deep")).unwrap();
             let gate = t.iter().find(|(n, _, _)| n == "cells.4.g1.gate").expect("the second gated cell after cell 4 has a gate");
             assert_eq!((gate.1.clone(), gate.2.iter().all(|&v| v == 0.0)), (vec![64, 1, 1, 1], true));
-
-            let (mut store2, mut bn2) = restored(&gpu, &t);
-            let after = logits(&mut store2, &mut bn2, &deep, &g2, &shape, &xs, Mode::Eval);
-            bn2.momentum = 1.0;
-            let train_after = logits(&mut store2, &mut bn2, &deep, &g2, &shape, &xs, Mode::Recalibrate);
-            for (what, a, b) in [("eval", &before, &after), ("training", &train_before, &train_after)] {
-                let scale = a.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1.0);
-                for (x, y) in a.iter().zip(b.iter()) {
-                    assert!((x - y).abs() <= 1e-4 * scale, "supernet {supernet} {what}: {a:?} vs deepened {b:?}");
-                }
-            }
+            let (train_deep, eval_deep) = after(&gpu, &t, &deep, &g2, &x);
+            assert_close(&format!("supernet {supernet} deepened, eval"), &eval, &eval_deep);
+            assert_close(&format!("supernet {supernet} deepened, training"), &train, &train_deep);
         }
         let net = NetConfig { in_channels: 1, classes: 3, channels: 4, layers: 5, nodes: 2, supernet: false, supernet_affine: false, gated: vec![], kind: Default::default() };
         // Gated cells follow normal cells only.

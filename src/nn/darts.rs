@@ -260,27 +260,20 @@ pub fn forward(g: &mut Graph, cfg: &NetConfig, genotype: &Genotype, x: Var) -> R
 
 /// Parameters and forward FLOPs per image of the network `genotype` defines.
 pub fn size(cfg: &NetConfig, genotype: &Genotype, h: usize, w: usize) -> Result<(u64, u64)> {
-    let mut g = Graph::count();
-    let x = g.input_shape(&[1, cfg.in_channels, h, w]);
-    forward(&mut g, cfg, genotype, x)?;
+    let g = Graph::record([1, cfg.in_channels, h, w], |g, x| forward(g, cfg, genotype, x))?;
     Ok((g.params_used(), g.flops as u64))
 }
 
 /// Every tensor (name -> scalars) a checkpoint of this network holds; see
 /// [`check_tensors`].
 pub fn expected_tensors(cfg: &NetConfig, genotype: &Genotype, h: usize, w: usize) -> Result<std::collections::BTreeMap<String, usize>> {
-    let mut g = Graph::count();
-    let x = g.input_shape(&[1, cfg.in_channels, h, w]);
-    forward(&mut g, cfg, genotype, x)?;
-    Ok(g.tensors_used())
+    Ok(Graph::record([1, cfg.in_channels, h, w], |g, x| forward(g, cfg, genotype, x))?.tensors_used())
 }
 
 /// The tensors of the network as a fresh model with `seed` starts: parameters initialised by
 /// name and seed, BN statistics at mean 0 and variance 1; only those `want` says yes to.
 pub fn initial_tensors(cfg: &NetConfig, genotype: &Genotype, h: usize, w: usize, seed: u64, want: impl Fn(&str) -> bool) -> Result<Vec<crate::run::NamedTensor>> {
-    let mut g = Graph::count();
-    let x = g.input_shape(&[1, cfg.in_channels, h, w]);
-    forward(&mut g, cfg, genotype, x)?;
+    let g = Graph::record([1, cfg.in_channels, h, w], |g, x| forward(g, cfg, genotype, x))?;
     let mut out = Vec::new();
     for (name, (shape, init)) in g.param_inits().iter().filter(|(n, _)| want(n)) {
         out.push((name.clone(), shape.clone(), super::params::initial_values(seed, name, shape.iter().product(), *init)));
@@ -325,9 +318,7 @@ pub fn check_tensors(expected: &std::collections::BTreeMap<String, usize>, tenso
 /// `max_buffer_size` when smaller); the message names the tensor, the limit and the largest
 /// batch that fits. Every activation is proportional to the batch, so the largest one decides.
 pub fn check_batch_fits(gpu: &crate::gpu::Gpu, cfg: &NetConfig, genotype: &Genotype, batch: usize, h: usize, w: usize) -> Result<()> {
-    let mut g = Graph::count();
-    let x = g.input_shape(&[1, cfg.in_channels, h, w]);
-    forward(&mut g, cfg, genotype, x)?;
+    let g = Graph::record([1, cfg.in_channels, h, w], |g, x| forward(g, cfg, genotype, x))?;
     check_counted_batch_fits(gpu, &g, batch)
 }
 
@@ -378,8 +369,6 @@ fn check_host_memory(gpu: &crate::gpu::Gpu, g: &Graph, batch: usize) -> Result<(
 /// `batch` images of `image` [C, H, W] (what `cellnas autotune` times).
 #[allow(clippy::type_complexity)]
 pub fn op_shapes(cfg: &NetConfig, genotype: &Genotype, batch: usize, image: [usize; 3]) -> Result<(Vec<(Vec<usize>, Vec<usize>, Conv2d, bool)>, Vec<(Vec<usize>, Pool2d)>, Vec<Vec<usize>>, Vec<(Vec<usize>, bool)>)> {
-    let mut g = Graph::count();
-    let x = g.input_shape(&[batch, image[0], image[1], image[2]]);
-    forward(&mut g, cfg, genotype, x)?;
+    let mut g = Graph::record([batch, image[0], image[1], image[2]], |g, x| forward(g, cfg, genotype, x))?;
     Ok((std::mem::take(&mut g.convs), std::mem::take(&mut g.pools), std::mem::take(&mut g.relus), std::mem::take(&mut g.bns)))
 }

@@ -91,6 +91,14 @@ impl<'a> Graph<'a> {
     }
 
     /// Shapes only: nothing is allocated or launched; parameters and FLOPs are counted.
+    /// A counting graph with the network `net` builds recorded on `shape` [N, C, H, W].
+    pub fn record(shape: [usize; 4], net: impl FnOnce(&mut Graph<'static>, Var) -> Result<Var>) -> Result<Graph<'static>> {
+        let mut g = Graph::count();
+        let x = g.input_shape(&shape);
+        net(&mut g, x)?;
+        Ok(g)
+    }
+
     pub fn count() -> Graph<'static> {
         Graph { step: None, store: None, bn_stats: None, mode: Mode::Eval, vals: vec![], tape: vec![], grads: vec![], flops: 0.0, used: BTreeSet::new(), inits: Default::default(), bn_layers: BTreeSet::new(), inputs: BTreeSet::new(), convs: vec![], pools: vec![], relus: vec![], bns: vec![], fuse: fuse_default() }
     }

@@ -24,12 +24,9 @@ pub fn forward(g: &mut Graph, cfg: &NetConfig, arch: &Arch, x: Var) -> Result<Va
     }
 }
 
-/// A graph that only counts, with `arch`'s network recorded on one `image` [C, H, W] batch of `n`.
+/// A graph that only counts, with `arch`'s network recorded on `n` images of [C, H, W].
 fn counted(cfg: &NetConfig, arch: &Arch, n: usize, h: usize, w: usize) -> Result<Graph<'static>> {
-    let mut g = Graph::count();
-    let x = g.input_shape(&[n, cfg.in_channels, h, w]);
-    forward(&mut g, cfg, arch, x)?;
-    Ok(g)
+    Graph::record([n, cfg.in_channels, h, w], |g, x| forward(g, cfg, arch, x))
 }
 
 /// Parameters and forward FLOPs per image of the network `arch` defines.

@@ -179,17 +179,12 @@ pub fn forward(g: &mut Graph, cfg: &Nb201Net, c: &Nb201Cell, x: Var) -> Result<V
 
 /// Parameters and forward FLOPs (2 per multiply-add) per image of the network `c` defines.
 pub fn size(cfg: &Nb201Net, c: &Nb201Cell, h: usize, w: usize) -> Result<(u64, u64)> {
-    let mut g = Graph::count();
-    let x = g.input_shape(&[1, cfg.in_channels, h, w]);
-    forward(&mut g, cfg, c, x)?;
+    let g = Graph::record([1, cfg.in_channels, h, w], |g, x| forward(g, cfg, c, x))?;
     Ok((g.params_used(), g.flops as u64))
 }
 
 /// Every tensor (name -> scalars) a checkpoint of this network holds: parameters and each BN
 /// layer's "bn:<layer>.mean" / ".var" (check a file with `darts::check_tensors`).
 pub fn expected_tensors(cfg: &Nb201Net, c: &Nb201Cell, h: usize, w: usize) -> Result<BTreeMap<String, usize>> {
-    let mut g = Graph::count();
-    let x = g.input_shape(&[1, cfg.in_channels, h, w]);
-    forward(&mut g, cfg, c, x)?;
-    Ok(g.tensors_used())
+    Ok(Graph::record([1, cfg.in_channels, h, w], |g, x| forward(g, cfg, c, x))?.tensors_used())
 }
