@@ -1,6 +1,6 @@
-//! The ENAS macro network (Pham et al. 2018, whole-network search) on the tape: stem conv 3x3
-//! + BN to C channels; L layers in a chain, layer i = op_i(layer i-1) + the sum of its skip
-//! sources (then a BN); BN, ReLU, global average pool, linear classifier.
+//! The ENAS macro network (Pham et al. 2018, whole-network search) on the tape: a stem (conv
+//! 3x3 and BN to C channels); L layers in a chain, layer i = op_i(layer i-1) plus the sum of its
+//! skip sources (then a BN); BN, ReLU, global average pool, linear classifier.
 //!
 //! - Ops are ReLU-conv-BN (conv_kxk), ReLU-depthwise kxk-pointwise-BN (sep_conv_kxk, one
 //!   separable conv as in ENAS, not DARTS' two) and 3x3 stride-1 pools (followed by a BN in
