@@ -90,14 +90,15 @@ pub struct SearchArgs {
     pub net: NetArgs,
     #[command(flatten)]
     pub train: TrainArgs,
-    /// Search space: darts (DARTS normal and reduction cells) or nb201 (NAS-Bench-201 cells;
-    /// --layers is then the cells per stage [1]) [darts].
+    /// Search space: darts (DARTS normal and reduction cells), nb201 (NAS-Bench-201 cells;
+    /// --layers is then the cells per stage [1]) or macro (ENAS whole-network chain: an op and
+    /// skip connections per layer; --layers is then its depth, 3-256 [12]) [darts].
     #[arg(long)]
     pub space: Option<String>,
-    /// Intermediate nodes per cell, 1-64 [4] (DARTS only).
+    /// Intermediate nodes per cell, 1-64 [4] (DARTS only; refused for nb201 and macro).
     #[arg(long)]
     pub nodes: Option<usize>,
-    /// Candidate ops, comma-separated names of the space's ops (DARTS: e.g. sep_conv_3x3,max_pool_3x3,skip_connect [all 7]; NB201: e.g. nor_conv_3x3,skip_connect [all 5]).
+    /// Candidate ops, comma-separated names of the space's ops (DARTS: e.g. sep_conv_3x3,max_pool_3x3,skip_connect [all 7]; NB201: e.g. nor_conv_3x3,skip_connect [all 5]; macro: conv_3x3,conv_5x5,sep_conv_3x3,sep_conv_5x5,max_pool_3x3,avg_pool_3x3 [all 6]).
     #[arg(long, value_delimiter = ',')]
     pub ops: Option<Vec<String>>,
     /// Path sampling while training the supernet: uniform (SPOS) or fair (FairNAS) [uniform].
@@ -234,13 +235,17 @@ pub fn search(gpu: &Arc<Gpu>, a: &SearchArgs) -> Result<()> {
     if let Some(name) = a.space.as_deref().filter(|&n| resume && n != cfg.space.name()) {
         bail!("--space {name}: the run resumed is a search of the {} space", cfg.space.name());
     }
-    if a.space.is_some() || a.nodes.is_some() || a.ops.is_some() {
+    // A macro space's depth is --layers, so that flag reaches the space (and a resume that
+    // changes it is refused as a config difference).
+    let macro_layers = cfg.space.macro_space().is_some() && a.net.layers.is_some();
+    if a.space.is_some() || a.nodes.is_some() || a.ops.is_some() || macro_layers {
         let name = a.space.as_deref().unwrap_or(cfg.space.name());
         // Flags not given keep the current space's settings when it is the same space.
         let same = name == cfg.space.name();
         let ops: Option<Vec<String>> = a.ops.clone().or_else(|| same.then(|| cfg.space.op_names().iter().map(|s| s.to_string()).collect()));
         let nodes = a.nodes.or_else(|| cfg.space.darts().filter(|_| same).map(|s| s.nodes()));
-        cfg.space = cellnas::space::space_from_name(name, ops.as_deref(), nodes)?;
+        let layers = a.net.layers.or_else(|| cfg.space.macro_space().filter(|_| same).map(|s| s.layers()));
+        cfg.space = cellnas::space::space_from_name(name, ops.as_deref(), nodes, layers)?;
         match &cfg.space {
             SpaceConfig::Darts(s) => (cfg.net.kind, cfg.net.nodes) = (NetKind::Darts, s.nodes()),
             SpaceConfig::Nb201(_) => {
@@ -250,6 +255,7 @@ pub fn search(gpu: &Arc<Gpu>, a: &SearchArgs) -> Result<()> {
                     cfg.net.layers = 1;
                 }
             }
+            SpaceConfig::Macro(s) => (cfg.net.kind, cfg.net.nodes, cfg.net.layers) = (NetKind::Macro, 0, s.layers()),
         }
     }
     if let Some(s) = &a.sampling {
@@ -270,11 +276,12 @@ pub fn search(gpu: &Arc<Gpu>, a: &SearchArgs) -> Result<()> {
     let out = if resume { out } else { a.out.clone().unwrap_or_else(|| fresh_dir(&format!("runs/search-{}", cfg.train.seed))) };
     cfg.resume_ignore = json!({ "adapter": gpu.info.name, "backend": gpu.info.backend, "out": out });
     if !a.quiet {
+        let shape = match cfg.net.kind {
+            NetKind::Macro => format!("{} layers x {} channels", cfg.net.layers, cfg.net.channels),
+            _ => format!("{} cells x {} channels, {} nodes", cfg.net.layers, cfg.net.channels, cfg.net.nodes),
+        };
         eprintln!(
-            "cellnas search: {} cells x {} channels, {} nodes, ops {}, {} epochs, {} candidates ({}), adapter {} ({}), run folder {}",
-            cfg.net.layers,
-            cfg.net.channels,
-            cfg.net.nodes,
+            "cellnas search: {shape}, ops {}, {} epochs, {} candidates ({}), adapter {} ({}), run folder {}",
             cfg.space.op_names().join(","),
             cfg.train.epochs,
             cfg.budget,
@@ -313,7 +320,7 @@ pub fn search(gpu: &Arc<Gpu>, a: &SearchArgs) -> Result<()> {
 
 #[derive(Args, Debug)]
 pub struct TrainCmdArgs {
-    /// The architecture: a spec JSON file (docs/spec.md) or a file with DARTS genotype text (required unless --resume).
+    /// The architecture: a spec JSON file (docs/spec.md), a search's best.json, or a file with DARTS genotype text, an NB201 arch string or macro text (required unless --resume).
     #[arg(long)]
     pub spec: Option<PathBuf>,
     #[command(flatten)]
@@ -365,10 +372,13 @@ pub fn train(gpu: &Arc<Gpu>, a: &TrainCmdArgs) -> Result<()> {
         }
         None => {
             let Some(spec) = spec.clone() else { bail!("--spec FILE is required (or --resume DIR to continue a training run)") };
-            // DARTS: 8 cells of 16 channels; NB201: its benchmark's 5 cells per stage, 16 channels.
+            // DARTS: 8 cells of 16 channels; NB201: its benchmark's 5 cells per stage, 16 channels;
+            // macro: the architecture's layers, 16 channels.
             let (layers, nodes, kind) = match &spec.arch {
                 cellnas::space::Arch::Darts(g) => (8, g.normal.nodes.len(), NetKind::Darts),
                 cellnas::space::Arch::Nb201(_) => (5, cellnas::space::NB201_NODES, NetKind::Nb201),
+                // The macro chain's depth is the architecture's own.
+                cellnas::space::Arch::Macro(m) => (m.len(), 0, NetKind::Macro),
             };
             let net = NetConfig { in_channels: 1, classes: 10, channels: 16, layers, nodes, supernet: false, supernet_affine: false, gated: vec![], kind };
             let data = DataConfig { path: None, val_count: 0, train_limit: 0 };
@@ -420,7 +430,8 @@ pub fn train(gpu: &Arc<Gpu>, a: &TrainCmdArgs) -> Result<()> {
     let out = if resume { out } else { a.out.clone().unwrap_or_else(|| fresh_dir(&format!("runs/train-{}", cfg.train.seed))) };
     cfg.resume_ignore = json!({ "adapter": gpu.info.name, "out": out });
     if !a.quiet {
-        eprintln!("cellnas train: {} cells x {} channels, {} epochs, adapter {}, output {}", cfg.net.cells(), cfg.net.channels, cfg.train.epochs, gpu.info.name, out.display());
+        let depth = if cfg.net.kind == NetKind::Macro { "layers" } else { "cells" };
+        eprintln!("cellnas train: {} {depth} x {} channels, {} epochs, adapter {}, output {}", cfg.net.cells(), cfg.net.channels, cfg.train.epochs, gpu.info.name, out.display());
     }
     for w in cellnas::pipeline::warnings::train_warnings(&cfg) {
         eprintln!("warning: {w}");
@@ -452,7 +463,7 @@ pub fn train(gpu: &Arc<Gpu>, a: &TrainCmdArgs) -> Result<()> {
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
-    /// The architecture to score: spec JSON or DARTS genotype text.
+    /// The architecture to score: spec JSON, a search's best.json, or the space's text form.
     #[arg(long)]
     pub spec: PathBuf,
     /// A search run folder (its trained supernet and config are used).

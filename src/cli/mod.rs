@@ -14,18 +14,18 @@ use anyhow::{Context, Result};
 use cellnas::space::Spec;
 use std::path::Path;
 
-/// A spec file: the JSON spec (docs/spec.md) or DARTS genotype text.
+/// A spec file: the JSON spec (docs/spec.md) or a space's text form.
 pub fn read_spec(path: &Path) -> Result<Spec> {
     // The error names the file and the problem (missing, too big, not UTF-8).
     let text = cellnas::space::read_spec_text(path)?;
     parse_spec(&text, path)
 }
 
-/// `text` as a JSON spec when it starts with `{` (a search's `best.json` included), else as
-/// DARTS genotype text.
+/// `text` as a JSON spec when it starts with `{` (a search's `best.json` included), else as a
+/// space's text form (`Spec::from_text` says which).
 pub fn parse_spec(text: &str, path: &Path) -> Result<Spec> {
     Spec::from_text(text)
-        .with_context(|| format!("{} is not a valid spec (JSON, docs/spec.md) or DARTS genotype text", path.display()))
+        .with_context(|| format!("{} is not a valid spec (JSON, docs/spec.md), DARTS genotype text, NB201 arch string or macro text", path.display()))
 }
 
 /// clap value parser for float flags: NaN and infinities are refused at parse time, so the

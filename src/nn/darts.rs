@@ -33,8 +33,9 @@ pub struct NetConfig {
     /// config.json when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gated: Vec<usize>,
-    /// The network family: DARTS cells (left out of config.json) or NB201's skeleton, where
-    /// `layers` is the number of cells per stage (N) and `nodes` is 4.
+    /// The network family: DARTS cells (left out of config.json), NB201's skeleton, where
+    /// `layers` is the number of cells per stage (N) and `nodes` is 4, or the macro chain, where
+    /// `layers` is its depth L and `nodes` is 0 (it has no cells).
     #[serde(default, skip_serializing_if = "NetKind::is_darts")]
     pub kind: NetKind,
 }
@@ -45,6 +46,7 @@ pub enum NetKind {
     #[default]
     Darts,
     Nb201,
+    Macro,
 }
 
 impl NetKind {
@@ -69,8 +71,22 @@ impl NetConfig {
         super::nb201::Nb201Net { in_channels: self.in_channels, classes: self.classes, channels: self.channels, cells_per_stage: self.layers, supernet: self.supernet }
     }
 
+    /// The macro network these sizes describe.
+    pub fn macro_net(&self) -> super::macro_net::MacroNet {
+        super::macro_net::MacroNet { in_channels: self.in_channels, classes: self.classes, channels: self.channels, layers: self.layers, supernet: self.supernet, supernet_affine: self.supernet_affine }
+    }
+
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Invalid(m));
+        if self.kind == NetKind::Macro {
+            if self.nodes != 0 {
+                return bad(format!("a macro network has no cells, so nodes must be 0, got {}", self.nodes));
+            }
+            if !self.gated.is_empty() {
+                return bad("gated cells are built for DARTS networks only".into());
+            }
+            return self.macro_net().validate();
+        }
         if self.kind == NetKind::Nb201 {
             if self.nodes != crate::space::NB201_NODES {
                 return bad(format!("an NB201 network has 4 nodes per cell, got {}", self.nodes));
@@ -133,18 +149,18 @@ impl NetConfig {
     }
 }
 
-const fn conv(stride: usize, padding: usize, dilation: usize, groups: usize) -> Conv2d {
+pub(super) const fn conv(stride: usize, padding: usize, dilation: usize, groups: usize) -> Conv2d {
     Conv2d { stride, padding, dilation, groups }
 }
 
 /// ReLU - conv - BN, the building block of every conv op and of the preprocessing.
-fn relu_conv_bn(g: &mut Graph, x: Var, name: &str, cout: usize, k: usize, p: Conv2d, affine: bool) -> Result<Var> {
+pub(super) fn relu_conv_bn(g: &mut Graph, x: Var, name: &str, cout: usize, k: usize, p: Conv2d, affine: bool) -> Result<Var> {
     let c = g.relu_conv(x, &format!("{name}.conv"), cout, k, p)?;
     g.bn(c, &format!("{name}.bn"), affine)
 }
 
 /// ReLU - depthwise kxk - pointwise 1x1 - BN.
-fn dw_pw_bn(g: &mut Graph, x: Var, name: &str, k: usize, stride: usize, dilation: usize, affine: bool) -> Result<Var> {
+pub(super) fn dw_pw_bn(g: &mut Graph, x: Var, name: &str, k: usize, stride: usize, dilation: usize, affine: bool) -> Result<Var> {
     let c = g.shape(x)[1];
     let pad = dilation * (k - 1) / 2;
     let d = g.relu_conv(x, &format!("{name}.dw"), c, k, conv(stride, pad, dilation, c))?;

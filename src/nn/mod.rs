@@ -1,12 +1,15 @@
-//! Networks built from the kernels: a tape (`graph`), named parameters (`params`), and the
-//! DARTS cells, supernet and stand-alone networks (`darts`).
+//! Networks built from the kernels: a tape (`graph`), named parameters (`params`), and each
+//! space's network in supernet and stand-alone form: DARTS cells (`darts`), NAS-Bench-201
+//! (`nb201`), the ENAS macro chain (`macro_net`).
 
 pub mod darts;
 pub mod graph;
+pub mod macro_net;
 pub mod nb201;
 pub mod params;
 
 pub use graph::{Graph, Mode, Var};
+pub use macro_net::MacroNet;
 pub use nb201::Nb201Net;
 pub use params::{BnStats, Init, ParamStore};
 
@@ -20,6 +23,7 @@ pub fn forward(g: &mut Graph, cfg: &NetConfig, arch: &Arch, x: Var) -> Result<Va
     match (arch, cfg.kind) {
         (Arch::Darts(genotype), NetKind::Darts) => darts::forward(g, cfg, genotype, x),
         (Arch::Nb201(cell), NetKind::Nb201) => nb201::forward(g, &cfg.nb201(), cell, x),
+        (Arch::Macro(arch), NetKind::Macro) => macro_net::forward(g, &cfg.macro_net(), arch, x),
         (arch, kind) => Err(Error::Invalid(format!("a {} architecture does not build a {kind:?} network", arch.space()))),
     }
 }

@@ -75,7 +75,10 @@ impl SearchConfig {
             (SpaceConfig::Darts(s), NetKind::Darts) if self.net.nodes != s.nodes() => {
                 return Err(Error::Invalid(format!("network has {} nodes per cell, the space {}", self.net.nodes, s.nodes())));
             }
-            (SpaceConfig::Darts(_), NetKind::Darts) | (SpaceConfig::Nb201(_), NetKind::Nb201) => {}
+            (SpaceConfig::Macro(s), NetKind::Macro) if self.net.layers != s.layers() => {
+                return Err(Error::Invalid(format!("network has {} layers, the macro space {}", self.net.layers, s.layers())));
+            }
+            (SpaceConfig::Darts(_), NetKind::Darts) | (SpaceConfig::Nb201(_), NetKind::Nb201) | (SpaceConfig::Macro(_), NetKind::Macro) => {}
             (space, kind) => return Err(Error::Invalid(format!("a {} space does not search a {kind:?} network", space.name()))),
         }
         if !self.net.supernet {

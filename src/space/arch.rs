@@ -4,6 +4,7 @@
 //! so a new space is its module, a variant here and its `Space` implementation.
 
 use super::genotype::Genotype;
+use super::macro_space::{MacroArch, MacroSpace};
 use super::nb201::{Nb201Cell, Nb201Space};
 use super::op::Op;
 use super::search::SearchSpace;
@@ -18,6 +19,8 @@ pub enum Arch {
     Darts(Genotype),
     /// A NAS-Bench-201 cell: an op on each of the 6 edges of a 4-node DAG.
     Nb201(Nb201Cell),
+    /// An ENAS macro architecture: an op and skip sources per layer of a chain.
+    Macro(MacroArch),
 }
 
 impl Arch {
@@ -26,14 +29,17 @@ impl Arch {
         match self {
             Arch::Darts(g) => g.key(),
             Arch::Nb201(c) => c.key(),
+            Arch::Macro(a) => a.key(),
         }
     }
 
-    /// The space's own text form (DARTS genotype text), what history.jsonl records.
+    /// The space's own text form (DARTS genotype text, an NB201 arch string, macro text), what
+    /// history.jsonl records.
     pub fn text(&self) -> String {
         match self {
             Arch::Darts(g) => g.to_darts(),
             Arch::Nb201(c) => c.to_arch_string(),
+            Arch::Macro(a) => a.to_text(),
         }
     }
 
@@ -41,7 +47,7 @@ impl Arch {
     pub fn darts(&self) -> Option<&Genotype> {
         match self {
             Arch::Darts(g) => Some(g),
-            Arch::Nb201(_) => None,
+            Arch::Nb201(_) | Arch::Macro(_) => None,
         }
     }
 
@@ -50,6 +56,7 @@ impl Arch {
         match self {
             Arch::Darts(_) => "darts",
             Arch::Nb201(_) => "nb201",
+            Arch::Macro(_) => "macro",
         }
     }
 }
@@ -185,5 +192,59 @@ impl Space for Nb201Space {
 
     fn size(&self) -> f64 {
         Nb201Space::size(self) as f64
+    }
+}
+
+impl From<MacroSpace> for std::sync::Arc<dyn Space> {
+    fn from(space: MacroSpace) -> Self {
+        std::sync::Arc::new(space)
+    }
+}
+
+impl Space for MacroSpace {
+    fn name(&self) -> &'static str {
+        "macro"
+    }
+
+    fn sample(&self, rng: &mut dyn RngCore) -> Arch {
+        Arch::Macro(MacroSpace::sample(self, rng))
+    }
+
+    fn mutate(&self, arch: &Arch, rng: &mut dyn RngCore) -> Arch {
+        match arch {
+            Arch::Macro(a) => Arch::Macro(MacroSpace::mutate(self, a, rng)),
+            other => other.clone(),
+        }
+    }
+
+    fn contains(&self, arch: &Arch) -> Result<()> {
+        match arch {
+            Arch::Macro(a) => MacroSpace::contains(self, a),
+            other => Err(crate::Error::Spec(format!("a {} architecture is not in a macro space", other.space()))),
+        }
+    }
+
+    fn parse(&self, text: &str) -> Result<Arch> {
+        MacroArch::parse(text).map(Arch::Macro)
+    }
+
+    /// Each layer's op one permutation of `ops()` across the paths, so every (layer, op) weight
+    /// trains once per step; skips as in ordinary samples (they hold no weights of their own,
+    /// only the reductions of sources from an earlier stage, which uniform skips reach evenly).
+    fn fair_paths(&self, rng: &mut dyn RngCore) -> Vec<Arch> {
+        let k = self.ops().len();
+        let mut paths: Vec<MacroArch> = (0..k).map(|_| MacroSpace::sample(self, rng)).collect();
+        for layer in 0..self.layers() {
+            let mut ops = self.ops().to_vec();
+            ops.shuffle(rng);
+            for (p, op) in paths.iter_mut().zip(ops) {
+                p.set_op(layer, op);
+            }
+        }
+        paths.into_iter().map(Arch::Macro).collect()
+    }
+
+    fn size(&self) -> f64 {
+        MacroSpace::size(self)
     }
 }

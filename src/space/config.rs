@@ -1,8 +1,9 @@
 //! The space a search runs over, as its config.json records it. A DARTS space keeps the form
 //! runs have always had ({"ops", "nodes"}), so existing runs resume; another space carries its
-//! name: {"kind": "nb201", "ops": [...]}.
+//! name: {"kind": "nb201", "ops": [...]}, {"kind": "macro", "ops": [...], "layers": L}.
 
 use super::arch::Space;
+use super::macro_space::{MacroOp, MacroSpace};
 use super::nb201::Nb201Space;
 use super::search::SearchSpace;
 use crate::error::{Error, Result};
@@ -13,10 +14,11 @@ use std::sync::Arc;
 pub enum SpaceConfig {
     Darts(SearchSpace),
     Nb201(Nb201Space),
+    Macro(MacroSpace),
 }
 
 /// Names `--space` accepts.
-pub const SPACES: [&str; 2] = ["darts", "nb201"];
+pub const SPACES: [&str; 3] = ["darts", "nb201", "macro"];
 
 impl SpaceConfig {
     /// The space itself, behind the trait strategies and the supernet use.
@@ -24,6 +26,7 @@ impl SpaceConfig {
         match self {
             SpaceConfig::Darts(s) => Arc::new(s.clone()),
             SpaceConfig::Nb201(s) => Arc::new(s.clone()),
+            SpaceConfig::Macro(s) => Arc::new(s.clone()),
         }
     }
 
@@ -35,7 +38,7 @@ impl SpaceConfig {
     pub fn darts(&self) -> Option<&SearchSpace> {
         match self {
             SpaceConfig::Darts(s) => Some(s),
-            SpaceConfig::Nb201(_) => None,
+            SpaceConfig::Nb201(_) | SpaceConfig::Macro(_) => None,
         }
     }
 
@@ -44,6 +47,15 @@ impl SpaceConfig {
         match self {
             SpaceConfig::Darts(s) => s.ops().iter().map(|o| o.name()).collect(),
             SpaceConfig::Nb201(s) => s.ops().iter().map(|o| o.name()).collect(),
+            SpaceConfig::Macro(s) => s.ops().iter().map(|o| o.name()).collect(),
+        }
+    }
+
+    /// The macro space, whose depth the network must have.
+    pub fn macro_space(&self) -> Option<&MacroSpace> {
+        match self {
+            SpaceConfig::Macro(s) => Some(s),
+            _ => None,
         }
     }
 }
@@ -59,6 +71,7 @@ impl std::fmt::Display for SpaceConfig {
         match self {
             SpaceConfig::Darts(s) => write!(f, "DARTS: {s}"),
             SpaceConfig::Nb201(s) => write!(f, "NB201: {s}"),
+            SpaceConfig::Macro(s) => write!(f, "macro: {s}"),
         }
     }
 }
@@ -75,6 +88,15 @@ impl Serialize for SpaceConfig {
                 }
                 Tagged { kind: "nb201", ops: s.ops() }.serialize(ser)
             }
+            SpaceConfig::Macro(s) => {
+                #[derive(Serialize)]
+                struct Tagged<'a> {
+                    kind: &'static str,
+                    ops: &'a [MacroOp],
+                    layers: usize,
+                }
+                Tagged { kind: "macro", ops: s.ops(), layers: s.layers() }.serialize(ser)
+            }
         }
     }
 }
@@ -90,13 +112,15 @@ impl<'de> Deserialize<'de> for SpaceConfig {
         match kind.as_str() {
             Some("darts") => SearchSpace::deserialize(value).map(SpaceConfig::Darts).map_err(D::Error::custom),
             Some("nb201") => Nb201Space::deserialize(value).map(SpaceConfig::Nb201).map_err(D::Error::custom),
+            Some("macro") => MacroSpace::deserialize(value).map(SpaceConfig::Macro).map_err(D::Error::custom),
             _ => Err(D::Error::custom(format!("unknown space kind {kind}; expected one of {}", SPACES.join(", ")))),
         }
     }
 }
 
-/// The space `name` with `ops` (its default ops when None) and, for DARTS, `nodes`.
-pub fn space_from_name(name: &str, ops: Option<&[String]>, nodes: Option<usize>) -> Result<SpaceConfig> {
+/// The space `name` with `ops` (its default ops when None), for DARTS `nodes`, and for the
+/// macro space `layers`, its depth (the cell spaces take theirs from the network config).
+pub fn space_from_name(name: &str, ops: Option<&[String]>, nodes: Option<usize>, layers: Option<usize>) -> Result<SpaceConfig> {
     match name {
         "darts" => {
             let base = SearchSpace::default();
@@ -115,6 +139,16 @@ pub fn space_from_name(name: &str, ops: Option<&[String]>, nodes: Option<usize>)
                 None => Nb201Space::default().ops().to_vec(),
             };
             Ok(SpaceConfig::Nb201(Nb201Space::new(ops)?))
+        }
+        "macro" => {
+            if nodes.is_some() {
+                return Err(Error::Invalid("--nodes: a macro network has layers, not cells of nodes (its depth is --layers)".into()));
+            }
+            let ops = match ops {
+                Some(names) => names.iter().map(|n| MacroOp::from_name(n.trim())).collect::<Result<Vec<_>>>()?,
+                None => MacroOp::ALL.to_vec(),
+            };
+            Ok(SpaceConfig::Macro(MacroSpace::new(ops, layers.unwrap_or(MacroSpace::DEFAULT_LAYERS))?))
         }
         _ => Err(Error::Invalid(format!("--space {name}: expected one of {}", SPACES.join(", ")))),
     }

@@ -82,7 +82,7 @@ impl From<Nb201Op> for &'static str {
 }
 
 /// serde adds its own position to a message, so it gets the bare text.
-fn spec_message(e: Error) -> String {
+pub(super) fn spec_message(e: Error) -> String {
     match e {
         Error::Spec(m) => m,
         other => other.to_string(),
@@ -91,7 +91,7 @@ fn spec_message(e: Error) -> String {
 
 /// A piece of user input for a one-line message: escaped (newlines, control characters) and
 /// cut by characters, never inside one, so hostile input can neither break lines nor panic.
-fn quote(s: &str) -> String {
+pub(super) fn quote(s: &str) -> String {
     const MAX: usize = 40;
     let cut: String = s.chars().take(MAX).collect();
     if s.chars().nth(MAX).is_some() { format!("{cut:?}...") } else { format!("{cut:?}") }
@@ -220,7 +220,7 @@ impl Nb201Cell {
 
 /// A decimal node number as the arch string writes it: digits only, no sign, no leading zero
 /// (which `to_arch_string` would not give back), and no overflow.
-fn parse_index(s: &str) -> Option<usize> {
+pub(super) fn parse_index(s: &str) -> Option<usize> {
     let canonical = !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) && (s == "0" || !s.starts_with('0'));
     if canonical { s.parse().ok() } else { None }
 }

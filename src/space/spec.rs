@@ -5,6 +5,7 @@
 
 use super::arch::Arch;
 use super::genotype::Genotype;
+use super::macro_space::MacroArch;
 use super::nb201::Nb201Cell;
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -55,8 +56,10 @@ impl<'de> Deserialize<'de> for Spec {
             (None | Some("darts"), None, _) => return Err(D::Error::custom("a DARTS spec needs \"genotype\" (another space's spec names it in \"space\" and gives \"arch\")")),
             (Some("nb201"), None, Some(text)) => Arch::Nb201(Nb201Cell::parse(&text).map_err(D::Error::custom)?),
             (Some("nb201"), _, _) => return Err(D::Error::custom("an nb201 spec has \"arch\" (the NB201 arch string) and no \"genotype\"")),
+            (Some("macro"), None, Some(text)) => Arch::Macro(MacroArch::parse(&text).map_err(D::Error::custom)?),
+            (Some("macro"), _, _) => return Err(D::Error::custom("a macro spec has \"arch\" (the macro text, e.g. conv_3x3|sep_conv_5x5+0) and no \"genotype\"")),
             (None | Some("darts"), Some(_), Some(_)) => return Err(D::Error::custom("a DARTS spec has \"genotype\" and no \"arch\"")),
-            (Some(other), _, _) => return Err(D::Error::custom(format!("unknown space \"{other}\"; expected darts or nb201"))),
+            (Some(other), _, _) => return Err(D::Error::custom(format!("unknown space \"{other}\"; expected darts, nb201 or macro"))),
         };
         Ok(Spec { version: raw.version, name: raw.name, arch })
     }
@@ -104,7 +107,9 @@ impl Spec {
 
     /// Whatever a spec file may hold: a JSON spec when the text starts with `{` (a search's
     /// `best.json` included, whose spec sits under `"spec"`), an NB201 arch string when it
-    /// starts with `|`, else DARTS genotype text.
+    /// starts with `|`, macro text when it starts with a lowercase letter (as every macro op
+    /// name does; DARTS text starts with `Genotype`, so nothing is ambiguous, and a misspelt
+    /// first op gets the macro parser's message naming it), else DARTS genotype text.
     pub fn from_text(text: &str) -> Result<Spec> {
         let t = text.trim();
         if t.starts_with('{') {
@@ -114,6 +119,8 @@ impl Spec {
             }
         } else if t.starts_with('|') {
             Nb201Cell::parse(t).map(|c| Spec::new(Arch::Nb201(c)))
+        } else if t.starts_with(|c: char| c.is_ascii_lowercase()) {
+            MacroArch::parse(t).map(|a| Spec::new(Arch::Macro(a)))
         } else {
             Genotype::from_darts(t).map(Spec::new)
         }
