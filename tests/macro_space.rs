@@ -11,13 +11,10 @@ use cellnas::ops::optim::Sgd;
 use cellnas::space::{space_from_name, Arch, MacroArch, MacroOp, MacroSpace, Space, SpaceConfig, Spec};
 use cellnas::tensor::upload_u32;
 use cellnas::Tensor;
-use common::{fails, ok, read_json, run, tmp};
+use common::{fails, history_without_clock, kill_when, lines, ok, read_json, run, strs, tmp};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeSet, HashSet};
-use std::path::Path;
-use std::process::Command;
-use std::time::{Duration, Instant};
 
 /// Every op once, skips of every kind: none, a residual (i-1), long ones across reductions.
 const EXAMPLE: &str = "conv_3x3|sep_conv_5x5+0|max_pool_3x3+0,1|conv_5x5|avg_pool_3x3+1,3|sep_conv_3x3+0,2,4";
@@ -354,21 +351,7 @@ fn args(out: &str, extra: &[&str]) -> Vec<String> {
     base.iter().chain(extra).map(|s| s.to_string()).collect()
 }
 
-fn strs(v: &[String]) -> Vec<&str> {
-    v.iter().map(String::as_str).collect()
-}
 
-/// history.jsonl without wall-clock fields.
-fn history(dir: &Path) -> Vec<serde_json::Value> {
-    let text = std::fs::read_to_string(dir.join("history.jsonl")).unwrap();
-    text.lines()
-        .map(|l| {
-            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
-            ["time", "eval_ms", "crc32"].iter().for_each(|k| drop(v.as_object_mut().unwrap().remove(*k)));
-            v
-        })
-        .collect()
-}
 
 #[test]
 fn a_macro_search_runs_records_its_space_and_resumes_exactly() {
@@ -379,7 +362,7 @@ fn a_macro_search_runs_records_its_space_and_resumes_exactly() {
     let cfg = read_json(&a.join("config.json"));
     assert_eq!((cfg["space"]["kind"].as_str(), cfg["space"]["layers"].as_u64(), cfg["space"]["ops"].as_array().map(Vec::len)), (Some("macro"), Some(3), Some(6)));
     assert_eq!((cfg["net"]["kind"].as_str(), cfg["net"]["layers"].as_u64(), cfg["net"]["nodes"].as_u64()), (Some("macro"), Some(3), Some(0)));
-    let h = history(&a);
+    let h = history_without_clock(&a);
     assert_eq!(h.len(), 6);
     assert!(h.iter().all(|e| arch(e["genotype"].as_str().unwrap()).len() == 3), "{h:?}");
     let best = read_json(&a.join("best.json"));
@@ -388,18 +371,10 @@ fn a_macro_search_runs_records_its_space_and_resumes_exactly() {
     // Killed after the supernet's first epoch, then resumed: the same search.
     let b = root.join("killed");
     let bs = b.to_str().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cellnas")).args(strs(&args(bs, &["--sampling", "fair"]))).spawn().unwrap();
-    let t0 = Instant::now();
-    while std::fs::read_to_string(b.join("metrics.jsonl")).map(|t| t.lines().count()).unwrap_or(0) < 1 && t0.elapsed() < Duration::from_secs(120) {
-        if child.try_wait().unwrap().is_some() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let _ = child.kill();
-    child.wait().unwrap();
+    let metrics = b.join("metrics.jsonl");
+    assert!(kill_when(&strs(&args(bs, &["--sampling", "fair"])), || lines(&metrics) >= 1), "finished before the kill");
     ok(run(&["search", "--resume", bs, "--quiet"]));
-    assert_eq!(h, history(&b));
+    assert_eq!(h, history_without_clock(&b));
 
     // eval scores the best arch as the search did; train and test take its best.json.
     let best_json = a.join("best.json");

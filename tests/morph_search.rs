@@ -2,10 +2,8 @@
 //! deterministic, and a run killed at any point and resumed equals an uninterrupted one.
 
 mod common;
-use common::{fails, ok, read_json, run, tmp};
+use common::{fails, history_without_clock, kill_when, ok, read_json, run, strs, tmp};
 use std::path::Path;
-use std::process::Command;
-use std::time::{Duration, Instant};
 
 fn args(out: &str) -> Vec<String> {
     [
@@ -18,44 +16,13 @@ fn args(out: &str) -> Vec<String> {
     .collect()
 }
 
-fn strs(v: &[String]) -> Vec<&str> {
-    v.iter().map(String::as_str).collect()
-}
 
-/// history.jsonl without the fields that are wall-clock facts.
-fn history(dir: &Path) -> Vec<serde_json::Value> {
-    let text = std::fs::read_to_string(dir.join("history.jsonl")).unwrap();
-    text.lines()
-        .map(|l| {
-            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
-            let o = v.as_object_mut().unwrap();
-            for k in ["time", "train_seconds", "crc32"] {
-                o.remove(k);
-            }
-            v
-        })
-        .collect()
-}
 
 fn best_weights(dir: &Path) -> Vec<(String, Vec<u32>)> {
     let (t, _) = cellnas::run::load_tensors(&dir.join("best.safetensors")).unwrap();
     t.into_iter().map(|(n, _, v)| (n, v.iter().map(|x| x.to_bits()).collect())).collect()
 }
 
-/// Starts a run and SIGKILLs it once `file` exists; whether it was killed (not finished).
-fn kill_when_exists(args: &[&str], file: &Path) -> bool {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cellnas")).args(args).spawn().unwrap();
-    let t0 = Instant::now();
-    while !file.exists() && t0.elapsed() < Duration::from_secs(300) {
-        if child.try_wait().unwrap().is_some() {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
-    true
-}
 
 #[test]
 fn a_morphism_search_grows_scores_and_exports_and_resumes_exactly() {
@@ -63,7 +30,7 @@ fn a_morphism_search_grows_scores_and_exports_and_resumes_exactly() {
     let a = root.join("whole");
     let o = ok(run(&strs(&args(a.to_str().unwrap()))));
     assert!(o.contains("best network") && o.contains("test accuracy"), "{o}");
-    let h = history(&a);
+    let h = history_without_clock(&a);
     assert_eq!(h.len(), 5, "the first network and 2 rounds x 2 children");
     assert!(h[0]["parent"].is_null() && h[0]["morphs"].as_array().unwrap().is_empty());
     let acc = |i: usize| h[i]["accuracy"].as_f64().unwrap();
@@ -88,15 +55,15 @@ fn a_morphism_search_grows_scores_and_exports_and_resumes_exactly() {
     // next round, then resumed: the same networks, scores and weights.
     let b = root.join("killed");
     let bs = b.to_str().unwrap();
-    assert!(kill_when_exists(&strs(&args(bs)), &b.join("nets/0001/state.json")), "finished before the kill");
-    assert!(kill_when_exists(&["search", "--resume", bs, "--quiet", "--checkpoint-minutes", "0.00001"], &b.join("nets/0003/state.json")), "finished before the kill");
+    assert!(kill_when(&strs(&args(bs)), || b.join("nets/0001/state.json").exists()), "finished before the kill");
+    assert!(kill_when(&["search", "--resume", bs, "--quiet", "--checkpoint-minutes", "0.00001"], || b.join("nets/0003/state.json").exists()), "finished before the kill");
     assert!(!b.join("nets/0003/weights.safetensors").exists(), "net 3 was killed in training");
     ok(run(&["search", "--resume", bs, "--quiet"]));
-    assert_eq!(h, history(&b));
+    assert_eq!(h, history_without_clock(&b));
     assert!(best_weights(&a) == best_weights(&b), "best weights differ after resume");
     // Resuming a finished run changes nothing.
     ok(run(&["search", "--resume", bs, "--quiet"]));
-    assert_eq!(h, history(&b));
+    assert_eq!(h, history_without_clock(&b));
 
     // Bad requests.
     fails(run(&["search", "--resume", bs, "--rounds", "3", "--quiet"]), &["rounds: stored 2, given 3"]);

@@ -3,11 +3,8 @@
 
 mod common;
 use cellnas::space::{Nb201Space, Space};
-use common::{fails, ok, read_json, run, tmp};
+use common::{fails, history_without_clock, kill_when, lines, ok, read_json, run, strs, tmp};
 use rand::SeedableRng;
-use std::path::Path;
-use std::process::Command;
-use std::time::{Duration, Instant};
 
 fn args(out: &str, extra: &[&str]) -> Vec<String> {
     let mut a: Vec<String> = [
@@ -21,24 +18,7 @@ fn args(out: &str, extra: &[&str]) -> Vec<String> {
     a
 }
 
-fn strs(v: &[String]) -> Vec<&str> {
-    v.iter().map(String::as_str).collect()
-}
 
-/// history.jsonl without wall-clock fields.
-fn history(dir: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(dir.join("history.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
-            for k in ["time", "eval_ms", "crc32"] {
-                v.as_object_mut().unwrap().remove(k);
-            }
-            v
-        })
-        .collect()
-}
 
 #[test]
 fn an_nb201_search_runs_records_its_space_and_resumes_exactly() {
@@ -50,7 +30,7 @@ fn an_nb201_search_runs_records_its_space_and_resumes_exactly() {
     assert_eq!(cfg["space"]["kind"], "nb201");
     assert_eq!(cfg["space"]["ops"].as_array().unwrap().len(), 5);
     assert_eq!((cfg["net"]["kind"].as_str(), cfg["net"]["layers"].as_u64(), cfg["net"]["nodes"].as_u64()), (Some("nb201"), Some(1), Some(4)));
-    let h = history(&a);
+    let h = history_without_clock(&a);
     assert_eq!(h.len(), 6);
     for e in &h {
         let text = e["genotype"].as_str().unwrap();
@@ -63,19 +43,10 @@ fn an_nb201_search_runs_records_its_space_and_resumes_exactly() {
     // Killed after the supernet's first epoch, then resumed: the same search.
     let b = root.join("killed");
     let bs = b.to_str().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cellnas")).args(strs(&args(bs, &["--sampling", "fair"]))).spawn().unwrap();
-    let t0 = Instant::now();
     let metrics = b.join("metrics.jsonl");
-    while std::fs::read_to_string(&metrics).map(|t| t.lines().count()).unwrap_or(0) < 1 && t0.elapsed() < Duration::from_secs(120) {
-        if child.try_wait().unwrap().is_some() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let _ = child.kill();
-    child.wait().unwrap();
+    assert!(kill_when(&strs(&args(bs, &["--sampling", "fair"])), || lines(&metrics) >= 1), "finished before the kill");
     ok(run(&["search", "--resume", bs, "--quiet"]));
-    assert_eq!(h, history(&b));
+    assert_eq!(h, history_without_clock(&b));
 
     // eval scores the best arch as the search did; train and test take it like a DARTS spec.
     let best_json = a.join("best.json");

@@ -34,3 +34,43 @@ pub fn fails(o: Output, needles: &[&str]) {
 pub fn read_json(path: &std::path::Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
 }
+
+/// Owned args as the `&str`s `run` takes.
+pub fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// A run folder's history.jsonl, each line without the fields that are wall-clock facts.
+pub fn history_without_clock(dir: &std::path::Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(dir.join("history.jsonl")).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    text.lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            for k in ["time", "eval_ms", "train_seconds", "crc32"] {
+                v.as_object_mut().unwrap().remove(k);
+            }
+            v
+        })
+        .collect()
+}
+
+/// Starts `cellnas args` and SIGKILLs it as soon as `ready()` (polled every 2 ms, for at most
+/// five minutes); whether it was killed (false: it finished first).
+pub fn kill_when(args: &[&str], ready: impl Fn() -> bool) -> bool {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cellnas")).args(args).spawn().expect("spawn cellnas");
+    let t0 = std::time::Instant::now();
+    while !ready() && t0.elapsed() < std::time::Duration::from_secs(300) {
+        if child.try_wait().unwrap().is_some() {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    true
+}
+
+/// Lines in a file (0 when it does not exist yet).
+pub fn lines(path: &std::path::Path) -> usize {
+    std::fs::read_to_string(path).map(|t| t.lines().count()).unwrap_or(0)
+}
