@@ -6,13 +6,12 @@
 mod common;
 use cellnas::gpu::test_gpu;
 use cellnas::nn::macro_net::{self, MacroNet};
-use cellnas::nn::{BnStats, Graph, Mode, ParamStore};
+use cellnas::nn::{BnStats, Mode, ParamStore};
 use cellnas::ops::optim::Sgd;
 use cellnas::space::{space_from_name, Arch, MacroArch, MacroOp, MacroSpace, Space, SpaceConfig, Spec};
-use cellnas::tensor::upload_u32;
-use cellnas::Tensor;
+use common::graph::random_images;
 use common::{fails, history_without_clock, kill_when, lines, ok, read_json, run, strs, tmp};
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeSet, HashSet};
 
@@ -264,28 +263,7 @@ fn parameter_count_names_and_bad_configs() {
 
 /// Logits of one batch (and, in training mode, the loss) through `cfg` / `a`.
 fn forward(store: &mut ParamStore, bn: &mut BnStats, cfg: &MacroNet, a: &MacroArch, mode: Mode, x: &[f32], shape: [usize; 4]) -> (Vec<f32>, Option<f32>) {
-    let gpu = store.gpu().clone();
-    let labels = upload_u32(&gpu, &(0..shape[0] as u32).map(|i| i % cfg.classes as u32).collect::<Vec<_>>()).unwrap();
-    let xt = Tensor::from_slice(&gpu, &shape, x).unwrap();
-    let mut g = Graph::new(gpu.step(), store, bn, mode);
-    let xv = g.input(xt);
-    let logits = macro_net::forward(&mut g, cfg, a, xv).unwrap();
-    let loss = (mode == Mode::Train).then(|| {
-        let (loss, _) = g.cross_entropy(logits, &labels).unwrap();
-        g.backward().unwrap();
-        loss
-    });
-    let lt = g.tensor(logits).unwrap().clone();
-    let mut step = g.finish().unwrap();
-    let hl = step.read(&lt.buf, 0, 4 * lt.numel() as u64);
-    let hloss = loss.map(|l| step.read(&l.buf, 0, 4));
-    let out = step.submit().unwrap();
-    (out.f32s(hl), hloss.map(|h| out.f32s(h)[0]))
-}
-
-fn images(seed: u64, n: usize) -> Vec<f32> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    (0..n).map(|_| rng.random_range(-1.0..1.0)).collect()
+    common::graph::logits_and_loss(store, bn, cfg.classes, mode, x, shape, |g, x| macro_net::forward(g, cfg, a, x))
 }
 
 #[test]
@@ -293,7 +271,7 @@ fn forward_runs_in_train_and_eval_mode() {
     let gpu = test_gpu();
     for (shape, channels, supernet) in [([2, 1, 12, 12], 3, true), ([3, 3, 8, 8], 2, false), ([2, 3, 8, 12], 3, false)] {
         let cfg = MacroNet { in_channels: shape[1], classes: 5, channels, layers: 6, supernet, supernet_affine: false };
-        let x = images(2, shape.iter().product());
+        let x = random_images(2, shape.iter().product());
         let (mut store, mut bn) = (ParamStore::new(&gpu, 1), BnStats::new());
         for mode in [Mode::Train, Mode::Eval] {
             let (logits, loss) = forward(&mut store, &mut bn, &cfg, &arch(EXAMPLE), mode, &x, shape);
@@ -312,7 +290,7 @@ fn a_supernet_step_trains_only_its_path() {
     let space = MacroSpace::new(MacroOp::ALL.to_vec(), 5).unwrap();
     let mut rng = ChaCha8Rng::seed_from_u64(9);
     let (mut store, mut bn) = (ParamStore::new(&gpu, 7), BnStats::new());
-    let x = images(5, 8 * 8 * 8);
+    let x = random_images(5, 8 * 8 * 8);
     let sgd = Sgd { lr: 0.1, momentum: 0.9, weight_decay: 3e-4, nesterov: false };
     let paths: Vec<MacroArch> = (0..6).map(|_| space.sample(&mut rng)).collect();
     for p in &paths {

@@ -3,14 +3,14 @@
 //! against NB201's published range, and on the GPU: forward in both modes on small images,
 //! `none` nodes giving exact zeros, and a supernet step training only its path.
 
+mod common;
 use cellnas::gpu::test_gpu;
+use common::graph::random_images;
 use cellnas::nn::nb201::{self, Nb201Net};
-use cellnas::nn::{BnStats, Graph, Mode, ParamStore};
+use cellnas::nn::{BnStats, Mode, ParamStore};
 use cellnas::ops::optim::Sgd;
 use cellnas::space::{Nb201Cell, Nb201Op, Nb201Space};
-use cellnas::tensor::upload_u32;
-use cellnas::Tensor;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::collections::HashSet;
 
@@ -290,30 +290,7 @@ fn bad_configs_and_image_sizes_are_refused_clearly() {
 
 /// Logits of one batch (and, in training mode, the cross-entropy loss) through `cfg` / `c`.
 fn run(store: &mut ParamStore, bn: &mut BnStats, cfg: &Nb201Net, c: &Nb201Cell, mode: Mode, x: &[f32], shape: [usize; 4]) -> (Vec<f32>, Option<f32>) {
-    let gpu = store.gpu().clone();
-    let labels = upload_u32(&gpu, &(0..shape[0] as u32).map(|i| i % cfg.classes as u32).collect::<Vec<_>>()).unwrap();
-    let xt = Tensor::from_slice(&gpu, &shape, x).unwrap();
-    let mut g = Graph::new(gpu.step(), store, bn, mode);
-    let xv = g.input(xt);
-    let logits = nb201::forward(&mut g, cfg, c, xv).unwrap();
-    let loss = if mode == Mode::Train {
-        let (loss, _) = g.cross_entropy(logits, &labels).unwrap();
-        g.backward().unwrap();
-        Some(loss)
-    } else {
-        None
-    };
-    let lt = g.tensor(logits).unwrap().clone();
-    let mut step = g.finish().unwrap();
-    let hl = step.read(&lt.buf, 0, 4 * lt.numel() as u64);
-    let hloss = loss.map(|l| step.read(&l.buf, 0, 4));
-    let out = step.submit().unwrap();
-    (out.f32s(hl), hloss.map(|h| out.f32s(h)[0]))
-}
-
-fn random_images(seed: u64, n: usize) -> Vec<f32> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    (0..n).map(|_| rng.random_range(-1.0..1.0)).collect()
+    common::graph::logits_and_loss(store, bn, cfg.classes, mode, x, shape, |g, x| nb201::forward(g, cfg, c, x))
 }
 
 #[test]

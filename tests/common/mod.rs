@@ -1,6 +1,8 @@
 //! Helpers for tests that run the `cellnas` binary as a user would.
 #![allow(dead_code)]
 
+pub mod graph;
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
