@@ -9,7 +9,7 @@ use cellnas::nn::params::name_seed;
 use cellnas::pipeline::morphism::{run_morph_search, MorphSearchConfig};
 use cellnas::pipeline::search::default_search;
 use cellnas::pipeline::JobOptions;
-use cellnas::space::{Op, SearchSpace};
+use cellnas::space::space_from_name;
 use clap::Args;
 use rand::SeedableRng;
 use serde_json::json;
@@ -71,6 +71,8 @@ pub fn search(gpu: &Arc<Gpu>, a: &SearchArgs) -> Result<()> {
         ("--budget", a.budget.is_some()),
         ("--sampling", a.sampling.is_some()),
         ("--supernet-affine", a.supernet_affine),
+        // Morphs are built for DARTS cells only.
+        ("--space", a.space.as_deref().is_some_and(|s| s != "darts")),
     ];
     if let Some((flag, _)) = not_here.iter().find(|(_, given)| *given) {
         bail!("{flag} applies to supernet searches; a morphism search's size is --rounds x --children");
@@ -164,11 +166,8 @@ fn defaults(a: &SearchArgs) -> Result<MorphSearchConfig> {
             super::read_spec(p)?.darts("the morphism search")?.clone()
         }
         None => {
-            let ops = match &a.ops {
-                Some(names) => names.iter().map(|n| Op::from_name(n.trim())).collect::<cellnas::Result<Vec<_>>>()?,
-                None => SearchSpace::default().ops().to_vec(),
-            };
-            let space = SearchSpace::new(ops, a.nodes.unwrap_or(SearchSpace::default().nodes()))?;
+            let space = space_from_name("darts", a.ops.as_deref(), a.nodes, None)?;
+            let space = space.darts().expect("space_from_name(\"darts\") gives a DARTS space");
             space.sample(&mut rand_chacha::ChaCha8Rng::seed_from_u64(name_seed(seed, "morph/start")))
         }
     };

@@ -161,10 +161,10 @@ pub fn run_train(gpu: &Arc<Gpu>, cfg: &StandaloneConfig, out: &Path, job: &JobOp
 }
 
 /// Test accuracy and loss, and validation accuracy when the run holds a validation split out.
-fn test_and_val(model: &mut Model, genotype: &Arch, data: &super::data::Loaded, batch: usize) -> Result<Tested> {
-    let (test_accuracy, test_loss) = evaluate(&model.net, &mut model.store, &mut model.bn, genotype, &data.test, batch)?;
+fn test_and_val(model: &mut Model, arch: &Arch, data: &super::data::Loaded, batch: usize) -> Result<Tested> {
+    let (test_accuracy, test_loss) = evaluate(&model.net, &mut model.store, &mut model.bn, arch, &data.test, batch)?;
     let val_accuracy = match &data.val {
-        Some(v) => Some(evaluate(&model.net, &mut model.store, &mut model.bn, genotype, v, batch)?.0),
+        Some(v) => Some(evaluate(&model.net, &mut model.store, &mut model.bn, arch, v, batch)?.0),
         None => None,
     };
     Ok(Tested { test_accuracy, test_loss, val_accuracy })
@@ -189,14 +189,14 @@ fn precise_bn_batches(cfg: &StandaloneConfig, train_n: usize) -> usize {
 /// of the training batch size, order by seed) and tests again. Returns (running-statistics
 /// figures when precise BN ran, the final figures).
 fn test_precise(model: &mut Model, cfg: &StandaloneConfig, data: &super::data::Loaded) -> Result<(Option<Tested>, Tested)> {
-    let genotype = &cfg.spec.arch;
-    let running = test_and_val(model, genotype, data, cfg.eval_batch_size)?;
+    let arch = &cfg.spec.arch;
+    let running = test_and_val(model, arch, data, cfg.eval_batch_size)?;
     if cfg.precise_bn == 0 {
         return Ok((None, running));
     }
     let eval = crate::supernet::EvalConfig { recalibration_batches: cfg.precise_bn, batch_size: cfg.train.batch_size };
-    model.bn = crate::supernet::recalibrate(model, genotype, &data.train, &eval, cfg.train.seed)?;
-    Ok((Some(running), test_and_val(model, genotype, data, cfg.eval_batch_size)?))
+    model.bn = crate::supernet::recalibrate(model, arch, &data.train, &eval, cfg.train.seed)?;
+    Ok((Some(running), test_and_val(model, arch, data, cfg.eval_batch_size)?))
 }
 
 /// What `cellnas test` measured, and on which weights.
@@ -245,13 +245,13 @@ pub fn test_run(gpu: &Arc<Gpu>, dir: &Path) -> Result<TestReport> {
     if !finished {
         precise_bn_batches(&cfg, data.train.n());
     }
-    let genotype = &cfg.spec.arch;
+    let arch = &cfg.spec.arch;
     let [_, h, w] = data.train.image_shape();
-    crate::nn::check_batch_fits(gpu, &cfg.net, genotype, cfg.eval_batch_size, h, w)?;
-    darts::check_tensors(&crate::nn::expected_tensors(&cfg.net, genotype, h, w)?, &tensors, &weights)?;
+    crate::nn::check_batch_fits(gpu, &cfg.net, arch, cfg.eval_batch_size, h, w)?;
+    darts::check_tensors(&crate::nn::expected_tensors(&cfg.net, arch, h, w)?, &tensors, &weights)?;
     let mut model = Model::new(gpu, cfg.net.clone(), cfg.train.seed)?;
     model.restore(&tensors)?;
     // Final weights already hold precise-BN statistics; a checkpoint gets them now.
-    let (running_bn, t) = if finished { (None, test_and_val(&mut model, genotype, &data, cfg.eval_batch_size)?) } else { test_precise(&mut model, &cfg, &data)? };
+    let (running_bn, t) = if finished { (None, test_and_val(&mut model, arch, &data, cfg.eval_batch_size)?) } else { test_precise(&mut model, &cfg, &data)? };
     Ok(TestReport { weights, epoch, step, finished, test_accuracy: t.test_accuracy, test_loss: t.test_loss, val_accuracy: t.val_accuracy, running_bn })
 }

@@ -31,7 +31,11 @@ impl SpaceConfig {
     }
 
     pub fn name(&self) -> &'static str {
-        self.space().name()
+        match self {
+            SpaceConfig::Darts(_) => "darts",
+            SpaceConfig::Nb201(_) => "nb201",
+            SpaceConfig::Macro(_) => "macro",
+        }
     }
 
     /// The DARTS space, for what only DARTS runs have (morphism, rank so far).
