@@ -71,11 +71,12 @@ pub fn search(gpu: &Arc<Gpu>, a: &SearchArgs) -> Result<()> {
         ("--budget", a.budget.is_some()),
         ("--sampling", a.sampling.is_some()),
         ("--supernet-affine", a.supernet_affine),
-        // Morphs are built for DARTS cells only.
-        ("--space", a.space.as_deref().is_some_and(|s| s != "darts")),
     ];
     if let Some((flag, _)) = not_here.iter().find(|(_, given)| *given) {
         bail!("{flag} applies to supernet searches; a morphism search's size is --rounds x --children");
+    }
+    if let Some(s) = a.space.as_deref().filter(|&s| s != "darts") {
+        bail!("--space {s}: the morphism search grows DARTS cell networks only so far");
     }
     let (mut cfg, out, resume) = match &a.resume {
         Some(dir) => (read_config::<MorphSearchConfig>(dir, "morphism search")?, dir.clone(), true),
