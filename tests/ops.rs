@@ -172,3 +172,11 @@ mod checker_catches {
         assert!(err.contains("gradient of input 0"), "{err}");
     }
 }
+#[test]
+fn mix() {
+    check_family("mix");
+}
+#[test]
+fn softmax_rows() {
+    check_family("softmax_rows");
+}

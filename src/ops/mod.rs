@@ -13,6 +13,7 @@ pub mod crop;
 pub mod elementwise;
 pub mod linear;
 pub mod loss;
+pub mod mix;
 pub mod arena;
 pub mod optim;
 pub mod optim_multi;
@@ -109,6 +110,8 @@ pub const FAMILIES: &[Family] = &[
     Family { name: "concat", test_cases: concat::concat_test_cases, bench_cases: concat::concat_bench_cases },
     Family { name: "crop", test_cases: crop::test_cases, bench_cases: crop::bench_cases },
     Family { name: "batch_norm", test_cases: batchnorm::train_test_cases, bench_cases: batchnorm::train_bench_cases },
+    Family { name: "mix", test_cases: mix::mix_test_cases, bench_cases: mix::mix_bench_cases },
+    Family { name: "softmax_rows", test_cases: mix::softmax_test_cases, bench_cases: mix::softmax_bench_cases },
     Family { name: "batch_norm_eval", test_cases: batchnorm::eval_test_cases, bench_cases: batchnorm::eval_bench_cases },
 ];
 

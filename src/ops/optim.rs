@@ -131,7 +131,7 @@ pub fn adam_step(step: &mut Step, param: &Tensor, grad: &Tensor, m: &Tensor, v: 
 }
 
 /// Workgroup size of the reductions: the tree needs a power of two.
-fn reduce_wg(step: &Step) -> u32 {
+pub(super) fn reduce_wg(step: &Step) -> u32 {
     let wg = step.gpu().wg1d();
     1 << (31 - wg.leading_zeros())
 }
