@@ -70,7 +70,7 @@ fn a_morphism_search_grows_scores_and_exports_and_resumes_exactly() {
     fails(run(&["search", "--resume", bs, "--method", "supernet"]), &["--method supernet", "morphism search"]);
     let bad = root.join("bad");
     let bad = bad.to_str().unwrap();
-    fails(run(&["search", "--method", "evolution", "--out", bad]), &["--method evolution", "supernet or morphism"]);
+    fails(run(&["search", "--method", "evolution", "--out", bad]), &["--method evolution", "supernet, morphism, darts"]);
     fails(run(&["search", "--method", "morphism", "--budget", "5", "--out", bad]), &["--budget applies to supernet searches"]);
     fails(run(&["search", "--method", "morphism", "--channels", "8", "--max-channels", "4", "--out", bad]), &["--max-channels 4", "8 channels"]);
     fails(run(&["search", "--method", "morphism", "--rounds", "0", "--out", bad]), &["--rounds x --children"]);

@@ -132,6 +132,8 @@ pub struct SearchArgs {
     pub checkpoint_minutes: f64,
     #[command(flatten)]
     pub morph: super::morph::MorphArgs,
+    #[command(flatten)]
+    pub darts: super::darts::DartsArgs,
 }
 
 /// The defaults of a search with no arguments (the library's, one place).
@@ -216,8 +218,14 @@ pub(crate) fn apply_data(d: &mut DataConfig, a: &DataArgs) {
 }
 
 pub fn search(gpu: &Arc<Gpu>, a: &SearchArgs) -> Result<()> {
-    if super::morph::is_morphism(a)? {
-        return super::morph::search(gpu, a);
+    let method = super::morph::method(a)?;
+    if method != "darts" {
+        super::darts::refuse_elsewhere(a, method)?;
+    }
+    match method {
+        "morphism" => return super::morph::search(gpu, a),
+        "darts" => return super::darts::search(gpu, a),
+        _ => {}
     }
     let (mut cfg, out, resume) = match &a.resume {
         Some(dir) => {

@@ -3,6 +3,7 @@
 
 pub mod autotune;
 pub mod bench;
+pub mod darts;
 pub mod jobs;
 pub mod morph;
 pub mod rank;

@@ -18,8 +18,9 @@ use std::sync::Arc;
 
 #[derive(Args, Debug, Default)]
 pub struct MorphArgs {
-    /// supernet (train a supernet, score candidates with its weights) or morphism (grow a
-    /// trained network by function-preserving morphs, fine-tune and score each child) [supernet].
+    /// supernet (train a supernet, score candidates with its weights), morphism (grow a
+    /// trained network by function-preserving morphs, fine-tune and score each child) or darts
+    /// (gradient-based: every op on every edge mixed by softmax(alpha), alpha learned) [supernet].
     #[arg(long)]
     pub method: Option<String>,
     /// morphism: first network's cell, a spec file or DARTS text [a uniform sample of the space
@@ -49,19 +50,21 @@ pub struct MorphArgs {
     pub max_cells: Option<usize>,
 }
 
-/// Whether this `search` is a morphism search: by --method, or by the config of the run
-/// resumed.
-pub fn is_morphism(a: &SearchArgs) -> Result<bool> {
+/// Which search this `search` is: by --method, or by the config of the run resumed.
+pub fn method(a: &SearchArgs) -> Result<&'static str> {
+    const METHODS: [&str; 3] = ["supernet", "morphism", "darts"];
     let stored = match &a.resume {
         Some(dir) => read_config::<serde_json::Value>(dir, "search")?.get("method").and_then(|m| m.as_str()).map(str::to_string),
         None => None,
     };
+    let known = |m: &str| METHODS.iter().copied().find(|&k| k == m);
     match (a.morph.method.as_deref(), stored.as_deref()) {
-        (None | Some("supernet"), None) => Ok(false),
-        (None | Some("morphism"), Some("morphism")) | (Some("morphism"), None) => Ok(true),
-        (Some(m), None) => bail!("--method {m}: expected supernet or morphism"),
+        (Some(m), _) if known(m).is_none() => bail!("--method {m}: expected one of {}", METHODS.join(", ")),
+        (None, None) => Ok("supernet"),
+        (Some(m), None) => Ok(known(m).expect("checked")),
+        (None, Some(s)) => known(s).ok_or_else(|| anyhow::anyhow!("the run resumed has \"method\": \"{s}\" in its config.json; this cellnas knows {} searches", METHODS.join(", "))),
+        (Some(m), Some(s)) if m == s => Ok(known(m).expect("checked")),
         (Some(m), Some(s)) => bail!("--method {m}: the run resumed is a {s} search"),
-        (None, Some(s)) => bail!("the run resumed has \"method\": \"{s}\" in its config.json; this cellnas knows supernet and morphism searches"),
     }
 }
 

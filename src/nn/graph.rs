@@ -13,7 +13,7 @@ use crate::ops::batchnorm::{self, BatchNorm};
 use crate::ops::conv2d::{self, Conv2d};
 use crate::ops::crop::{self, Crop};
 use crate::ops::pool::{self, Pool2d};
-use crate::ops::{concat, elementwise, linear, loss};
+use crate::ops::{concat, elementwise, linear, loss, mix};
 use crate::tensor::{numel, Tensor};
 use std::collections::BTreeSet;
 
@@ -43,6 +43,10 @@ enum Node {
     Add { a: Var, b: Var, y: Var },
     Concat { xs: Vec<Var>, y: Var },
     Crop { x: Var, y: Var, c: Crop },
+    /// w = softmax of each row of parameter `alpha` (architecture weights).
+    Softmax { alpha: String, w: Var },
+    /// y = sum_k w[index_k] * x_k (a mixed op's output).
+    Mix { xs: Vec<(Var, usize)>, w: Var, y: Var },
 }
 
 struct Val {
@@ -77,6 +81,8 @@ pub struct Graph<'a> {
     pub bns: Vec<(Vec<usize>, bool)>,
     /// `relu_conv` as one fused node (true) or a ReLU node and a conv node (the reference).
     fuse: bool,
+    /// Parameters that get no gradient (see `freeze`).
+    frozen: Option<Box<dyn Fn(&str) -> bool + 'a>>,
 }
 
 /// Whether graphs fuse ReLU -> conv by default: yes unless `CELLNAS_NO_FUSE` is set (to
@@ -87,7 +93,7 @@ pub fn fuse_default() -> bool {
 
 impl<'a> Graph<'a> {
     pub fn new(step: Step, store: &'a mut ParamStore, bn_stats: &'a mut BnStats, mode: Mode) -> Graph<'a> {
-        Graph { step: Some(step), store: Some(store), bn_stats: Some(bn_stats), mode, vals: vec![], tape: vec![], grads: vec![], flops: 0.0, used: BTreeSet::new(), inits: Default::default(), bn_layers: BTreeSet::new(), inputs: BTreeSet::new(), convs: vec![], pools: vec![], relus: vec![], bns: vec![], fuse: fuse_default() }
+        Graph { step: Some(step), store: Some(store), bn_stats: Some(bn_stats), mode, vals: vec![], tape: vec![], grads: vec![], flops: 0.0, used: BTreeSet::new(), inits: Default::default(), bn_layers: BTreeSet::new(), inputs: BTreeSet::new(), convs: vec![], pools: vec![], relus: vec![], bns: vec![], fuse: fuse_default(), frozen: None }
     }
 
     /// Shapes only: nothing is allocated or launched; parameters and FLOPs are counted.
@@ -100,7 +106,19 @@ impl<'a> Graph<'a> {
     }
 
     pub fn count() -> Graph<'static> {
-        Graph { step: None, store: None, bn_stats: None, mode: Mode::Eval, vals: vec![], tape: vec![], grads: vec![], flops: 0.0, used: BTreeSet::new(), inits: Default::default(), bn_layers: BTreeSet::new(), inputs: BTreeSet::new(), convs: vec![], pools: vec![], relus: vec![], bns: vec![], fuse: fuse_default() }
+        Graph { step: None, store: None, bn_stats: None, mode: Mode::Eval, vals: vec![], tape: vec![], grads: vec![], flops: 0.0, used: BTreeSet::new(), inits: Default::default(), bn_layers: BTreeSet::new(), inputs: BTreeSet::new(), convs: vec![], pools: vec![], relus: vec![], bns: vec![], fuse: fuse_default(), frozen: None }
+    }
+
+    /// Parameters for which `frozen(name)` holds get no gradient, and values computed only from
+    /// them and from data take none either: gradient-based search trains the weights with the
+    /// architecture fixed and then the architecture with the weights fixed, and neither step
+    /// should pay for (or update) the other's gradients. Set before recording.
+    pub fn freeze(&mut self, frozen: impl Fn(&str) -> bool + 'a) {
+        self.frozen = Some(Box::new(frozen));
+    }
+
+    fn is_frozen(&self, name: &str) -> bool {
+        self.frozen.as_ref().is_some_and(|f| f(name))
     }
 
     /// Fuse ReLU -> conv (`relu_conv`) or not; the default is [`fuse_default`].
@@ -405,6 +423,47 @@ impl<'a> Graph<'a> {
         Ok(y)
     }
 
+    /// Softmax over each row of parameter `name` [rows, cols]: architecture weights, one row
+    /// per edge, one column per op.
+    pub fn softmax_param(&mut self, name: &str, rows: usize, cols: usize, init: Init) -> Result<Var> {
+        let alpha = self.param(name, &[rows, cols], init)?;
+        let w = self.out(vec![rows, cols]);
+        if let (Some(alpha), Some(step)) = (alpha, self.step.as_mut()) {
+            mix::softmax_rows(step, &alpha, self.vals[w.0].t.as_ref().unwrap())?;
+            if self.mode == Mode::Train && !self.is_frozen(name) {
+                self.tape.push(Node::Softmax { alpha: name.to_string(), w });
+            } else {
+                // A constant as far as backward goes: the terms mixed with it skip its gradient.
+                self.inputs.insert(w.0);
+            }
+        }
+        Ok(w)
+    }
+
+    /// sum_k w[index_k] * x_k, w flat (row-major [edges, ops]): a mixed op's output.
+    pub fn mix(&mut self, xs: &[(Var, usize)], w: Var) -> Result<Var> {
+        let Some(&(first, _)) = xs.first() else {
+            return Err(Error::Invalid("mix of no terms".into()));
+        };
+        let shape = self.shape(first).to_vec();
+        let weights = numel(self.shape(w));
+        if let Some(&(x, i)) = xs.iter().find(|&&(x, i)| self.shape(x) != shape || i >= weights) {
+            return Err(Error::Shape { op: "mix", message: format!("term {:?} with weight {i} of {weights}, first term {shape:?}", self.shape(x)) });
+        }
+        self.flops += 2.0 * (numel(&shape) / shape[0] * xs.len()) as f64;
+        let y = self.out(shape);
+        if let Some(step) = self.step.as_mut() {
+            let (wt, yt) = (self.vals[w.0].t.as_ref().unwrap(), self.vals[y.0].t.as_ref().unwrap());
+            for (j, &(x, i)) in xs.iter().enumerate() {
+                mix::weighted_add(step, self.vals[x.0].t.as_ref().unwrap(), wt, i, yt, j > 0)?;
+            }
+            if self.mode == Mode::Train {
+                self.tape.push(Node::Mix { xs: xs.to_vec(), w, y });
+            }
+        }
+        Ok(y)
+    }
+
     /// Mean softmax cross-entropy; returns (loss [1], correct count [1] u32). In training mode
     /// the logits' gradient seeds `backward`.
     pub fn cross_entropy(&mut self, logits: Var, labels: &Buffer) -> Result<(Tensor, Buffer)> {
@@ -432,6 +491,9 @@ impl<'a> Graph<'a> {
     /// Gradient of parameter `name` via `launch`, summed into the store's grad if this
     /// accumulation round already wrote one.
     fn param_grad(&mut self, name: &str, launch: impl FnOnce(&mut Step, &Tensor) -> Result<()>) -> Result<()> {
+        if self.is_frozen(name) {
+            return Ok(());
+        }
         let store = self.store.as_mut().unwrap();
         let (target, fresh) = store.grad_target(name);
         let step = self.step.as_mut().unwrap();
@@ -458,6 +520,8 @@ impl<'a> Graph<'a> {
             let y = match node {
                 Node::Conv { y, .. } | Node::Bn { y, .. } | Node::Relu { y, .. } | Node::Pool { y, .. } => *y,
                 Node::Gap { y, .. } | Node::Linear { y, .. } | Node::Add { y, .. } | Node::Concat { y, .. } | Node::Crop { y, .. } => *y,
+                Node::Softmax { w, .. } => *w,
+                Node::Mix { y, .. } => *y,
             };
             let Some(dy) = self.grads[y.0].take() else { continue };
             match node {
@@ -541,6 +605,38 @@ impl<'a> Graph<'a> {
                     let dx = self.new_like(*x);
                     crop::backward(self.step.as_mut().unwrap(), &dy, c, &dx)?;
                     self.add_grad(*x, dx)?;
+                }
+                Node::Softmax { alpha, w } => {
+                    let wt = self.t(*w);
+                    self.param_grad(alpha, |s, da| mix::softmax_rows_backward(s, &wt, &dy, da))?;
+                }
+                Node::Mix { xs, w, .. } => {
+                    let wt = self.t(*w);
+                    if self.needs_grad(*w) && self.grads[w.0].is_none() {
+                        // Every term adds its weight's gradient in; weights of ops this
+                        // forward never ran (`none`) stay zero.
+                        let dw = self.new_like(*w);
+                        elementwise::fill(self.step.as_mut().unwrap(), &dw, 0.0)?;
+                        self.grads[w.0] = Some(dw);
+                    }
+                    for &(x, i) in xs {
+                        if let Some(dw) = self.grads[w.0].clone().filter(|_| self.needs_grad(*w)) {
+                            let xt = self.t(x);
+                            mix::weighted_dot(self.step.as_mut().unwrap(), &xt, &dy, &dw, i, true)?;
+                        }
+                        if !self.needs_grad(x) {
+                            continue;
+                        }
+                        // Added straight into the gradient x already has, if any.
+                        match self.grads[x.0].clone() {
+                            Some(acc) => mix::weighted_add(self.step.as_mut().unwrap(), &dy, &wt, i, &acc, true)?,
+                            None => {
+                                let dx = self.new_like(x);
+                                mix::weighted_add(self.step.as_mut().unwrap(), &dy, &wt, i, &dx, false)?;
+                                self.grads[x.0] = Some(dx);
+                            }
+                        }
+                    }
                 }
             }
         }

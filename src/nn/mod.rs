@@ -5,6 +5,7 @@
 pub mod darts;
 pub mod graph;
 pub mod macro_net;
+pub mod mixed;
 pub mod nb201;
 pub mod params;
 

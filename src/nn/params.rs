@@ -48,6 +48,9 @@ pub struct ParamStore {
     touched: BTreeSet<String>,
     arena: Arena,
     plans: VecDeque<(Vec<String>, CachedPlan)>,
+    /// Adam's second moments, by parameter, for those `adam_update` has stepped (its first
+    /// moments use the momentum slot).
+    second: BTreeMap<String, Tensor>,
 }
 
 /// The `n` starting values of parameter `name` under `seed`.
@@ -78,7 +81,7 @@ impl ParamStore {
     /// A store whose arena blocks hold `block_bytes` (tests use small ones to get many).
     pub fn with_block_bytes(gpu: &Arc<Gpu>, seed: u64, block_bytes: Option<u64>) -> ParamStore {
         let arena = Arena::new(gpu, block_bytes);
-        ParamStore { gpu: gpu.clone(), seed, params: BTreeMap::new(), touched: BTreeSet::new(), arena, plans: VecDeque::new() }
+        ParamStore { gpu: gpu.clone(), seed, params: BTreeMap::new(), touched: BTreeSet::new(), arena, plans: VecDeque::new(), second: BTreeMap::new() }
     }
 
     pub fn gpu(&self) -> &Arc<Gpu> {
@@ -233,6 +236,27 @@ impl ParamStore {
         Ok(())
     }
 
+    /// Adam on the touched parameters (DARTS's architecture weights, few and small, so one
+    /// dispatch each): the first moment in the momentum slot, the second alongside; `t` is the
+    /// 1-based count of Adam steps taken on them.
+    pub fn adam_update(&mut self, step: &mut Step, cfg: &optim::Adam, t: u32) -> Result<()> {
+        for name in std::mem::take(&mut self.touched) {
+            let p = self.params.get_mut(&name).expect("touched names are parameters");
+            let m = p.momentum.get_or_insert_with(|| p.arena_momentum.clone()).clone();
+            let v = match self.second.get(&name) {
+                Some(v) => v.clone(),
+                None => {
+                    let v = Tensor::empty(&self.gpu, &p.value.shape);
+                    elementwise::fill(step, &v, 0.0)?;
+                    self.second.insert(name.clone(), v.clone());
+                    v
+                }
+            };
+            optim::adam_step(step, &p.value, &p.grad, &m, &v, cfg, t)?;
+        }
+        Ok(())
+    }
+
     /// Forget gradients without applying them (evaluation never calls backward, but a failed
     /// step may leave some).
     pub fn clear_touched(&mut self) {
@@ -246,6 +270,9 @@ impl ParamStore {
             out.push((n.clone(), &p.value));
             if let Some(m) = &p.momentum {
                 out.push((format!("{n}#momentum"), m));
+            }
+            if let Some(v) = self.second.get(n) {
+                out.push((format!("{n}#adam_v"), v));
             }
         }
         out
@@ -264,6 +291,15 @@ impl ParamStore {
                 }
                 step.upload(&p.arena_momentum.buf, 0, bytemuck::cast_slice(data))?;
                 p.momentum = Some(p.arena_momentum.clone());
+            }
+            if let Some(base) = name.strip_suffix("#adam_v") {
+                let p = self.params.get(base).ok_or_else(|| crate::Error::Invalid(format!("Adam second moment for unknown parameter '{base}'")))?;
+                if p.value.shape != *shape || data.len() != numel(shape) {
+                    return Err(crate::Error::Shape { op: "checkpoint", message: format!("Adam second moment of '{base}' is {shape:?}, the parameter {:?}", p.value.shape) });
+                }
+                let v = Tensor::empty(&self.gpu, shape);
+                step.upload(&v.buf, 0, bytemuck::cast_slice(data))?;
+                self.second.insert(base.to_string(), v);
             }
         }
         Ok(())
