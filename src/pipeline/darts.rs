@@ -226,6 +226,19 @@ pub fn run_darts_search(gpu: &Arc<Gpu>, cfg: &DartsSearchConfig, out: &Path, job
     let counted = mixed::record(&cfg.net, &ops, h, w)?;
     crate::nn::darts::check_counted_batch_fits(gpu, &counted, cfg.train.batch_size)
         .map_err(|e| Error::Invalid(format!("--batch-size: every op on every edge is held at once in gradient-based search, so {e}")))?;
+    if !job.quiet {
+        let per_image = counted.value_scalars() as f64 * 4.0;
+        let largest = counted.largest_value().map_or(0, |s| s.iter().product::<usize>()) as u64 * 4;
+        let limit = gpu.limits.max_storage_buffer_binding_size.min(gpu.limits.max_buffer_size);
+        eprintln!(
+            "relaxed network: {} parameters (alpha included), {:.1} MiB of activations per image in one forward ({:.0} MiB at batch {}); the adapter binds batches of up to {} (its largest activation)",
+            counted.params_used(),
+            per_image / (1u64 << 20) as f64,
+            per_image * cfg.train.batch_size as f64 / (1u64 << 20) as f64,
+            cfg.train.batch_size,
+            limit / largest.max(1)
+        );
+    }
     let (wa, wb) = halves(data.train.n(), cfg.train.seed);
     if wb.len() < cfg.train.batch_size || wa.len() < cfg.train.batch_size {
         return Err(Error::Invalid(format!(
