@@ -4,6 +4,7 @@
 pub mod autotune;
 pub mod bench;
 pub mod data;
+pub mod draw;
 pub mod error;
 pub mod gpu;
 pub mod host_memory;

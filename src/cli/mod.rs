@@ -5,6 +5,7 @@ pub mod autotune;
 pub mod bench;
 pub mod jobs;
 pub mod morph;
+pub mod draw;
 pub mod rank;
 
 pub use bench::bench_net;
