@@ -12,6 +12,7 @@ pub mod morph;
 pub mod nn;
 pub mod ops;
 pub mod pipeline;
+pub mod report;
 pub mod run;
 pub mod search;
 pub mod space;

@@ -64,6 +64,8 @@ enum Command {
     },
     /// SVG drawings (and graphviz DOT text) of an architecture's cells, or its macro network.
     Draw(cli::draw::DrawArgs),
+    /// One self-contained HTML page of a search, train or rank run: config, curves, plots, top cells.
+    Report(cli::report::ReportArgs),
 }
 
 #[derive(Args)]
@@ -134,6 +136,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Autotune(args) => with_gpu(&cli.adapter, |gpu| cli::autotune::autotune(gpu, &args)),
         Command::Genotype { file } => genotype(&file),
         Command::Draw(args) => cli::draw::draw(&args),
+        Command::Report(args) => cli::report::report(&args),
     }
 }
 

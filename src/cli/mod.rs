@@ -7,6 +7,7 @@ pub mod jobs;
 pub mod morph;
 pub mod draw;
 pub mod rank;
+pub mod report;
 
 pub use bench::bench_net;
 pub mod table;
