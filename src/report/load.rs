@@ -162,7 +162,8 @@ fn history(path: &Path, warnings: &mut Vec<String>) -> Result<Vec<Candidate>> {
         let u64_of = |k: &str| r.get(k).and_then(Value::as_u64);
         out.push(Candidate {
             id: r.get("id").and_then(Value::as_u64).map_or(i, |v| v as usize),
-            key: r.get("key").and_then(Value::as_str).map_or_else(|| arch.clone(), str::to_string),
+            // Without a key (a morphism search), the network's size tells two entries of one cell apart.
+            key: r.get("key").and_then(Value::as_str).map_or_else(|| format!("{arch} {}", r.get("net").unwrap_or(&Value::Null)), str::to_string),
             arch,
             accuracy,
             loss: r.get("loss").and_then(num),

@@ -64,7 +64,12 @@ pub fn render(dir: &Path, top: usize) -> Result<String> {
     if !f.rank_trainings.is_empty() {
         page.section("trainings", "Stand-alone trainings of the ranked architectures", &rank_curves(f));
     }
-    page.section("config", "Configuration", &config_table(&f.config));
+    // A train run's spec as its text form rather than the genotype's JSON tree.
+    let mut config = f.config.clone();
+    if let Some(spec) = config.get("spec").and_then(|s| serde_json::from_value::<Spec>(s.clone()).ok()) {
+        config["spec"] = Value::String(spec.arch.text());
+    }
+    page.section("config", "Configuration", &config_table(&config));
     if !f.warnings.is_empty() {
         let mut w = String::new();
         for m in &f.warnings {

@@ -73,7 +73,7 @@ const W: f64 = 480.0;
 const H: f64 = 300.0;
 const LEFT: f64 = 58.0;
 const RIGHT: f64 = 14.0;
-const TOP: f64 = 28.0;
+const TOP: f64 = 40.0;
 const BOTTOM: f64 = 44.0;
 
 /// Log scale for positive values spanning more than a factor 20, else linear.
@@ -103,12 +103,13 @@ fn tick_labels(ts: &[f64], f: Format) -> Vec<String> {
     ts.iter().map(|&t| format!("{:.d$}{}", t * k, if f == Format::Percent { "%" } else { "" })).collect()
 }
 
-/// Tick positions: 1-2-5 steps for a linear axis, decades (with 2 and 5 when few) for a log one.
-fn ticks(lo: f64, hi: f64, scale: Scale) -> Vec<f64> {
+/// Tick positions: 1-2-5 steps for a linear axis (whole numbers only for counts such as
+/// epochs), decades (with 2 and 5 when few) for a log one.
+fn ticks(lo: f64, hi: f64, scale: Scale, whole: bool) -> Vec<f64> {
     match scale {
         Scale::Linear => {
             let span = (hi - lo).max(f64::MIN_POSITIVE);
-            let raw = span / 5.0;
+            let raw = if whole { (span / 5.0).max(1.0) } else { span / 5.0 };
             let mag = 10f64.powf(raw.log10().floor());
             let step = [1.0, 2.0, 5.0, 10.0].iter().map(|m| m * mag).find(|&s| s >= raw).unwrap_or(10.0 * mag);
             let first = (lo / step).ceil() as i64;
@@ -200,12 +201,13 @@ impl Plot {
         let ya = Axis::new(&ys, Scale::Linear, H - BOTTOM, TOP);
         // Frame, grid and ticks.
         let _ = writeln!(o, "<rect x=\"{LEFT}\" y=\"{TOP}\" width=\"{}\" height=\"{}\" fill=\"#fcfcfc\" stroke=\"#999\"/>", W - LEFT - RIGHT, H - TOP - BOTTOM);
-        let xt = ticks(xa.lo, xa.hi, xa.scale);
+        let whole = xs.iter().all(|x| x.fract() == 0.0);
+        let xt = ticks(xa.lo, xa.hi, xa.scale, whole);
         for (&t, label) in xt.iter().zip(tick_labels(&xt, self.x_format)) {
             let x = xa.px(t);
             let _ = writeln!(o, "<line x1=\"{x:.1}\" y1=\"{TOP}\" x2=\"{x:.1}\" y2=\"{}\" stroke=\"#e4e4e4\"/><text x=\"{x:.1}\" y=\"{}\" font-size=\"10\" text-anchor=\"middle\" fill=\"#444\">{}</text>", H - BOTTOM, H - BOTTOM + 13.0, esc(&label));
         }
-        let yt = ticks(ya.lo, ya.hi, Scale::Linear);
+        let yt = ticks(ya.lo, ya.hi, Scale::Linear, false);
         for (&t, label) in yt.iter().zip(tick_labels(&yt, self.y_format)) {
             let y = ya.px(t);
             let _ = writeln!(o, "<line x1=\"{LEFT}\" y1=\"{y:.1}\" x2=\"{}\" y2=\"{y:.1}\" stroke=\"#e4e4e4\"/><text x=\"{}\" y=\"{:.1}\" font-size=\"10\" text-anchor=\"end\" fill=\"#444\">{}</text>", W - RIGHT, LEFT - 4.0, y + 3.5, esc(&label));
@@ -253,11 +255,17 @@ impl Plot {
             }
             o.push_str("</g>\n");
         }
-        // Legend, top left inside the frame, when there is more than one series.
+        // Legend in one line between the title and the frame, when there is more than one
+        // series (inside the frame it would hide points).
         if self.series.len() > 1 {
-            for (i, s) in self.series.iter().take(8).enumerate() {
-                let y = TOP + 12.0 + 13.0 * i as f64;
-                let _ = writeln!(o, "<rect x=\"{}\" y=\"{}\" width=\"9\" height=\"9\" fill=\"{}\"/><text x=\"{}\" y=\"{}\" font-size=\"10\">{}</text>", LEFT + 7.0, y - 8.0, s.colour, LEFT + 20.0, y, esc(&s.name));
+            let mut x = LEFT;
+            for s in self.series.iter().take(8) {
+                let w = 16.0 + 5.6 * s.name.chars().count() as f64 + 10.0;
+                if x + w > W - RIGHT {
+                    break;
+                }
+                let _ = writeln!(o, "<rect x=\"{x:.1}\" y=\"{}\" width=\"9\" height=\"9\" fill=\"{}\"/><text x=\"{:.1}\" y=\"{}\" font-size=\"10\">{}</text>", TOP - 13.0, s.colour, x + 13.0, TOP - 5.0, esc(&s.name));
+                x += w;
             }
         }
         o.push_str("</svg>\n");
