@@ -222,6 +222,7 @@ fn best_so_far(h: &[Candidate]) -> Vec<f64> {
 fn progress(f: &RunFiles) -> String {
     let h = &f.history;
     let best = best_so_far(h);
+    let y_label = if f.kind == RunKind::Morphism { "validation accuracy (fine-tuned)" } else { "inherited validation accuracy" };
     let by = |x: &dyn Fn(&Candidate) -> Option<f64>, id: &str, label: &str| {
         let scored: Vec<Pt> = h.iter().filter_map(|c| Some(cand_pt(c, x(c)?, c.accuracy))).collect();
         let run: Vec<Pt> = h.iter().zip(&best).filter_map(|(c, &b)| Some(Pt { tip: format!("best after candidate {}: {:.2}%", c.id, 100.0 * b), ..cand_pt(c, x(c)?, b) })).collect();
@@ -229,7 +230,7 @@ fn progress(f: &RunFiles) -> String {
             id: id.into(),
             title: format!("Validation accuracy against {label}"),
             x_label: label.into(),
-            y_label: "inherited validation accuracy".into(),
+            y_label: y_label.into(),
             x_format: Format::Number,
             y_format: Format::Percent,
             x_scale: Scale::Linear,
