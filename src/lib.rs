@@ -4,6 +4,7 @@
 pub mod autotune;
 pub mod bench;
 pub mod data;
+pub mod draw;
 pub mod error;
 pub mod gpu;
 pub mod host_memory;
@@ -11,6 +12,7 @@ pub mod morph;
 pub mod nn;
 pub mod ops;
 pub mod pipeline;
+pub mod report;
 pub mod run;
 pub mod search;
 pub mod space;

@@ -62,6 +62,10 @@ enum Command {
         /// A spec JSON file or a file with DARTS text; `-` reads standard input.
         file: PathBuf,
     },
+    /// SVG drawings (and graphviz DOT text) of an architecture's cells, or its macro network.
+    Draw(cli::draw::DrawArgs),
+    /// One self-contained HTML page of a search, train or rank run: config, curves, plots, top cells.
+    Report(cli::report::ReportArgs),
 }
 
 #[derive(Args)]
@@ -131,6 +135,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Rank(args) => with_gpu(&cli.adapter, |gpu| cli::rank::rank(gpu, &args)),
         Command::Autotune(args) => with_gpu(&cli.adapter, |gpu| cli::autotune::autotune(gpu, &args)),
         Command::Genotype { file } => genotype(&file),
+        Command::Draw(args) => cli::draw::draw(&args),
+        Command::Report(args) => cli::report::report(&args),
     }
 }
 

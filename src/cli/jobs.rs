@@ -130,6 +130,9 @@ pub struct SearchArgs {
     /// Minutes of training between mid-epoch checkpoints, 0 = only after each epoch [10].
     #[arg(long, default_value_t = 10.0)]
     pub checkpoint_minutes: f64,
+    /// Do not write report.html into the run folder at the end (`cellnas report` writes it later).
+    #[arg(long)]
+    pub no_report: bool,
     #[command(flatten)]
     pub morph: super::morph::MorphArgs,
     #[command(flatten)]
@@ -323,6 +326,7 @@ pub fn search(gpu: &Arc<Gpu>, a: &SearchArgs) -> Result<()> {
         pct(summary.random_median)
     );
     println!("best cell: {}", out.join("best.genotype.txt").display());
+    super::report::after_job(&out, a.no_report);
     Ok(())
 }
 
@@ -361,6 +365,9 @@ pub struct TrainCmdArgs {
     /// Minutes of training between mid-epoch checkpoints, 0 = only after each epoch [10].
     #[arg(long, default_value_t = 10.0)]
     pub checkpoint_minutes: f64,
+    /// Do not write report.html into the run folder at the end (`cellnas report` writes it later).
+    #[arg(long)]
+    pub no_report: bool,
 }
 
 /// Mid-epoch checkpoint interval from a flag in minutes (0 = none).
@@ -466,6 +473,7 @@ pub fn train(gpu: &Arc<Gpu>, a: &TrainCmdArgs) -> Result<()> {
     if let Some(init) = &cfg.init_from {
         grown_report(init, &cfg, &s)?;
     }
+    super::report::after_job(&out, a.no_report);
     Ok(())
 }
 

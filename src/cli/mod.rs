@@ -6,7 +6,9 @@ pub mod bench;
 pub mod darts;
 pub mod jobs;
 pub mod morph;
+pub mod draw;
 pub mod rank;
+pub mod report;
 
 pub use bench::bench_net;
 pub mod table;

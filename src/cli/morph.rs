@@ -154,6 +154,7 @@ pub fn search(gpu: &Arc<Gpu>, a: &SearchArgs) -> Result<()> {
         s.best.net.cells()
     );
     println!("best cell: {}; its network and weights: best.json, best.safetensors", out.join("best.genotype.txt").display());
+    super::report::after_job(&out, a.no_report);
     Ok(())
 }
 
