@@ -132,5 +132,6 @@ pub fn search(gpu: &Arc<Gpu>, a: &SearchArgs) -> Result<()> {
     }
     println!("derived cell: val accuracy {:.2}% with the relaxed network's weights (recalibrated BN), {} parameters stand-alone", 100.0 * s.val_accuracy, s.params);
     println!("best cell: {} (train it: cellnas train --spec {})", out.join("best.genotype.txt").display(), out.join("best.json").display());
+    super::report::after_job(&out, a.no_report);
     Ok(())
 }

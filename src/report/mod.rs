@@ -5,6 +5,7 @@
 //! stand-alone test figures. Plots are inline SVG (`plot`), drawings come from `crate::draw`,
 //! and every figure is read from the run's own files (`load`).
 
+mod darts;
 mod html;
 mod load;
 mod plot;
@@ -57,6 +58,11 @@ pub fn render(dir: &Path, top: usize) -> Result<String> {
         page.section("progress", "Search progress", &progress(f));
         page.section("cost", "Accuracy against size", &cost(f));
         page.section("top", "Top candidates", &top_table(f, top));
+    }
+    if f.config.get("method").and_then(Value::as_str) == Some("darts") {
+        if let Some(s) = darts::section(dir) {
+            page.section("alpha", "Architecture weights by epoch (DARTS)", &s);
+        }
     }
     if let Some(rank) = &f.rank {
         page.section("ranking", "Ranking: inherited against stand-alone accuracy", &ranking(f, rank));
