@@ -197,6 +197,9 @@ fn a_darts_search_learns_alpha_derives_a_cell_and_resumes_exactly() {
     let g = Genotype::from_darts(std::fs::read_to_string(a.join("best.genotype.txt")).unwrap().trim()).unwrap();
     assert_eq!(g.to_darts(), e[1]["genotype"].as_str().unwrap(), "best is the last epoch's genotype");
     assert!(best["metrics"]["val_accuracy"].as_f64().unwrap() > 0.0);
+    // Its report shows alpha epoch by epoch.
+    let report = std::fs::read_to_string(a.join("report.html")).unwrap();
+    assert!(report.contains("Architecture weights by epoch") && report.contains("derived from alpha"), "report.html lacks the DARTS section");
     // The derived cell is a spec `train` takes.
     let t = root.join("train");
     ok(run(&["train", "--spec", a.join("best.json").to_str().unwrap(), "--epochs", "1", "--train-limit", "64", "--batch-size", "16", "--channels", "4", "--layers", "3", "--quiet", "--out", t.to_str().unwrap()]));

@@ -123,7 +123,9 @@ fn overview(f: &RunFiles) -> String {
             if let Some(test) = m.and_then(|m| m["test_accuracy"].as_f64()) {
                 t.push(("its test accuracy".into(), pct(Some(test))));
             }
-            t.push(("candidates".into(), f.history.len().to_string()));
+            if !f.history.is_empty() || f.best.as_ref().is_some_and(|b| b["metrics"]["candidate"].is_u64()) {
+                t.push(("candidates".into(), f.history.len().to_string()));
+            }
             if let Some(b) = f.best.as_ref().map(|b| &b["baseline"]) {
                 if let Some(r) = b["random_median_val_accuracy"].as_f64() {
                     t.push((format!("median of the {} random candidates", b["random_candidates"]), pct(Some(r))));
@@ -146,7 +148,8 @@ fn overview(f: &RunFiles) -> String {
                     Spec::from_text(text).ok().map(|s| s.arch)
                 });
                 if let Some(arch) = arch {
-                    let _ = write!(o, "<h3>Best architecture (candidate {})</h3>\n{}<p class=\"mono\">{}</p>\n", b["metrics"]["candidate"], arch_drawings(&arch, "best"), draw::esc(&arch.text()));
+                    let which = b["metrics"]["candidate"].as_u64().map_or_else(|| "derived from alpha".to_string(), |c| format!("candidate {c}"));
+                    let _ = write!(o, "<h3>Best architecture ({which})</h3>\n{}<p class=\"mono\">{}</p>\n", arch_drawings(&arch, "best"), draw::esc(&arch.text()));
                 }
             }
         }
