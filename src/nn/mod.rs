@@ -7,6 +7,7 @@ pub mod graph;
 pub mod macro_net;
 pub mod nb201;
 pub mod params;
+pub mod trace;
 
 pub use graph::{Graph, Mode, Var};
 pub use macro_net::MacroNet;
