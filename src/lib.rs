@@ -5,6 +5,7 @@ pub mod autotune;
 pub mod bench;
 pub mod data;
 pub mod error;
+pub mod export;
 pub mod gpu;
 pub mod host_memory;
 pub mod morph;
