@@ -31,7 +31,7 @@ pub struct PredictArgs {
     /// Scale images of another size to the network's (bilinear); without it they are refused.
     #[arg(long)]
     pub resize: bool,
-    /// Images per forward pass, 1-65536 [100].
+    /// Images per forward pass, 1-65536.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub batch_size: u32,
 }
