@@ -6,6 +6,7 @@ pub mod bench;
 pub mod data;
 pub mod draw;
 pub mod error;
+pub mod export;
 pub mod gpu;
 pub mod host_memory;
 pub mod morph;

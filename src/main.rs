@@ -57,6 +57,10 @@ enum Command {
     Rank(Box<cli::rank::RankArgs>),
     /// Time the kernel variants a network uses on this adapter and cache the fastest per shape class.
     Autotune(Box<cli::autotune::AutotuneArgs>),
+    /// Logits, probabilities and predicted class of a trained network on images (CSV or JSON).
+    Predict(Box<cli::export::PredictArgs>),
+    /// A trained network as ONNX, or as one safetensors file with its spec and normalisation.
+    Export(cli::export::ExportArgs),
     /// Convert between DARTS genotype text and spec JSON (the other form is printed).
     Genotype {
         /// A spec JSON file or a file with DARTS text; `-` reads standard input.
@@ -134,6 +138,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Test(args) => with_gpu(&cli.adapter, |gpu| cli::jobs::test(gpu, &args)),
         Command::Rank(args) => with_gpu(&cli.adapter, |gpu| cli::rank::rank(gpu, &args)),
         Command::Autotune(args) => with_gpu(&cli.adapter, |gpu| cli::autotune::autotune(gpu, &args)),
+        Command::Predict(args) => with_gpu(&cli.adapter, |gpu| cli::export::predict(gpu, &args)),
+        Command::Export(args) => cli::export::export(&args),
         Command::Genotype { file } => genotype(&file),
         Command::Draw(args) => cli::draw::draw(&args),
         Command::Report(args) => cli::report::report(&args),

@@ -1,9 +1,10 @@
 //! Subcommands beyond `devices` and the kernel `bench`: search, eval, train, test, genotype,
-//! rank, autotune, bench --net.
+//! rank, autotune, bench --net, predict, export.
 
 pub mod autotune;
 pub mod bench;
 pub mod darts;
+pub mod export;
 pub mod jobs;
 pub mod morph;
 pub mod draw;

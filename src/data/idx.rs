@@ -45,6 +45,25 @@ pub fn parse_idx_pair(images: (&str, &[u8]), labels: (&str, &[u8])) -> Result<Da
     parse(&ip, &ib, &lp, &lb)
 }
 
+/// One IDX images file (raw or gzip), with its labels when the matching labels file sits beside
+/// it (`*-images-idx3-ubyte*` -> `*-labels-idx1-ubyte*`); the bool says whether labels were found
+/// (without them every label is 0).
+pub fn load_idx_images(path: &Path) -> Result<(Dataset, bool)> {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let labels = name.contains("images-idx3").then(|| path.with_file_name(name.replace("images-idx3", "labels-idx1"))).filter(|p| p.is_file());
+    let ib = inflate(path, read_file(path)?, 3, "images")?;
+    if let Some(lp) = labels {
+        let lb = inflate(&lp, read_file(&lp)?, 1, "labels")?;
+        return Ok((parse(path, &ib, &lp, &lb)?, true));
+    }
+    let (dims, images) = header(path, &ib, 3, "images")?;
+    let (n, h, w) = (dims[0], dims[1], dims[2]);
+    if n == 0 || h == 0 || w == 0 {
+        return Err(Error::data(path, format!("holds {n} images of {h}x{w}; expected at least one image with both sizes above zero")));
+    }
+    Ok((Dataset { images: images.to_vec(), labels: vec![0; n], n, c: 1, h, w, classes: CLASSES }, false))
+}
+
 fn parse(ip: &Path, ib: &[u8], lp: &Path, lb: &[u8]) -> Result<Dataset> {
     let (dims, images) = header(ip, ib, 3, "images")?;
     let (n, h, w) = (dims[0], dims[1], dims[2]);

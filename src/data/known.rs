@@ -64,6 +64,19 @@ fn by_name(name: &str, how: &'static str) -> Option<Known> {
     NAMES.iter().find(|(frag, _, _)| name.contains(frag)).map(|&(_, name, flip)| Known { name, flip, how })
 }
 
+/// The class names of a known dataset (by its `Known::name`), label order; None where cellnas
+/// does not know them (EMNIST's depend on its split).
+pub fn class_names(dataset: &str) -> Option<&'static [&'static str; 10]> {
+    match dataset {
+        "Fashion-MNIST" => Some(&["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]),
+        "MNIST" => Some(&["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"]),
+        // Kuzushiji-MNIST's classes.csv: one hiragana per class.
+        "KMNIST" => Some(&["お", "き", "す", "つ", "な", "は", "ま", "や", "れ", "を"]),
+        "CIFAR-10" => Some(&["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

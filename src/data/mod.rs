@@ -10,8 +10,8 @@ pub mod known;
 
 pub use cifar::{load_cifar10_dir, parse_cifar10_batch};
 pub use device::{assemble, augment_choices, Augment, AugmentChoice, DeviceData};
-pub use idx::{load_idx_dir, parse_idx_pair};
-pub use known::{identify, Known};
+pub use idx::{load_idx_dir, load_idx_images, parse_idx_pair};
+pub use known::{class_names, identify, Known};
 
 use crate::error::{Error, Result};
 use rand::seq::SliceRandom;

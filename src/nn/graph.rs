@@ -7,6 +7,7 @@
 //! counts parameters and FLOPs: that is how a candidate's stand-alone size is reported.
 
 use super::params::{BnStats, Init, ParamStore};
+use super::trace::TracedOp;
 use crate::error::{Error, Result};
 use crate::gpu::{Buffer, Step};
 use crate::ops::batchnorm::{self, BatchNorm};
@@ -19,6 +20,13 @@ use std::collections::BTreeSet;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Var(usize);
+
+impl Var {
+    /// The value's number in its graph (as a trace names it).
+    pub fn index(self) -> usize {
+        self.0
+    }
+}
 
 /// What batch norm does and whether a tape is kept.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,6 +91,8 @@ pub struct Graph<'a> {
     fuse: bool,
     /// Parameters that get no gradient (see `freeze`).
     frozen: Option<Box<dyn Fn(&str) -> bool + 'a>>,
+    /// Every op recorded, for export (see `nn::trace`); None unless asked for.
+    trace: Option<Vec<TracedOp>>,
 }
 
 /// Whether graphs fuse ReLU -> conv by default: yes unless `CELLNAS_NO_FUSE` is set (to
@@ -93,7 +103,7 @@ pub fn fuse_default() -> bool {
 
 impl<'a> Graph<'a> {
     pub fn new(step: Step, store: &'a mut ParamStore, bn_stats: &'a mut BnStats, mode: Mode) -> Graph<'a> {
-        Graph { step: Some(step), store: Some(store), bn_stats: Some(bn_stats), mode, vals: vec![], tape: vec![], grads: vec![], flops: 0.0, used: BTreeSet::new(), inits: Default::default(), bn_layers: BTreeSet::new(), inputs: BTreeSet::new(), convs: vec![], pools: vec![], relus: vec![], bns: vec![], fuse: fuse_default(), frozen: None }
+        Graph { step: Some(step), store: Some(store), bn_stats: Some(bn_stats), mode, vals: vec![], tape: vec![], grads: vec![], flops: 0.0, used: BTreeSet::new(), inits: Default::default(), bn_layers: BTreeSet::new(), inputs: BTreeSet::new(), convs: vec![], pools: vec![], relus: vec![], bns: vec![], fuse: fuse_default(), frozen: None, trace: None }
     }
 
     /// Shapes only: nothing is allocated or launched; parameters and FLOPs are counted.
@@ -106,7 +116,7 @@ impl<'a> Graph<'a> {
     }
 
     pub fn count() -> Graph<'static> {
-        Graph { step: None, store: None, bn_stats: None, mode: Mode::Eval, vals: vec![], tape: vec![], grads: vec![], flops: 0.0, used: BTreeSet::new(), inits: Default::default(), bn_layers: BTreeSet::new(), inputs: BTreeSet::new(), convs: vec![], pools: vec![], relus: vec![], bns: vec![], fuse: fuse_default(), frozen: None }
+        Graph { step: None, store: None, bn_stats: None, mode: Mode::Eval, vals: vec![], tape: vec![], grads: vec![], flops: 0.0, used: BTreeSet::new(), inits: Default::default(), bn_layers: BTreeSet::new(), inputs: BTreeSet::new(), convs: vec![], pools: vec![], relus: vec![], bns: vec![], fuse: fuse_default(), frozen: None, trace: None }
     }
 
     /// Parameters for which `frozen(name)` holds get no gradient, and values computed only from
@@ -119,6 +129,22 @@ impl<'a> Graph<'a> {
 
     fn is_frozen(&self, name: &str) -> bool {
         self.frozen.as_ref().is_some_and(|f| f(name))
+    }
+
+    /// Record every op from now on (`nn::trace`).
+    pub fn start_trace(&mut self) {
+        self.trace = Some(Vec::new());
+    }
+
+    /// The ops recorded since `start_trace`, and every value's shape.
+    pub fn take_trace(&mut self) -> (Vec<TracedOp>, Vec<Vec<usize>>) {
+        (self.trace.take().unwrap_or_default(), self.vals.iter().map(|v| v.shape.clone()).collect())
+    }
+
+    fn note(&mut self, op: impl FnOnce() -> TracedOp) {
+        if let Some(t) = self.trace.as_mut() {
+            t.push(op());
+        }
     }
 
     /// Fuse ReLU -> conv (`relu_conv`) or not; the default is [`fuse_default`].
@@ -200,6 +226,7 @@ impl<'a> Graph<'a> {
     /// takes no gradient: nothing upstream depends on it.
     pub fn zeros(&mut self, shape: &[usize]) -> Result<Var> {
         let v = self.out(shape.to_vec());
+        self.note(|| TracedOp::Zeros { y: v.0 });
         if let Some(step) = self.step.as_mut() {
             // Pooled buffers hold whatever their last user left.
             elementwise::fill(step, self.vals[v.0].t.as_ref().unwrap(), 0.0)?;
@@ -273,6 +300,7 @@ impl<'a> Graph<'a> {
         }
         let w = self.param(name, &ws, init.unwrap_or(Init::FanIn(ws[1] * k * k)))?;
         let y = self.out(ys);
+        self.note(|| TracedOp::Conv { x: x.0, y: y.0, w: name.to_string(), p, relu });
         if let (Some(w), Some(step)) = (w, self.step.as_mut()) {
             let (xt, yt) = (self.vals[x.0].t.clone().unwrap(), self.vals[y.0].t.clone().unwrap());
             conv2d::forward_with(step, &xt, &w, &p, relu, &yt)?;
@@ -293,6 +321,7 @@ impl<'a> Graph<'a> {
             None => (None, None),
         };
         let y = self.out(self.shape(x).to_vec());
+        self.note(|| TracedOp::Bn { x: x.0, y: y.0, name: name.to_string(), affine, eps: BatchNorm::default().eps });
         let Some(step) = self.step.as_mut() else {
             self.bns.push((self.shape(x).to_vec(), affine));
             return Ok(y);
@@ -319,6 +348,7 @@ impl<'a> Graph<'a> {
             self.relus.push(self.shape(x).to_vec());
         }
         let y = self.out(self.shape(x).to_vec());
+        self.note(|| TracedOp::Relu { x: x.0, y: y.0 });
         if let Some(step) = self.step.as_mut() {
             elementwise::relu(step, self.vals[x.0].t.as_ref().unwrap(), self.vals[y.0].t.as_ref().unwrap())?;
             if self.mode == Mode::Train {
@@ -334,6 +364,7 @@ impl<'a> Graph<'a> {
             self.pools.push((self.shape(x).to_vec(), p));
         }
         let y = self.out(ys);
+        self.note(|| TracedOp::Pool { x: x.0, y: y.0, p });
         if let Some(step) = self.step.as_mut() {
             let (xt, yt) = (self.vals[x.0].t.as_ref().unwrap(), self.vals[y.0].t.as_ref().unwrap());
             let train = self.mode == Mode::Train;
@@ -356,6 +387,7 @@ impl<'a> Graph<'a> {
     pub fn global_avg_pool(&mut self, x: Var) -> Result<Var> {
         let s = self.shape(x);
         let y = self.out(vec![s[0], s[1]]);
+        self.note(|| TracedOp::Gap { x: x.0, y: y.0 });
         if let Some(step) = self.step.as_mut() {
             pool::global_avg_pool(step, self.vals[x.0].t.as_ref().unwrap(), self.vals[y.0].t.as_ref().unwrap())?;
             if self.mode == Mode::Train {
@@ -373,6 +405,7 @@ impl<'a> Graph<'a> {
         let w = self.param(&wn, &[out, k], Init::FanIn(k))?;
         let b = self.param(&bn, &[out], Init::FanIn(k))?;
         let y = self.out(vec![s[0], out]);
+        self.note(|| TracedOp::Linear { x: x.0, y: y.0, name: name.to_string() });
         if let (Some(w), Some(b), Some(step)) = (w, b, self.step.as_mut()) {
             linear::forward(step, self.vals[x.0].t.as_ref().unwrap(), &w, Some(&b), self.vals[y.0].t.as_ref().unwrap())?;
             if self.mode == Mode::Train {
@@ -387,6 +420,7 @@ impl<'a> Graph<'a> {
             return Err(Error::Shape { op: "add", message: format!("{:?} + {:?}", self.shape(a), self.shape(b)) });
         }
         let y = self.out(self.shape(a).to_vec());
+        self.note(|| TracedOp::Add { a: a.0, b: b.0, y: y.0 });
         if let Some(step) = self.step.as_mut() {
             let v = |i: Var| self.vals[i.0].t.as_ref().unwrap();
             elementwise::add(step, v(a), v(b), v(y))?;
@@ -401,6 +435,7 @@ impl<'a> Graph<'a> {
         let mut s = self.shape(xs[0]).to_vec();
         s[1] = xs.iter().map(|&v| self.shape(v)[1]).sum();
         let y = self.out(s);
+        self.note(|| TracedOp::Concat { xs: xs.iter().map(|v| v.0).collect(), y: y.0 });
         if let Some(step) = self.step.as_mut() {
             let parts: Vec<&Tensor> = xs.iter().map(|v| self.vals[v.0].t.as_ref().unwrap()).collect();
             concat::concat_channels(step, &parts, self.vals[y.0].t.as_ref().unwrap())?;
@@ -414,6 +449,7 @@ impl<'a> Graph<'a> {
     pub fn crop(&mut self, x: Var, c: Crop) -> Result<Var> {
         let s = self.shape(x);
         let y = self.out(vec![s[0], s[1], c.oh, c.ow]);
+        self.note(|| TracedOp::Crop { x: x.0, y: y.0, c });
         if let Some(step) = self.step.as_mut() {
             crop::forward(step, self.vals[x.0].t.as_ref().unwrap(), &c, self.vals[y.0].t.as_ref().unwrap())?;
             if self.mode == Mode::Train {

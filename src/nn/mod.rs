@@ -8,6 +8,7 @@ pub mod macro_net;
 pub mod mixed;
 pub mod nb201;
 pub mod params;
+pub mod trace;
 
 pub use graph::{Graph, Mode, Var};
 pub use macro_net::MacroNet;

@@ -1,7 +1,7 @@
 //! Where a job's images come from: the embedded Fashion-MNIST subset or a folder, split into
 //! training, validation (held out from the training split by seed) and test, and uploaded.
 
-use crate::data::{embedded, load_dir, DeviceData, Splits};
+use crate::data::{embedded, load_dir, Dataset, DeviceData, Splits};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use std::path::PathBuf;
@@ -28,10 +28,30 @@ pub struct Loaded {
 }
 
 pub fn load(gpu: &Arc<Gpu>, cfg: &DataConfig, seed: u64) -> Result<Loaded> {
-    let splits: Splits = match &cfg.path {
-        Some(p) => load_dir(p)?,
-        None => embedded()?,
-    };
+    let splits = read_splits(cfg)?;
+    let (train, val) = split(&splits, cfg, seed)?;
+    let (mean, std) = normalisation(&splits, cfg, &train)?;
+    Ok(Loaded {
+        name: splits.name.clone(),
+        classes: splits.train.classes,
+        channels: train.c,
+        train: DeviceData::upload(gpu, &train, &mean, &std)?,
+        val: val.map(|v| DeviceData::upload(gpu, &v, &mean, &std)).transpose()?,
+        test: DeviceData::upload(gpu, &splits.test, &mean, &std)?,
+    })
+}
+
+/// The dataset `cfg` names, on the host.
+pub fn read_splits(cfg: &DataConfig) -> Result<Splits> {
+    match &cfg.path {
+        Some(p) => load_dir(p),
+        None => embedded(),
+    }
+}
+
+/// The training part a job with `cfg` and `seed` trains on (validation held out by seed, then
+/// the limit applied), and the validation split.
+pub fn split(splits: &Splits, cfg: &DataConfig, seed: u64) -> Result<(Dataset, Option<Dataset>)> {
     if cfg.val_count >= splits.train.n {
         return Err(Error::Invalid(format!(
             "validation count {} must be at most {} (the training split of {} has {} images)",
@@ -50,7 +70,11 @@ pub fn load(gpu: &Arc<Gpu>, cfg: &DataConfig, seed: u64) -> Result<Loaded> {
     if cfg.train_limit > 0 && cfg.train_limit < train.n {
         train = train.subset(&(0..cfg.train_limit).collect::<Vec<_>>());
     }
-    // Normalisation statistics from the training part only.
+    Ok((train, val))
+}
+
+/// Per-channel mean and std every split is normalised with: the training part's only.
+pub fn normalisation(splits: &Splits, cfg: &DataConfig, train: &Dataset) -> Result<(Vec<f32>, Vec<f32>)> {
     let (mean, std) = train.channel_stats();
     if let Some((ch, _)) = std.iter().enumerate().find(|(_, s)| !(s.is_finite() && **s > 0.0)) {
         let source = cfg.path.as_ref().map_or(splits.name.clone(), |p| p.display().to_string());
@@ -61,14 +85,7 @@ pub fn load(gpu: &Arc<Gpu>, cfg: &DataConfig, seed: u64) -> Result<Loaded> {
             mean[ch] * 255.0
         )));
     }
-    Ok(Loaded {
-        name: splits.name.clone(),
-        classes: splits.train.classes,
-        channels: train.c,
-        train: DeviceData::upload(gpu, &train, &mean, &std)?,
-        val: val.map(|v| DeviceData::upload(gpu, &v, &mean, &std)).transpose()?,
-        test: DeviceData::upload(gpu, &splits.test, &mean, &std)?,
-    })
+    Ok((mean, std))
 }
 
 /// Refuses a data config whose training part (after the validation split and the limit) holds
