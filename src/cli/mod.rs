@@ -7,6 +7,7 @@ pub mod darts;
 pub mod jobs;
 pub mod morph;
 pub mod rank;
+pub mod tune;
 
 pub use bench::bench_net;
 pub mod table;
