@@ -9,13 +9,14 @@
 //! inside a 1-D search over c (log grid, then golden section): no iterative optimiser to
 //! diverge, and deterministic.
 //!
-//! The predictive distribution of the accuracy at epoch T is a residual bootstrap, pooled over
-//! the models: for each model, `BOOT` curves y* = fitted + residuals drawn with replacement (by
-//! seed), each refitted and extrapolated to T (clamped to [0, 1]). P(final < x) is the share of
-//! those predictions below x, so it is wide where the models disagree (early, or on a curve no
-//! model fits) and narrow where they agree on a well-fitted curve. Residuals are inflated by
-//! sqrt(n / (n - p)) for the p parameters fitted, so an exact fit of few points is not read
-//! as certainty beyond the models' disagreement.
+//! The predictive distribution of the accuracy at epoch T is a residual bootstrap, mixed over
+//! the models with Akaike weights (w ∝ exp(-AIC/2), AIC = n ln(SSE/n) + 2p): for each model,
+//! `BOOT` curves y* = fitted + residuals drawn with replacement (by seed), each refitted and
+//! extrapolated to T (clamped to [0, 1]), each sample weighing w / BOOT. P(final < x) is the
+//! weight of the samples below x: wide where well-fitting models disagree, narrow where they
+//! agree, and a model that fits the curve badly (a log-linear line on a saturating curve) has
+//! little say. Residuals are inflated by sqrt(n / (n - p)) for the p parameters fitted, so an
+//! exact fit of few points is not read as certainty beyond the models' disagreement.
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -113,18 +114,19 @@ pub fn fit(model: Model, ys: &[f64]) -> Option<Fit> {
     Some(Fit { model, a, b, c, sse })
 }
 
-/// Extrapolated accuracy at one epoch, as a pooled bootstrap sample (sorted).
+/// Extrapolated accuracy at one epoch: a weighted sample (values sorted).
 #[derive(Clone, Debug)]
 pub struct Prediction {
-    /// Mean of the models' own fits at the target.
+    /// The Akaike-weighted mean of the models' own fits at the target.
     pub mean: f64,
-    pub samples: Vec<f64>,
+    /// (value, weight), weights summing to 1.
+    pub samples: Vec<(f64, f64)>,
 }
 
 impl Prediction {
     /// Probability that the accuracy at the target is below `x`.
     pub fn prob_below(&self, x: f64) -> f64 {
-        self.samples.iter().filter(|&&s| s < x).count() as f64 / self.samples.len().max(1) as f64
+        self.samples.iter().filter(|s| s.0 < x).map(|s| s.1).sum::<f64>().clamp(0.0, 1.0)
     }
 }
 
@@ -137,27 +139,36 @@ pub fn predict(curve: &[f64], target: usize, seed: u64) -> Option<Prediction> {
     }
     let x = target.max(curve.len()) as f64;
     let n = curve.len();
-    let mut rng = ChaCha8Rng::seed_from_u64(crate::nn::params::name_seed(seed, &format!("curve{n}")));
-    let (mut means, mut samples) = (vec![], vec![]);
-    for model in MODELS {
-        let Some(f) = fit(model, curve) else { continue };
-        means.push(f.at(x).clamp(0.0, 1.0));
-        let fitted: Vec<f64> = (1..=n).map(|i| f.at(i as f64)).collect();
-        let dof = n.saturating_sub(model.params()).max(1) as f64;
-        let inflate = (n as f64 / dof).sqrt();
-        let resid: Vec<f64> = curve.iter().zip(&fitted).map(|(y, h)| (y - h) * inflate).collect();
-        for _ in 0..BOOT {
-            let ys: Vec<f64> = fitted.iter().map(|h| h + resid[rng.random_range(0..n)]).collect();
-            if let Some(g) = self::fit(model, &ys) {
-                samples.push(g.at(x).clamp(0.0, 1.0));
-            }
-        }
-    }
-    if samples.is_empty() {
+    let fits: Vec<Fit> = MODELS.iter().filter_map(|&m| fit(m, curve)).collect();
+    if fits.is_empty() {
         return None;
     }
-    samples.sort_by(f64::total_cmp);
-    Some(Prediction { mean: means.iter().sum::<f64>() / means.len() as f64, samples })
+    // Akaike weights, relative to the best (the floor keeps an exact fit finite).
+    let aic: Vec<f64> = fits.iter().map(|f| n as f64 * (f.sse / n as f64 + 1e-12).ln() + 2.0 * f.model.params() as f64).collect();
+    let lo = aic.iter().cloned().fold(f64::INFINITY, f64::min);
+    let raw: Vec<f64> = aic.iter().map(|a| (-(a - lo) / 2.0).exp()).collect();
+    let total: f64 = raw.iter().sum();
+    let weights: Vec<f64> = raw.iter().map(|w| w / total).collect();
+    let mean = fits.iter().zip(&weights).map(|(f, w)| w * f.at(x).clamp(0.0, 1.0)).sum();
+    let mut rng = ChaCha8Rng::seed_from_u64(crate::nn::params::name_seed(seed, &format!("curve{n}")));
+    let mut samples = vec![];
+    for (f, w) in fits.iter().zip(&weights) {
+        let fitted: Vec<f64> = (1..=n).map(|i| f.at(i as f64)).collect();
+        let dof = n.saturating_sub(f.model.params()).max(1) as f64;
+        let inflate = (n as f64 / dof).sqrt();
+        let resid: Vec<f64> = curve.iter().zip(&fitted).map(|(y, h)| (y - h) * inflate).collect();
+        let mut model_samples = vec![];
+        for _ in 0..BOOT {
+            let ys: Vec<f64> = fitted.iter().map(|h| h + resid[rng.random_range(0..n)]).collect();
+            if let Some(g) = self::fit(f.model, &ys) {
+                model_samples.push(g.at(x).clamp(0.0, 1.0));
+            }
+        }
+        let k = model_samples.len().max(1) as f64;
+        samples.extend(model_samples.into_iter().map(|v| (v, w / k)));
+    }
+    samples.sort_by(|a, b| a.0.total_cmp(&b.0));
+    Some(Prediction { mean, samples })
 }
 
 /// The early-stopping rule: stop when P(accuracy at `target` < `incumbent`) >= `probability`.
