@@ -21,6 +21,7 @@ pub mod stats;
 pub mod supernet;
 pub mod tensor;
 pub mod train;
+pub mod tune;
 
 pub use error::{Error, Result};
 pub use gpu::Gpu;

@@ -55,6 +55,9 @@ enum Command {
     /// How well a search run's inherited scores rank architectures: K of them also trained
     /// stand-alone, with Kendall tau, Spearman, Pearson, precision@k and regret.
     Rank(Box<cli::rank::RankArgs>),
+    /// Tune the hyperparameters of a spec's stand-alone training: random, Bayesian (TPE) or
+    /// Hyperband over a hyperparameter file, each trial a `cellnas train` run folder.
+    Tune(Box<cli::tune::TuneArgs>),
     /// Time the kernel variants a network uses on this adapter and cache the fastest per shape class.
     Autotune(Box<cli::autotune::AutotuneArgs>),
     /// Logits, probabilities and predicted class of a trained network on images (CSV or JSON).
@@ -137,6 +140,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Train(args) => with_gpu(&cli.adapter, |gpu| cli::jobs::train(gpu, &args)),
         Command::Test(args) => with_gpu(&cli.adapter, |gpu| cli::jobs::test(gpu, &args)),
         Command::Rank(args) => with_gpu(&cli.adapter, |gpu| cli::rank::rank(gpu, &args)),
+        Command::Tune(args) => with_gpu(&cli.adapter, |gpu| cli::tune::tune(gpu, &args)),
         Command::Autotune(args) => with_gpu(&cli.adapter, |gpu| cli::autotune::autotune(gpu, &args)),
         Command::Predict(args) => with_gpu(&cli.adapter, |gpu| cli::export::predict(gpu, &args)),
         Command::Export(args) => cli::export::export(&args),

@@ -378,6 +378,33 @@ pub(crate) fn checkpoint_every(minutes: f64) -> Result<Option<std::time::Duratio
     Ok((minutes > 0.0).then(|| std::time::Duration::from_secs_f64(minutes * 60.0)))
 }
 
+/// A new `cellnas train` run's config for a spec before flags (also `cellnas tune`'s base).
+pub(crate) fn default_standalone(spec: cellnas::space::Spec) -> StandaloneConfig {
+    // DARTS: 8 cells of 16 channels; NB201: its benchmark's 5 cells per stage, 16 channels;
+    // macro: the architecture's layers, 16 channels.
+    let (layers, nodes, kind) = match &spec.arch {
+        cellnas::space::Arch::Darts(g) => (8, g.normal.nodes.len(), NetKind::Darts),
+        cellnas::space::Arch::Nb201(_) => (5, cellnas::space::NB201_NODES, NetKind::Nb201),
+        // The macro chain's depth is the architecture's own.
+        cellnas::space::Arch::Macro(m) => (m.len(), 0, NetKind::Macro),
+    };
+    let net = NetConfig { in_channels: 1, classes: 10, channels: 16, layers, nodes, supernet: false, supernet_affine: false, gated: vec![], kind };
+    let data = DataConfig { path: None, val_count: 0, train_limit: 0 };
+    let train = TrainConfig {
+        epochs: 10,
+        batch_size: 64,
+        lr: 0.05,
+        lr_min: 0.0,
+        momentum: 0.9,
+        weight_decay: 3e-4,
+        grad_clip: 5.0,
+        seed: 1,
+        augment: Augment { crop_padding: 2, flip: true, cutout: 0 },
+        warmup_epochs: 0.0,
+    };
+    StandaloneConfig { spec, data, net, train, eval_batch_size: 200, precise_bn: 32, init_from: None, resume_ignore: json!({}) }
+}
+
 pub fn train(gpu: &Arc<Gpu>, a: &TrainCmdArgs) -> Result<()> {
     let spec = a.spec.as_ref().map(|p| super::read_spec(p)).transpose()?;
     let (mut cfg, out, resume) = match &a.resume {
@@ -387,29 +414,7 @@ pub fn train(gpu: &Arc<Gpu>, a: &TrainCmdArgs) -> Result<()> {
         }
         None => {
             let Some(spec) = spec.clone() else { bail!("--spec FILE is required (or --resume DIR to continue a training run)") };
-            // DARTS: 8 cells of 16 channels; NB201: its benchmark's 5 cells per stage, 16 channels;
-            // macro: the architecture's layers, 16 channels.
-            let (layers, nodes, kind) = match &spec.arch {
-                cellnas::space::Arch::Darts(g) => (8, g.normal.nodes.len(), NetKind::Darts),
-                cellnas::space::Arch::Nb201(_) => (5, cellnas::space::NB201_NODES, NetKind::Nb201),
-                // The macro chain's depth is the architecture's own.
-                cellnas::space::Arch::Macro(m) => (m.len(), 0, NetKind::Macro),
-            };
-            let net = NetConfig { in_channels: 1, classes: 10, channels: 16, layers, nodes, supernet: false, supernet_affine: false, gated: vec![], kind };
-            let data = DataConfig { path: None, val_count: 0, train_limit: 0 };
-            let train = TrainConfig {
-                epochs: 10,
-                batch_size: 64,
-                lr: 0.05,
-                lr_min: 0.0,
-                momentum: 0.9,
-                weight_decay: 3e-4,
-                grad_clip: 5.0,
-                seed: 1,
-                augment: Augment { crop_padding: 2, flip: true, cutout: 0 },
-                warmup_epochs: 0.0,
-            };
-            let mut cfg = StandaloneConfig { spec, data, net, train, eval_batch_size: 200, precise_bn: 32, init_from: None, resume_ignore: json!({}) };
+            let mut cfg = default_standalone(spec);
             if let Some(dir) = &a.init_from {
                 // Grown from a search: its network, data and seed, unless flags say otherwise.
                 let init = InitFrom { run: dir.clone(), run_id: None };

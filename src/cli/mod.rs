@@ -10,6 +10,7 @@ pub mod morph;
 pub mod draw;
 pub mod rank;
 pub mod report;
+pub mod tune;
 
 pub use bench::bench_net;
 pub mod table;

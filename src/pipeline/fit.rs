@@ -37,6 +37,22 @@ pub fn fit(
     opts: &FitOptions,
     paths: &mut dyn FnMut(usize, usize) -> Vec<Arch>,
 ) -> Result<Vec<EpochMetrics>> {
+    fit_until(model, data, cfg, opts, paths, cfg.epochs)
+}
+
+/// [`fit`], stopping after epoch `until` (at most `cfg.epochs`) of the `cfg.epochs`-epoch run:
+/// the learning-rate schedule stays the one over `cfg.epochs`, so training to `until` and
+/// later resuming to a larger `until` is a prefix of the same run, bitwise (`cellnas tune`
+/// continues promoted trials this way).
+pub fn fit_until(
+    model: &mut Model,
+    data: &DeviceData,
+    cfg: &TrainConfig,
+    opts: &FitOptions,
+    paths: &mut dyn FnMut(usize, usize) -> Vec<Arch>,
+    until: usize,
+) -> Result<Vec<EpochMetrics>> {
+    let until = until.min(cfg.epochs);
     let run = opts.run;
     let mut start_epoch = 0;
     let mut progress = EpochProgress::default();
@@ -74,7 +90,7 @@ pub fn fit(
     }
     write_atomic(&run.metrics_path(), &text)?;
 
-    for epoch in start_epoch..cfg.epochs {
+    for epoch in start_epoch..until {
         let steps = data.n() / cfg.batch_size;
         let pb = super::bar(steps as u64, &format!("epoch {}/{}", epoch + 1, cfg.epochs), opts.quiet);
         let resumed_at = progress.step;

@@ -10,6 +10,7 @@ pub mod morphism;
 pub mod rank;
 pub mod search;
 pub mod standalone;
+pub mod tune;
 pub mod warnings;
 
 /// Progress bars on stderr (hidden automatically when stderr is not a terminal).
