@@ -108,9 +108,12 @@ pub struct SearchArgs {
     /// in DARTS and SPOS].
     #[arg(long)]
     pub supernet_affine: bool,
-    /// Search strategy: random or evolution [evolution].
+    /// Search strategy: random, evolution, grid, bayes or reinforce (docs/ARCHITECTURE.md)
+    /// [evolution].
     #[arg(long)]
     pub strategy: Option<String>,
+    #[command(flatten)]
+    pub strategy_opts: super::strategy::StrategyArgs,
     /// Candidates to evaluate, 1-1000000 [20].
     #[arg(long)]
     pub budget: Option<usize>,
@@ -264,9 +267,7 @@ pub fn search(gpu: &Arc<Gpu>, a: &SearchArgs) -> Result<()> {
     if a.supernet_affine {
         cfg.net.supernet_affine = true;
     }
-    if let Some(s) = &a.strategy {
-        cfg.strategy = s.clone();
-    }
+    super::strategy::apply(&mut cfg, a.strategy.as_deref(), &a.strategy_opts)?;
     if let Some(b) = a.budget {
         cfg.budget = b;
     }

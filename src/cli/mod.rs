@@ -6,6 +6,7 @@ pub mod bench;
 pub mod jobs;
 pub mod morph;
 pub mod rank;
+pub mod strategy;
 
 pub use bench::bench_net;
 pub mod table;

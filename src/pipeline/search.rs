@@ -11,7 +11,7 @@ use crate::nn::params::name_seed;
 use super::fit::{fit, FitOptions};
 use super::JobOptions;
 use crate::run::RunDir;
-use crate::search::{History, replay, rfc3339, strategy_from_name, top_k, HistoryEntry, Observation};
+use crate::search::{rfc3339, top_k, Driver, History, HistoryEntry, Observation, StrategyConfig};
 use crate::space::{SpaceConfig, Spec};
 use crate::supernet::{sample_paths, score, EvalConfig, Sampling};
 use crate::train::{EpochMetrics, Model, TrainConfig};
@@ -30,11 +30,21 @@ pub struct SearchConfig {
     pub space: SpaceConfig,
     pub train: TrainConfig,
     pub sampling: Sampling,
-    pub strategy: String,
+    /// The strategy and its settings (a bare name in runs written before settings existed).
+    #[serde(deserialize_with = "StrategyConfig::deserialize_compat")]
+    pub strategy: StrategyConfig,
+    /// Proposals per ask: the strategy proposes this many before it hears any of their scores
+    /// (absent in older runs: 1, the sequential loop).
+    #[serde(default = "one")]
+    pub batch: usize,
     pub budget: usize,
     pub eval: EvalConfig,
     /// Recorded for the record, not compared on resume (see run::RESUME_IGNORE).
     pub resume_ignore: serde_json::Value,
+}
+
+fn one() -> usize {
+    1
 }
 
 /// The defaults of a search with no arguments: sized to finish in minutes on a CPU software
@@ -57,7 +67,8 @@ pub fn default_search() -> SearchConfig {
             warmup_epochs: 0.0,
         },
         sampling: Sampling::Uniform,
-        strategy: "evolution".into(),
+        strategy: StrategyConfig::default(),
+        batch: 1,
         budget: 20,
         eval: EvalConfig { recalibration_batches: 2, batch_size: 100 },
         resume_ignore: serde_json::json!({}),
@@ -87,8 +98,11 @@ impl SearchConfig {
         if self.budget == 0 || self.budget > MAX_BUDGET {
             return Err(Error::Invalid(format!("search budget must be between 1 and {MAX_BUDGET} candidates, got {}", self.budget)));
         }
+        if self.batch == 0 || self.batch > self.budget {
+            return Err(Error::Invalid(format!("--batch must be between 1 and the budget ({}), got {}", self.budget, self.batch)));
+        }
         // Fail now rather than after training the supernet.
-        strategy_from_name(&self.strategy, self.space.space(), self.train.seed, self.budget)?;
+        self.strategy.build(self.space.space(), self.train.seed, self.budget)?;
         if self.eval.batch_size == 0 || self.eval.recalibration_batches == 0 {
             return Err(Error::Invalid("evaluation needs a batch size and recalibration batches of at least 1".into()));
         }
@@ -122,7 +136,10 @@ pub struct SearchSummary {
 pub fn run_search(gpu: &Arc<Gpu>, cfg: &SearchConfig, out: &Path, job: &JobOptions) -> Result<SearchSummary> {
     let quiet = job.quiet;
     cfg.validate()?;
-    let cfg_json = serde_json::to_value(cfg).map_err(|e| Error::Invalid(format!("config: {e}")))?;
+    let mut cfg_json = serde_json::to_value(cfg).map_err(|e| Error::Invalid(format!("config: {e}")))?;
+    if job.resume {
+        legacy_view(out, &mut cfg_json);
+    }
     let run = if job.resume { RunDir::resume(out, &cfg_json)? } else { RunDir::create(out, &cfg_json)? };
     super::kernels::pin(gpu, &run, job.resume)?;
     if cfg.data.val_count == 0 {
@@ -162,12 +179,14 @@ pub fn run_search(gpu: &Arc<Gpu>, cfg: &SearchConfig, out: &Path, job: &JobOptio
     let train_seconds: f64 = epochs.iter().map(|m| m.seconds).sum();
 
     // Search: replay what history.jsonl already has, then evaluate the rest of the budget.
-    let mut strategy = strategy_from_name(&cfg.strategy, space.clone(), cfg.train.seed, cfg.budget)?;
+    let strategy = cfg.strategy.build(space.clone(), cfg.train.seed, cfg.budget)?;
+    let mut driver = Driver::new(strategy, cfg.batch, cfg.budget);
     let mut history = History::open(run.history_path())?;
     for w in history.warnings() {
         eprintln!("warning: {w}");
     }
-    replay(strategy.as_mut(), history.entries())?;
+    let mut check = |_: &crate::space::Arch| Ok(None);
+    driver.replay(history.entries(), &mut check)?;
     let mut seen: HashMap<String, HistoryEntry> = history.entries().iter().map(|e| (e.key.clone(), e.clone())).collect();
     let t_search = Instant::now();
     let done = history.entries().len();
@@ -175,7 +194,7 @@ pub fn run_search(gpu: &Arc<Gpu>, cfg: &SearchConfig, out: &Path, job: &JobOptio
     pb.set_position(done.min(cfg.budget) as u64);
     let mut evaluated = 0;
     while history.entries().len() < cfg.budget {
-        let Some(arch) = strategy.propose() else { break };
+        let Some(arch) = driver.next(&mut check)? else { break };
         let key = arch.key();
         // A re-proposed architecture (evolution may repeat one) keeps its score: evaluation is
         // deterministic, so re-running it would only cost time.
@@ -192,13 +211,15 @@ pub fn run_search(gpu: &Arc<Gpu>, cfg: &SearchConfig, out: &Path, job: &JobOptio
                     loss: s.loss,
                     params: s.params,
                     flops: s.flops,
+                    latency_ms: None,
                     eval_ms: s.eval_ms,
                     time: rfc3339(std::time::SystemTime::now()),
                 }
             }
         };
-        strategy.observe(&arch, &Observation { accuracy: entry.accuracy, loss: entry.loss });
+        // Recorded before the strategy hears it, so a kill between the two loses nothing.
         history.append(&entry)?;
+        driver.record(arch, Observation { accuracy: entry.accuracy, loss: entry.loss });
         seen.insert(key, entry.clone());
         pb.set_position(history.entries().len() as u64);
         let best = top_k(history.entries(), 1)[0].accuracy;
@@ -208,7 +229,7 @@ pub fn run_search(gpu: &Arc<Gpu>, cfg: &SearchConfig, out: &Path, job: &JobOptio
     let search_seconds = t_search.elapsed().as_secs_f64();
 
     let top: Vec<HistoryEntry> = top_k(history.entries(), 10).into_iter().cloned().collect();
-    let random: Vec<f64> = history.entries().iter().take(strategy.random_proposals()).map(|e| e.accuracy).collect();
+    let random: Vec<f64> = history.entries().iter().take(driver.strategy().random_proposals()).map(|e| e.accuracy).collect();
     let random_median = crate::stats::quantile(&random, 0.5);
     if let Some(best) = top.first() {
         // A DARTS cell as a spec `train` takes; another space's architecture as its text form.
@@ -233,4 +254,24 @@ pub fn run_search(gpu: &Arc<Gpu>, cfg: &SearchConfig, out: &Path, job: &JobOptio
     }
     let candidates = history.entries().len();
     Ok(SearchSummary { top, epochs, train_seconds, search_seconds, evaluated, candidates, random_candidates: random.len(), random_median })
+}
+
+/// The config of a run written by an older cellnas, as this one would write it when the run's
+/// settings are the same: a bare strategy name stands for its default settings and an absent
+/// `batch` for 1. So `given` is changed to say what the stored file says wherever the two mean
+/// the same, and the resume check compares meaning, not spelling. A file that cannot be read is
+/// left to `RunDir::resume` to report.
+fn legacy_view(dir: &Path, given: &mut serde_json::Value) {
+    let Ok(stored) = std::fs::read(dir.join("config.json")) else { return };
+    let Ok(stored) = serde_json::from_slice::<serde_json::Value>(&stored) else { return };
+    let Some(given) = given.as_object_mut() else { return };
+    if let Some(name) = stored.get("strategy").and_then(|s| s.as_str()) {
+        let same = StrategyConfig::from_name(name).ok().and_then(|s| serde_json::to_value(s).ok());
+        if same.as_ref() == given.get("strategy") {
+            given.insert("strategy".into(), name.into());
+        }
+    }
+    if stored.get("batch").is_none() && given.get("batch") == Some(&serde_json::json!(1)) {
+        given.remove("batch");
+    }
 }
