@@ -22,6 +22,32 @@ pub struct StrategyArgs {
     /// Grid: the most architectures a space may have to be enumerated [100000].
     #[arg(long)]
     pub grid_limit: Option<u64>,
+    /// Bayes: uniform samples before the surrogate proposes [budget/4, 2 to 10].
+    #[arg(long)]
+    pub initial: Option<usize>,
+    /// Bayes: acquisition, ei (expected improvement) or ucb [ei].
+    #[arg(long)]
+    pub acquisition: Option<String>,
+    /// Bayes: UCB's weight on the predicted standard deviation [2].
+    #[arg(long, value_parser = finite_f64)]
+    pub ucb_beta: Option<f64>,
+    /// Bayes: uniform candidates scored per proposal, besides mutations of the 10 best [200].
+    #[arg(long)]
+    pub pool: Option<usize>,
+    /// Reinforce: controller step size on its logits [5].
+    #[arg(long, value_parser = finite_f64)]
+    pub controller_lr: Option<f64>,
+    /// Reinforce: weight of the entropy bonus [0.001].
+    #[arg(long, value_parser = finite_f64)]
+    pub entropy_weight: Option<f64>,
+    /// Reinforce: decay of the moving-average reward baseline, in [0, 1) [0.9].
+    #[arg(long, value_parser = finite_f64)]
+    pub baseline_decay: Option<f64>,
+}
+
+fn finite_f64(s: &str) -> std::result::Result<f64, String> {
+    let v: f64 = s.trim().parse().map_err(|e| format!("{e}"))?;
+    if v.is_finite() { Ok(v) } else { Err(format!("expected a finite number, got {s}")) }
 }
 
 impl StrategyArgs {
@@ -32,6 +58,13 @@ impl StrategyArgs {
             ("--population", self.population.is_some()),
             ("--sample-size", self.sample_size.is_some()),
             ("--grid-limit", self.grid_limit.is_some()),
+            ("--initial", self.initial.is_some()),
+            ("--acquisition", self.acquisition.is_some()),
+            ("--ucb-beta", self.ucb_beta.is_some()),
+            ("--pool", self.pool.is_some()),
+            ("--controller-lr", self.controller_lr.is_some()),
+            ("--entropy-weight", self.entropy_weight.is_some()),
+            ("--baseline-decay", self.baseline_decay.is_some()),
         ]
         .into_iter()
         .find_map(|(f, given)| given.then_some(f))
@@ -64,13 +97,40 @@ pub fn apply(cfg: &mut SearchConfig, strategy: Option<&str>, a: &StrategyArgs) -
     if a.grid_limit.is_some() && !matches!(cfg.strategy, StrategyConfig::Grid(_)) {
         wrong("--grid-limit", "grid")?;
     }
+    if !matches!(cfg.strategy, StrategyConfig::Bayes(_)) {
+        for (flag, given) in [("--initial", a.initial.is_some()), ("--acquisition", a.acquisition.is_some()), ("--ucb-beta", a.ucb_beta.is_some()), ("--pool", a.pool.is_some())] {
+            if given {
+                wrong(flag, "bayes")?;
+            }
+        }
+    }
+    if !matches!(cfg.strategy, StrategyConfig::Reinforce(_)) {
+        for (flag, given) in [("--controller-lr", a.controller_lr.is_some()), ("--entropy-weight", a.entropy_weight.is_some()), ("--baseline-decay", a.baseline_decay.is_some())] {
+            if given {
+                wrong(flag, "reinforce")?;
+            }
+        }
+    }
     match &mut cfg.strategy {
         StrategyConfig::Evolution(s) => {
             s.population = a.population.or(s.population);
             s.sample_size = a.sample_size.or(s.sample_size);
         }
         StrategyConfig::Grid(s) => s.limit = a.grid_limit.unwrap_or(s.limit),
-        _ => {}
+        StrategyConfig::Bayes(s) => {
+            s.initial = a.initial.or(s.initial);
+            if let Some(acq) = &a.acquisition {
+                s.acquisition = acq.parse()?;
+            }
+            s.beta = a.ucb_beta.unwrap_or(s.beta);
+            s.pool = a.pool.unwrap_or(s.pool);
+        }
+        StrategyConfig::Reinforce(s) => {
+            s.lr = a.controller_lr.unwrap_or(s.lr);
+            s.entropy = a.entropy_weight.unwrap_or(s.entropy);
+            s.baseline_decay = a.baseline_decay.unwrap_or(s.baseline_decay);
+        }
+        StrategyConfig::Random => {}
     }
     Ok(())
 }

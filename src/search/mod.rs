@@ -8,14 +8,18 @@
 //! strategies are deterministic, so replay puts them back in exactly the state of the
 //! uninterrupted run, a half-told batch included.
 
+mod bayes;
 mod config;
 mod driver;
 mod evolution;
 mod grid;
 mod history;
 mod random;
+mod reinforce;
 
-pub use config::{EvolutionSettings, GridSettings, StrategyConfig};
+pub use bayes::{Acquisition, BayesOpt, MAX_POINTS};
+pub use config::{BayesSettings, EvolutionSettings, GridSettings, ReinforceSettings, StrategyConfig};
+pub use reinforce::Reinforce;
 pub use grid::{GridSearch, GRID_LIMIT};
 pub use driver::{Driver, Violation, MAX_REJECTS};
 pub use evolution::{EvolutionConfig, Member, RegularizedEvolution};
@@ -76,7 +80,7 @@ pub trait Strategy {
 }
 
 /// Names accepted by `strategy_from_name`.
-pub const STRATEGIES: [&str; 3] = ["random", "evolution", "grid"];
+pub const STRATEGIES: [&str; 5] = ["random", "evolution", "grid", "bayes", "reinforce"];
 
 /// Builds a strategy by name with its default settings (`StrategyConfig::from_name`).
 pub fn strategy_from_name(name: &str, space: Arc<dyn Space>, seed: u64, budget: usize) -> Result<Box<dyn Strategy>> {
