@@ -2,7 +2,6 @@
 //! from the defaults, `--resume` from the run's stored config, and the flags given override
 //! it (a resume whose flags change the config is refused, listing the differences).
 
-use super::table::print_top;
 use anyhow::{bail, Context, Result};
 use cellnas::data::Augment;
 use cellnas::gpu::Gpu;
@@ -305,7 +304,10 @@ pub fn search(gpu: &Arc<Gpu>, a: &SearchArgs) -> Result<()> {
         summary.evaluated,
         summary.search_seconds
     );
-    print_top(&summary.top, 5);
+    super::table::print_top_pareto(&summary.top, 5, &summary.pareto);
+    if summary.rejected > 0 {
+        println!("cost constraints refused {} proposals (redrawn by the strategy)", summary.rejected);
+    }
     // The three numbers that say whether the search was worth it, side by side.
     let pct = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{:.2}%", 100.0 * v));
     println!(

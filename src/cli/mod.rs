@@ -3,6 +3,7 @@
 
 pub mod autotune;
 pub mod bench;
+pub mod bench_search;
 pub mod jobs;
 pub mod morph;
 pub mod rank;

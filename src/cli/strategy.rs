@@ -43,6 +43,19 @@ pub struct StrategyArgs {
     /// Reinforce: decay of the moving-average reward baseline, in [0, 1) [0.9].
     #[arg(long, value_parser = finite_f64)]
     pub baseline_decay: Option<f64>,
+    /// Refuse proposals whose stand-alone network has more parameters [no limit].
+    #[arg(long)]
+    pub max_params: Option<u64>,
+    /// Refuse proposals of more forward FLOPs per image [no limit].
+    #[arg(long)]
+    pub max_flops: Option<u64>,
+    /// Refuse proposals slower than this, measured on the chosen adapter per forward pass of
+    /// --latency-batch images, cached per architecture in the run folder [no limit].
+    #[arg(long, value_parser = finite_f64)]
+    pub max_latency_ms: Option<f64>,
+    /// Images per timed forward pass for --max-latency-ms [1].
+    #[arg(long)]
+    pub latency_batch: Option<usize>,
 }
 
 fn finite_f64(s: &str) -> std::result::Result<f64, String> {
@@ -83,6 +96,11 @@ pub fn apply(cfg: &mut SearchConfig, strategy: Option<&str>, a: &StrategyArgs) -
     if let Some(b) = a.batch {
         cfg.batch = b;
     }
+    let c = &mut cfg.constraints;
+    c.max_params = a.max_params.or(c.max_params);
+    c.max_flops = a.max_flops.or(c.max_flops);
+    c.max_latency_ms = a.max_latency_ms.or(c.max_latency_ms);
+    c.latency_batch = a.latency_batch.unwrap_or(c.latency_batch);
     let used = cfg.strategy.name();
     let wrong = |flag: &str, owner: &str| -> Result<()> { bail!("{flag} applies to --strategy {owner}; this search uses {used}") };
     let evolution = matches!(cfg.strategy, StrategyConfig::Evolution(_));

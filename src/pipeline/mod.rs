@@ -2,6 +2,7 @@
 //! the CLI runs. Each job takes a fully resolved config, which is also what `config.json`
 //! records.
 
+pub mod cost;
 pub mod data;
 pub mod fit;
 pub mod kernels;

@@ -11,7 +11,7 @@ use crate::nn::params::name_seed;
 use super::fit::{fit, FitOptions};
 use super::JobOptions;
 use crate::run::RunDir;
-use crate::search::{rfc3339, top_k, Driver, History, HistoryEntry, Observation, StrategyConfig};
+use crate::search::{rfc3339, top_k, Constraints, Driver, History, HistoryEntry, Observation, Pareto, StrategyConfig};
 use crate::space::{SpaceConfig, Spec};
 use crate::supernet::{sample_paths, score, EvalConfig, Sampling};
 use crate::train::{EpochMetrics, Model, TrainConfig};
@@ -37,6 +37,9 @@ pub struct SearchConfig {
     /// (absent in older runs: 1, the sequential loop).
     #[serde(default = "one")]
     pub batch: usize,
+    /// Cost limits every proposal must meet (left out when there are none).
+    #[serde(default, skip_serializing_if = "Constraints::is_none")]
+    pub constraints: Constraints,
     pub budget: usize,
     pub eval: EvalConfig,
     /// Recorded for the record, not compared on resume (see run::RESUME_IGNORE).
@@ -69,6 +72,7 @@ pub fn default_search() -> SearchConfig {
         sampling: Sampling::Uniform,
         strategy: StrategyConfig::default(),
         batch: 1,
+        constraints: Constraints::default(),
         budget: 20,
         eval: EvalConfig { recalibration_batches: 2, batch_size: 100 },
         resume_ignore: serde_json::json!({}),
@@ -97,6 +101,16 @@ impl SearchConfig {
         }
         if self.budget == 0 || self.budget > MAX_BUDGET {
             return Err(Error::Invalid(format!("search budget must be between 1 and {MAX_BUDGET} candidates, got {}", self.budget)));
+        }
+        let c = &self.constraints;
+        if c.latency_batch == 0 || c.latency_batch > 65536 {
+            return Err(Error::Invalid(format!("--latency-batch must be between 1 and 65536, got {}", c.latency_batch)));
+        }
+        if c.max_latency_ms.is_none() && c.latency_batch != 1 {
+            return Err(Error::Invalid("--latency-batch applies to --max-latency-ms, which is not given".into()));
+        }
+        if let Some(ms) = c.max_latency_ms.filter(|ms| !(ms.is_finite() && *ms > 0.0)) {
+            return Err(Error::Invalid(format!("--max-latency-ms must be a number above 0, got {ms}")));
         }
         if self.batch == 0 || self.batch > self.budget {
             return Err(Error::Invalid(format!("--batch must be between 1 and the budget ({}), got {}", self.budget, self.batch)));
@@ -131,6 +145,10 @@ pub struct SearchSummary {
     /// median inherited accuracy: the baseline the best is compared with.
     pub random_candidates: usize,
     pub random_median: Option<f64>,
+    /// Fronts of accuracy against each cost (also in pareto.json).
+    pub pareto: Pareto,
+    /// Proposals refused by the cost constraints in this invocation (replay included).
+    pub rejected: usize,
 }
 
 pub fn run_search(gpu: &Arc<Gpu>, cfg: &SearchConfig, out: &Path, job: &JobOptions) -> Result<SearchSummary> {
@@ -160,9 +178,10 @@ pub fn run_search(gpu: &Arc<Gpu>, cfg: &SearchConfig, out: &Path, job: &JobOptio
     let [_, h, w] = data.train.image_shape();
     let space = cfg.space.space();
     let probe = space.sample(&mut ChaCha8Rng::seed_from_u64(0));
-    for batch in [cfg.train.batch_size, cfg.eval.batch_size] {
+    for batch in [cfg.train.batch_size, cfg.eval.batch_size, cfg.constraints.latency_batch] {
         crate::nn::check_batch_fits(gpu, &cfg.net, &probe, batch, h, w)?;
     }
+    super::cost::feasible(space.as_ref(), &cfg.constraints, &cfg.net, h, w)?;
 
     // Supernet training, resumable (see fit.rs). Paths come from one generator per epoch,
     // seeded by (seed, epoch), so a resumed epoch redraws the same paths.
@@ -185,8 +204,10 @@ pub fn run_search(gpu: &Arc<Gpu>, cfg: &SearchConfig, out: &Path, job: &JobOptio
     for w in history.warnings() {
         eprintln!("warning: {w}");
     }
-    let mut check = |_: &crate::space::Arch| Ok(None);
-    driver.replay(history.entries(), &mut check)?;
+    let image = data.train.image_shape();
+    let mut latencies = super::cost::LatencyCache::open(run.dir(), cfg.constraints.latency_batch)?;
+    let limits = &cfg.constraints;
+    driver.replay(history.entries(), &mut |a| super::cost::check(limits, &mut model, &mut latencies, a, image))?;
     let mut seen: HashMap<String, HistoryEntry> = history.entries().iter().map(|e| (e.key.clone(), e.clone())).collect();
     let t_search = Instant::now();
     let done = history.entries().len();
@@ -194,7 +215,7 @@ pub fn run_search(gpu: &Arc<Gpu>, cfg: &SearchConfig, out: &Path, job: &JobOptio
     pb.set_position(done.min(cfg.budget) as u64);
     let mut evaluated = 0;
     while history.entries().len() < cfg.budget {
-        let Some(arch) = driver.next(&mut check)? else { break };
+        let Some(arch) = driver.next(&mut |a| super::cost::check(limits, &mut model, &mut latencies, a, image))? else { break };
         let key = arch.key();
         // A re-proposed architecture (evolution may repeat one) keeps its score: evaluation is
         // deterministic, so re-running it would only cost time.
@@ -211,7 +232,7 @@ pub fn run_search(gpu: &Arc<Gpu>, cfg: &SearchConfig, out: &Path, job: &JobOptio
                     loss: s.loss,
                     params: s.params,
                     flops: s.flops,
-                    latency_ms: None,
+                    latency_ms: latencies.get(&arch),
                     eval_ms: s.eval_ms,
                     time: rfc3339(std::time::SystemTime::now()),
                 }
@@ -229,6 +250,8 @@ pub fn run_search(gpu: &Arc<Gpu>, cfg: &SearchConfig, out: &Path, job: &JobOptio
     let search_seconds = t_search.elapsed().as_secs_f64();
 
     let top: Vec<HistoryEntry> = top_k(history.entries(), 10).into_iter().cloned().collect();
+    let pareto = Pareto::of(history.entries());
+    run.write_json_recorded("pareto.json", &serde_json::to_value(&pareto).map_err(|e| Error::Invalid(format!("pareto.json: {e}")))?)?;
     let random: Vec<f64> = history.entries().iter().take(driver.strategy().random_proposals()).map(|e| e.accuracy).collect();
     let random_median = crate::stats::quantile(&random, 0.5);
     if let Some(best) = top.first() {
@@ -253,7 +276,7 @@ pub fn run_search(gpu: &Arc<Gpu>, cfg: &SearchConfig, out: &Path, job: &JobOptio
         run.write_recorded("best.genotype.txt", format!("{}\n", best.genotype).as_bytes())?;
     }
     let candidates = history.entries().len();
-    Ok(SearchSummary { top, epochs, train_seconds, search_seconds, evaluated, candidates, random_candidates: random.len(), random_median })
+    Ok(SearchSummary { top, epochs, train_seconds, search_seconds, evaluated, candidates, random_candidates: random.len(), random_median, pareto, rejected: driver.rejected() })
 }
 
 /// The config of a run written by an older cellnas, as this one would write it when the run's

@@ -9,7 +9,9 @@
 //! uninterrupted run, a half-told batch included.
 
 mod bayes;
+pub mod bench;
 mod config;
+pub mod cost;
 mod driver;
 mod evolution;
 mod grid;
@@ -19,6 +21,7 @@ mod reinforce;
 
 pub use bayes::{Acquisition, BayesOpt, MAX_POINTS};
 pub use config::{BayesSettings, EvolutionSettings, GridSettings, ReinforceSettings, StrategyConfig};
+pub use cost::{Constraints, Pareto, ParetoPoint};
 pub use reinforce::Reinforce;
 pub use grid::{GridSearch, GRID_LIMIT};
 pub use driver::{Driver, Violation, MAX_REJECTS};
