@@ -70,7 +70,12 @@ fn constrained_batched_search_resumes_exactly_and_records_costs() {
 fn bad_strategy_settings_and_impossible_constraints_are_one_line_errors() {
     let d = tmp("bad-strategy");
     let o = d.to_str().unwrap();
-    let bad = |extra: &[&str], needles: &[&str]| fails(run(&strs(&args("--out", o, extra))), needles);
+    let n = std::cell::Cell::new(0);
+    // Each in its own folder: an error after the run folder is made leaves it behind.
+    let bad = |extra: &[&str], needles: &[&str]| {
+        n.set(n.get() + 1);
+        fails(run(&strs(&args("--out", &format!("{o}/{}", n.get()), extra))), needles)
+    };
     bad(&["--max-params", "10"], &["--max-params 10: none of 500 sampled architectures", "the fewest: "]);
     bad(&["--max-flops", "10"], &["--max-flops 10:"]);
     bad(&["--strategy", "bayes", "--population", "4"], &["--population applies to --strategy evolution; this search uses bayes"]);
@@ -82,6 +87,6 @@ fn bad_strategy_settings_and_impossible_constraints_are_one_line_errors() {
     bad(&["--latency-batch", "4"], &["--latency-batch applies to --max-latency-ms"]);
     bad(&["--max-latency-ms", "0"], &["--max-latency-ms must be a number above 0"]);
     fails(run(&["search", "--out", o, "--strategy", "annealing"]), &["unknown search strategy 'annealing'", "bayes, reinforce"]);
-    assert!(!d.join("history.jsonl").exists());
+    assert!(!d.join("1/history.jsonl").exists());
     let _ = std::fs::remove_dir_all(&d);
 }
