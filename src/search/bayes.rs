@@ -318,6 +318,7 @@ fn cholesky(k: &[Vec<f64>]) -> Option<Vec<Vec<f64>>> {
 }
 
 /// L^-1 b.
+#[allow(clippy::needless_range_loop)] // triangular solve: index form is the clear one
 fn forward(l: &[Vec<f64>], b: &[f64]) -> Vec<f64> {
     let mut x = vec![0.0; b.len()];
     for i in 0..b.len() {

@@ -93,6 +93,7 @@ pub trait Space: Send + Sync + std::fmt::Debug {
     /// (docs/ARCHITECTURE.md, "Strategies").
     fn decisions(&self) -> Vec<usize>;
     /// The architecture of one choice per decision; an error names a decision out of range.
+    #[allow(clippy::wrong_self_convention)] // a constructor of the space's architectures
     fn from_decisions(&self, choices: &[usize]) -> Result<Arch>;
     /// The choices of `arch`; an error when it is not in the space.
     fn to_decisions(&self, arch: &Arch) -> Result<Vec<usize>>;
