@@ -46,6 +46,8 @@ enum Command {
     Bench(BenchArgs),
     /// Train a supernet once, score candidates with inherited weights, write the best cell.
     Search(Box<cli::jobs::SearchArgs>),
+    /// Compare search strategies over many seeds on a table of scores (a grid search's run).
+    BenchSearch(cli::bench_search::BenchSearchArgs),
     /// Inherited-weight score of one spec on a search run's supernet.
     Eval(cli::jobs::EvalArgs),
     /// Train the stand-alone network of a spec from scratch and report test accuracy.
@@ -136,6 +138,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Devices { json } => devices(&cli.adapter.options(), json),
         Command::Bench(args) => bench(&cli.adapter.options(), &args),
         Command::Search(args) => with_gpu(&cli.adapter, |gpu| cli::jobs::search(gpu, &args)),
+        Command::BenchSearch(args) => cli::bench_search::bench_search(&args),
         Command::Eval(args) => with_gpu(&cli.adapter, |gpu| cli::jobs::eval(gpu, &args)),
         Command::Train(args) => with_gpu(&cli.adapter, |gpu| cli::jobs::train(gpu, &args)),
         Command::Test(args) => with_gpu(&cli.adapter, |gpu| cli::jobs::test(gpu, &args)),

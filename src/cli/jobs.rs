@@ -2,7 +2,6 @@
 //! from the defaults, `--resume` from the run's stored config, and the flags given override
 //! it (a resume whose flags change the config is refused, listing the differences).
 
-use super::table::print_top;
 use anyhow::{bail, Context, Result};
 use cellnas::data::Augment;
 use cellnas::gpu::Gpu;
@@ -108,9 +107,12 @@ pub struct SearchArgs {
     /// in DARTS and SPOS].
     #[arg(long)]
     pub supernet_affine: bool,
-    /// Search strategy: random or evolution [evolution].
+    /// Search strategy: random, evolution, grid, bayes or reinforce (docs/ARCHITECTURE.md)
+    /// [evolution].
     #[arg(long)]
     pub strategy: Option<String>,
+    #[command(flatten)]
+    pub strategy_opts: super::strategy::StrategyArgs,
     /// Candidates to evaluate, 1-1000000 [20].
     #[arg(long)]
     pub budget: Option<usize>,
@@ -275,9 +277,7 @@ pub fn search(gpu: &Arc<Gpu>, a: &SearchArgs) -> Result<()> {
     if a.supernet_affine {
         cfg.net.supernet_affine = true;
     }
-    if let Some(s) = &a.strategy {
-        cfg.strategy = s.clone();
-    }
+    super::strategy::apply(&mut cfg, a.strategy.as_deref(), &a.strategy_opts)?;
     if let Some(b) = a.budget {
         cfg.budget = b;
     }
@@ -315,7 +315,10 @@ pub fn search(gpu: &Arc<Gpu>, a: &SearchArgs) -> Result<()> {
         summary.evaluated,
         summary.search_seconds
     );
-    print_top(&summary.top, 5);
+    super::table::print_top_pareto(&summary.top, 5, &summary.pareto);
+    if summary.rejected > 0 {
+        println!("cost constraints refused {} proposals (redrawn by the strategy)", summary.rejected);
+    }
     // The three numbers that say whether the search was worth it, side by side.
     let pct = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{:.2}%", 100.0 * v));
     println!(

@@ -5,12 +5,14 @@ pub mod autotune;
 pub mod bench;
 pub mod darts;
 pub mod export;
+pub mod bench_search;
 pub mod jobs;
 pub mod morph;
 pub mod draw;
 pub mod rank;
 pub mod report;
 pub mod tune;
+pub mod strategy;
 
 pub use bench::bench_net;
 pub mod table;

@@ -74,6 +74,7 @@ pub fn search(gpu: &Arc<Gpu>, a: &SearchArgs) -> Result<()> {
         ("--budget", a.budget.is_some()),
         ("--sampling", a.sampling.is_some()),
         ("--supernet-affine", a.supernet_affine),
+        (a.strategy_opts.first_given().unwrap_or("--batch"), a.strategy_opts.first_given().is_some()),
     ];
     if let Some((flag, _)) = not_here.iter().find(|(_, given)| *given) {
         bail!("{flag} applies to supernet searches; a morphism search's size is --rounds x --children");

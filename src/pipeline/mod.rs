@@ -3,6 +3,7 @@
 //! records.
 
 pub mod darts;
+pub mod cost;
 pub mod data;
 pub mod fit;
 pub mod kernels;

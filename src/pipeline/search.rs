@@ -11,7 +11,7 @@ use crate::nn::params::name_seed;
 use super::fit::{fit, FitOptions};
 use super::JobOptions;
 use crate::run::RunDir;
-use crate::search::{History, replay, rfc3339, strategy_from_name, top_k, HistoryEntry, Observation};
+use crate::search::{rfc3339, top_k, Constraints, Driver, History, HistoryEntry, Observation, Pareto, StrategyConfig};
 use crate::space::{SpaceConfig, Spec};
 use crate::supernet::{sample_paths, score, EvalConfig, Sampling};
 use crate::train::{EpochMetrics, Model, TrainConfig};
@@ -30,11 +30,24 @@ pub struct SearchConfig {
     pub space: SpaceConfig,
     pub train: TrainConfig,
     pub sampling: Sampling,
-    pub strategy: String,
+    /// The strategy and its settings (a bare name in runs written before settings existed).
+    #[serde(deserialize_with = "StrategyConfig::deserialize_compat")]
+    pub strategy: StrategyConfig,
+    /// Proposals per ask: the strategy proposes this many before it hears any of their scores
+    /// (absent in older runs: 1, the sequential loop).
+    #[serde(default = "one")]
+    pub batch: usize,
+    /// Cost limits every proposal must meet (left out when there are none).
+    #[serde(default, skip_serializing_if = "Constraints::is_none")]
+    pub constraints: Constraints,
     pub budget: usize,
     pub eval: EvalConfig,
     /// Recorded for the record, not compared on resume (see run::RESUME_IGNORE).
     pub resume_ignore: serde_json::Value,
+}
+
+fn one() -> usize {
+    1
 }
 
 /// The defaults of a search with no arguments: sized to finish in minutes on a CPU software
@@ -57,7 +70,9 @@ pub fn default_search() -> SearchConfig {
             warmup_epochs: 0.0,
         },
         sampling: Sampling::Uniform,
-        strategy: "evolution".into(),
+        strategy: StrategyConfig::default(),
+        batch: 1,
+        constraints: Constraints::default(),
         budget: 20,
         eval: EvalConfig { recalibration_batches: 2, batch_size: 100 },
         resume_ignore: serde_json::json!({}),
@@ -87,8 +102,21 @@ impl SearchConfig {
         if self.budget == 0 || self.budget > MAX_BUDGET {
             return Err(Error::Invalid(format!("search budget must be between 1 and {MAX_BUDGET} candidates, got {}", self.budget)));
         }
+        let c = &self.constraints;
+        if c.latency_batch == 0 || c.latency_batch > 65536 {
+            return Err(Error::Invalid(format!("--latency-batch must be between 1 and 65536, got {}", c.latency_batch)));
+        }
+        if c.max_latency_ms.is_none() && c.latency_batch != 1 {
+            return Err(Error::Invalid("--latency-batch applies to --max-latency-ms, which is not given".into()));
+        }
+        if let Some(ms) = c.max_latency_ms.filter(|ms| !(ms.is_finite() && *ms > 0.0)) {
+            return Err(Error::Invalid(format!("--max-latency-ms must be a number above 0, got {ms}")));
+        }
+        if self.batch == 0 || self.batch > self.budget {
+            return Err(Error::Invalid(format!("--batch must be between 1 and the budget ({}), got {}", self.budget, self.batch)));
+        }
         // Fail now rather than after training the supernet.
-        strategy_from_name(&self.strategy, self.space.space(), self.train.seed, self.budget)?;
+        self.strategy.build(self.space.space(), self.train.seed, self.budget)?;
         if self.eval.batch_size == 0 || self.eval.recalibration_batches == 0 {
             return Err(Error::Invalid("evaluation needs a batch size and recalibration batches of at least 1".into()));
         }
@@ -117,12 +145,19 @@ pub struct SearchSummary {
     /// median inherited accuracy: the baseline the best is compared with.
     pub random_candidates: usize,
     pub random_median: Option<f64>,
+    /// Fronts of accuracy against each cost (also in pareto.json).
+    pub pareto: Pareto,
+    /// Proposals refused by the cost constraints in this invocation (replay included).
+    pub rejected: usize,
 }
 
 pub fn run_search(gpu: &Arc<Gpu>, cfg: &SearchConfig, out: &Path, job: &JobOptions) -> Result<SearchSummary> {
     let quiet = job.quiet;
     cfg.validate()?;
-    let cfg_json = serde_json::to_value(cfg).map_err(|e| Error::Invalid(format!("config: {e}")))?;
+    let mut cfg_json = serde_json::to_value(cfg).map_err(|e| Error::Invalid(format!("config: {e}")))?;
+    if job.resume {
+        legacy_view(out, &mut cfg_json);
+    }
     let run = if job.resume { RunDir::resume(out, &cfg_json)? } else { RunDir::create(out, &cfg_json)? };
     super::kernels::pin(gpu, &run, job.resume)?;
     if cfg.data.val_count == 0 {
@@ -143,9 +178,10 @@ pub fn run_search(gpu: &Arc<Gpu>, cfg: &SearchConfig, out: &Path, job: &JobOptio
     let [_, h, w] = data.train.image_shape();
     let space = cfg.space.space();
     let probe = space.sample(&mut ChaCha8Rng::seed_from_u64(0));
-    for batch in [cfg.train.batch_size, cfg.eval.batch_size] {
+    for batch in [cfg.train.batch_size, cfg.eval.batch_size, cfg.constraints.latency_batch] {
         crate::nn::check_batch_fits(gpu, &cfg.net, &probe, batch, h, w)?;
     }
+    super::cost::feasible(space.as_ref(), &cfg.constraints, &cfg.net, h, w)?;
 
     // Supernet training, resumable (see fit.rs). Paths come from one generator per epoch,
     // seeded by (seed, epoch), so a resumed epoch redraws the same paths.
@@ -162,12 +198,16 @@ pub fn run_search(gpu: &Arc<Gpu>, cfg: &SearchConfig, out: &Path, job: &JobOptio
     let train_seconds: f64 = epochs.iter().map(|m| m.seconds).sum();
 
     // Search: replay what history.jsonl already has, then evaluate the rest of the budget.
-    let mut strategy = strategy_from_name(&cfg.strategy, space.clone(), cfg.train.seed, cfg.budget)?;
+    let strategy = cfg.strategy.build(space.clone(), cfg.train.seed, cfg.budget)?;
+    let mut driver = Driver::new(strategy, cfg.batch, cfg.budget);
     let mut history = History::open(run.history_path())?;
     for w in history.warnings() {
         eprintln!("warning: {w}");
     }
-    replay(strategy.as_mut(), history.entries())?;
+    let image = data.train.image_shape();
+    let mut latencies = super::cost::LatencyCache::open(run.dir(), cfg.constraints.latency_batch)?;
+    let limits = &cfg.constraints;
+    driver.replay(history.entries(), &mut |a| super::cost::check(limits, &mut model, &mut latencies, a, image))?;
     let mut seen: HashMap<String, HistoryEntry> = history.entries().iter().map(|e| (e.key.clone(), e.clone())).collect();
     let t_search = Instant::now();
     let done = history.entries().len();
@@ -175,7 +215,7 @@ pub fn run_search(gpu: &Arc<Gpu>, cfg: &SearchConfig, out: &Path, job: &JobOptio
     pb.set_position(done.min(cfg.budget) as u64);
     let mut evaluated = 0;
     while history.entries().len() < cfg.budget {
-        let Some(arch) = strategy.propose() else { break };
+        let Some(arch) = driver.next(&mut |a| super::cost::check(limits, &mut model, &mut latencies, a, image))? else { break };
         let key = arch.key();
         // A re-proposed architecture (evolution may repeat one) keeps its score: evaluation is
         // deterministic, so re-running it would only cost time.
@@ -192,13 +232,15 @@ pub fn run_search(gpu: &Arc<Gpu>, cfg: &SearchConfig, out: &Path, job: &JobOptio
                     loss: s.loss,
                     params: s.params,
                     flops: s.flops,
+                    latency_ms: latencies.get(&arch),
                     eval_ms: s.eval_ms,
                     time: rfc3339(std::time::SystemTime::now()),
                 }
             }
         };
-        strategy.observe(&arch, &Observation { accuracy: entry.accuracy, loss: entry.loss });
+        // Recorded before the strategy hears it, so a kill between the two loses nothing.
         history.append(&entry)?;
+        driver.record(arch, Observation { accuracy: entry.accuracy, loss: entry.loss });
         seen.insert(key, entry.clone());
         pb.set_position(history.entries().len() as u64);
         let best = top_k(history.entries(), 1)[0].accuracy;
@@ -208,7 +250,9 @@ pub fn run_search(gpu: &Arc<Gpu>, cfg: &SearchConfig, out: &Path, job: &JobOptio
     let search_seconds = t_search.elapsed().as_secs_f64();
 
     let top: Vec<HistoryEntry> = top_k(history.entries(), 10).into_iter().cloned().collect();
-    let random: Vec<f64> = history.entries().iter().take(strategy.random_proposals()).map(|e| e.accuracy).collect();
+    let pareto = Pareto::of(history.entries());
+    run.write_json_recorded("pareto.json", &serde_json::to_value(&pareto).map_err(|e| Error::Invalid(format!("pareto.json: {e}")))?)?;
+    let random: Vec<f64> = history.entries().iter().take(driver.strategy().random_proposals()).map(|e| e.accuracy).collect();
     let random_median = crate::stats::quantile(&random, 0.5);
     if let Some(best) = top.first() {
         // A DARTS cell as a spec `train` takes; another space's architecture as its text form.
@@ -232,5 +276,25 @@ pub fn run_search(gpu: &Arc<Gpu>, cfg: &SearchConfig, out: &Path, job: &JobOptio
         run.write_recorded("best.genotype.txt", format!("{}\n", best.genotype).as_bytes())?;
     }
     let candidates = history.entries().len();
-    Ok(SearchSummary { top, epochs, train_seconds, search_seconds, evaluated, candidates, random_candidates: random.len(), random_median })
+    Ok(SearchSummary { top, epochs, train_seconds, search_seconds, evaluated, candidates, random_candidates: random.len(), random_median, pareto, rejected: driver.rejected() })
+}
+
+/// The config of a run written by an older cellnas, as this one would write it when the run's
+/// settings are the same: a bare strategy name stands for its default settings and an absent
+/// `batch` for 1. So `given` is changed to say what the stored file says wherever the two mean
+/// the same, and the resume check compares meaning, not spelling. A file that cannot be read is
+/// left to `RunDir::resume` to report.
+fn legacy_view(dir: &Path, given: &mut serde_json::Value) {
+    let Ok(stored) = std::fs::read(dir.join("config.json")) else { return };
+    let Ok(stored) = serde_json::from_slice::<serde_json::Value>(&stored) else { return };
+    let Some(given) = given.as_object_mut() else { return };
+    if let Some(name) = stored.get("strategy").and_then(|s| s.as_str()) {
+        let same = StrategyConfig::from_name(name).ok().and_then(|s| serde_json::to_value(s).ok());
+        if same.as_ref() == given.get("strategy") {
+            given.insert("strategy".into(), name.into());
+        }
+    }
+    if stored.get("batch").is_none() && given.get("batch") == Some(&serde_json::json!(1)) {
+        given.remove("batch");
+    }
 }

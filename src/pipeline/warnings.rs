@@ -27,8 +27,9 @@ pub fn search_warnings(cfg: &SearchConfig) -> Vec<String> {
     }
     let distinct = cfg.space.space().size();
     if cfg.budget as f64 > distinct {
-        let what = match cfg.strategy.as_str() {
+        let what = match cfg.strategy.name() {
             "random" => "random search stops when it finds no unevaluated one, after at most that many candidates",
+            "grid" => "grid search stops at the end of the grid",
             _ => "the search fills the rest of the budget with repeats, which reuse their first score",
         };
         w.push(format!(
@@ -36,6 +37,15 @@ pub fn search_warnings(cfg: &SearchConfig) -> Vec<String> {
             cfg.budget,
             cfg.space
         ));
+    }
+    if let (crate::search::StrategyConfig::Grid(_), Some(n)) = (&cfg.strategy, cfg.space.space().grid_len()) {
+        if (cfg.budget as u64) < n {
+            w.push(format!(
+                "--strategy grid with --budget {} evaluates only the first {} of the {n} architectures in grid order, \
+                 which differ only in their last decisions (docs/ARCHITECTURE.md); restrict the space or raise the budget",
+                cfg.budget, cfg.budget
+            ));
+        }
     }
     w.extend(few_steps(&cfg.train, &cfg.data));
     w

@@ -135,9 +135,32 @@ impl Strategy for RegularizedEvolution {
         self.population_size
     }
 
-    /// Never None. In a space too small for any mutation to change a genotype, it keeps
-    /// proposing the same one; the caller's budget ends the search.
-    fn propose(&mut self) -> Option<Arch> {
+    /// Always `n`. In a space too small for any mutation to change a genotype, it keeps
+    /// proposing the same one; the caller's budget ends the search. Within a batch, parents
+    /// come from the population as of the last tell.
+    fn ask(&mut self, n: usize) -> Vec<Arch> {
+        (0..n).map(|_| self.next_proposal()).collect()
+    }
+
+    fn tell(&mut self, results: &[(Arch, Observation)]) {
+        for (arch, obs) in results {
+            self.population.push_back(Member { arch: arch.clone(), accuracy: obs.accuracy, born: self.observed });
+            self.observed += 1;
+            while self.population.len() > self.population_size {
+                self.population.pop_front();
+            }
+        }
+    }
+
+    /// A refused proposal does not count towards the P random ones, so the initial population
+    /// is P architectures within the constraints.
+    fn reject(&mut self, _arch: &Arch) {
+        self.proposed = self.proposed.saturating_sub(1);
+    }
+}
+
+impl RegularizedEvolution {
+    fn next_proposal(&mut self) -> Arch {
         // Random while the initial population is being proposed, and also when nothing has been
         // observed yet (only if a caller proposes ahead of observing): there is no parent.
         let genotype = if self.proposed < self.population_size || self.population.is_empty() {
@@ -151,14 +174,6 @@ impl Strategy for RegularizedEvolution {
             self.space.mutate(&self.population[parent].arch, &mut self.rng)
         };
         self.proposed += 1;
-        Some(genotype)
-    }
-
-    fn observe(&mut self, arch: &Arch, obs: &Observation) {
-        self.population.push_back(Member { arch: arch.clone(), accuracy: obs.accuracy, born: self.observed });
-        self.observed += 1;
-        while self.population.len() > self.population_size {
-            self.population.pop_front();
-        }
+        genotype
     }
 }

@@ -37,6 +37,10 @@ pub struct HistoryEntry {
     pub loss: f64,
     pub params: u64,
     pub flops: u64,
+    /// Inference latency in ms on the run's adapter (see `search::cost`), where the search
+    /// measured it (it has a --max-latency-ms); absent otherwise, and in older runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<f64>,
     /// Wall-clock milliseconds the evaluation took.
     #[serde(with = "float")]
     pub eval_ms: f64,

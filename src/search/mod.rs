@@ -1,23 +1,38 @@
-//! Search strategies over a `SearchSpace`, and the history that records a search.
+//! Search strategies over a `Space`, and the history that records a search.
 //!
-//! A strategy only proposes genotypes and learns from their scores; evaluating them (training or
-//! inheriting supernet weights) and enforcing the budget are the caller's job. Each evaluation
+//! A strategy only proposes architectures in batches (`ask`) and learns from their scores
+//! (`tell`); evaluating them (training or inheriting supernet weights) and enforcing the budget
+//! are the caller's job, through `Driver`, which also applies cost constraints. Each evaluation
 //! is appended to `history.jsonl` (see `history`), and a killed search resumes by replaying that
-//! file into a fresh strategy built with the same name, seed and space (`replay`): strategies
-//! are deterministic, so replay puts them back in exactly the state of the uninterrupted run.
+//! file into a fresh strategy built from the same config, seed and space (`Driver::replay`):
+//! strategies are deterministic, so replay puts them back in exactly the state of the
+//! uninterrupted run, a half-told batch included.
 
+mod bayes;
+pub mod bench;
+mod config;
+pub mod cost;
+mod driver;
 mod evolution;
+mod grid;
 mod history;
 mod random;
+mod reinforce;
 
+pub use bayes::{Acquisition, BayesOpt, MAX_POINTS};
+pub use config::{BayesSettings, EvolutionSettings, GridSettings, ReinforceSettings, StrategyConfig};
+pub use cost::{Constraints, Pareto, ParetoPoint};
+pub use reinforce::Reinforce;
+pub use grid::{GridSearch, GRID_LIMIT};
+pub use driver::{Driver, Violation, MAX_REJECTS};
 pub use evolution::{EvolutionConfig, Member, RegularizedEvolution};
 pub use history::{rfc3339, History, HistoryEntry};
 pub use random::RandomSearch;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::space::{Arch, Space};
-use std::sync::Arc;
 use std::cmp::Ordering;
+use std::sync::Arc;
 
 /// A genotype handed out for evaluation, with the id it will have in the history.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,76 +49,75 @@ pub struct Observation {
     pub loss: f64,
 }
 
-/// What every search strategy does. Implementations must be deterministic for their seed: the
-/// same sequence of observations gives the same sequence of proposals, which is what lets
-/// `replay` resume a search.
+/// What every search strategy does, as ask/tell: `ask(n)` proposes up to `n` architectures,
+/// `tell` gives back the scores of those that were evaluated, in proposal order. A runner may
+/// evaluate a batch's proposals in any way it likes (one at a time today; sharded later), as
+/// long as it tells them in proposal order once the batch is done (`Driver` does exactly that).
+///
+/// Implementations must be deterministic for their seed: the same sequence of asks, tells and
+/// rejections gives the same proposals, which is what lets `replay` resume a search.
 pub trait Strategy {
     /// Short lowercase name, as accepted by `strategy_from_name`.
     fn name(&self) -> &'static str;
-    /// Next candidate to evaluate, or None when the strategy has nothing more to propose (budget
-    /// is enforced by the caller).
-    fn propose(&mut self) -> Option<Arch>;
-    /// Result of evaluating a proposed architecture (called in proposal order, once per proposal).
-    fn observe(&mut self, arch: &Arch, obs: &Observation);
+    /// Up to `n` new proposals; fewer (possibly none) when the strategy has nothing more to
+    /// propose. Budget is enforced by the caller.
+    fn ask(&mut self, n: usize) -> Vec<Arch>;
+    /// Scores of evaluated proposals, in proposal order (each proposal told once, or rejected).
+    fn tell(&mut self, results: &[(Arch, Observation)]);
+    /// A proposal refused before evaluation (it breaks a cost constraint): it will never be
+    /// told. Strategies that count proposals uncount it here.
+    fn reject(&mut self, _arch: &Arch) {}
     /// How many of the first proposals are uniform samples of the space, blind to any score:
     /// the random baseline a search is compared with. All of them unless overridden.
     fn random_proposals(&self) -> usize {
         usize::MAX
     }
+    /// One proposal: `ask(1)`.
+    fn propose(&mut self) -> Option<Arch> {
+        self.ask(1).pop()
+    }
+    /// One result: `tell` of one.
+    fn observe(&mut self, arch: &Arch, obs: &Observation) {
+        self.tell(&[(arch.clone(), *obs)]);
+    }
 }
 
 /// Names accepted by `strategy_from_name`.
-pub const STRATEGIES: [&str; 2] = ["random", "evolution"];
+pub const STRATEGIES: [&str; 5] = ["random", "evolution", "grid", "bayes", "reinforce"];
 
-/// Builds a strategy by name: "random" (`RandomSearch`) or "evolution"
-/// (`RegularizedEvolution` with `EvolutionConfig::for_budget(budget)`).
+/// Builds a strategy by name with its default settings (`StrategyConfig::from_name`).
 pub fn strategy_from_name(name: &str, space: Arc<dyn Space>, seed: u64, budget: usize) -> Result<Box<dyn Strategy>> {
-    match name {
-        "random" => Ok(Box::new(RandomSearch::new(space, seed))),
-        "evolution" => {
-            let (population, sample_size) = EvolutionConfig::for_budget(budget);
-            Ok(Box::new(RegularizedEvolution::new(space, seed, population, sample_size)?))
-        }
-        _ => Err(Error::Invalid(format!(
-            "unknown search strategy '{name}'; available: {}",
-            STRATEGIES.join(", ")
-        ))),
-    }
+    StrategyConfig::from_name(name)?.build(space, seed, budget)
 }
 
-/// Feeds a recorded history back into a freshly built strategy: for each entry, in order, the
-/// strategy proposes, the proposal must be the recorded architecture (same `key()`), and the
-/// recorded metrics are observed. Afterwards the strategy is in the state of the uninterrupted
-/// run, so its next proposal is the one that run would have made. A mismatch means the history
-/// came from another strategy, seed or space, and continuing would silently mix two searches,
-/// so it is an error naming the first entry that differs.
-///
-/// Replay alternates propose and observe, so it reproduces runs that observed each proposal
-/// before asking for the next, the sequential loop. (A strategy's later proposals may depend on
-/// how many observations it had when proposing; a runner that keeps several evaluations in
-/// flight would need to record that interleaving too.)
+/// Feeds a recorded history back into a freshly built strategy, one proposal per batch (the
+/// sequential loop): for each entry the strategy proposes, the proposal must be the recorded
+/// architecture (same `key()`), and the recorded metrics are told. `Driver::replay` does the
+/// same for any batch size and cost constraints.
 pub fn replay(strategy: &mut dyn Strategy, history: &[HistoryEntry]) -> Result<()> {
-    let name = strategy.name();
-    for entry in history {
-        let Some(arch) = strategy.propose() else {
-            return Err(Error::Search(format!(
-                "history entry {}: the {name} strategy has nothing more to propose, but the history records \
-                 more evaluations; the history does not match this strategy/seed/space",
-                entry.id
-            )));
-        };
-        let key = arch.key();
-        if key != entry.key {
-            return Err(Error::Search(format!(
-                "history entry {} does not match this strategy/seed/space: it records {}, but the {name} \
-                 strategy proposes {key} at that point (was the search started with another strategy, \
-                 seed or search space?)",
-                entry.id, entry.key
-            )));
-        }
-        strategy.observe(&arch, &Observation { accuracy: entry.accuracy, loss: entry.loss });
+    let mut driver = Driver::new(Borrowed(strategy), 1, usize::MAX);
+    driver.replay(history, &mut |_| Ok(None))
+}
+
+/// A `&mut dyn Strategy` as a strategy, so `replay` can drive a borrowed one.
+struct Borrowed<'a>(&'a mut dyn Strategy);
+
+impl Strategy for Borrowed<'_> {
+    fn name(&self) -> &'static str {
+        self.0.name()
     }
-    Ok(())
+    fn ask(&mut self, n: usize) -> Vec<Arch> {
+        self.0.ask(n)
+    }
+    fn tell(&mut self, results: &[(Arch, Observation)]) {
+        self.0.tell(results)
+    }
+    fn reject(&mut self, arch: &Arch) {
+        self.0.reject(arch)
+    }
+    fn random_proposals(&self) -> usize {
+        self.0.random_proposals()
+    }
 }
 
 /// The `k` best entries: highest accuracy first (NaN counts as worst), ties broken by fewer

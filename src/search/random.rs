@@ -43,11 +43,11 @@ impl Strategy for RandomSearch {
         "random"
     }
 
-    /// None once `MAX_DRAWS` samples in a row were all seen before: the space is exhausted,
-    /// or so nearly that further search is pointless.
-    fn propose(&mut self) -> Option<Arch> {
-        sample_unseen(self.space.as_ref(), &mut self.rng, &mut self.seen)
+    /// Fewer than `n` (down to none) once `MAX_DRAWS` samples in a row were all seen before:
+    /// the space is exhausted, or so nearly that further search is pointless.
+    fn ask(&mut self, n: usize) -> Vec<Arch> {
+        (0..n).map_while(|_| sample_unseen(self.space.as_ref(), &mut self.rng, &mut self.seen)).collect()
     }
 
-    fn observe(&mut self, _arch: &Arch, _obs: &Observation) {}
+    fn tell(&mut self, _results: &[(Arch, Observation)]) {}
 }
