@@ -232,6 +232,7 @@ fn a_darts_search_learns_alpha_derives_a_cell_and_resumes_exactly() {
     fails(run(&["search", "--method", "darts", "--ops", "skip_connect", "--no-none", "--out", bad]), &["--ops", "at least 2 ops"]);
     fails(run(&["search", "--method", "darts", "--space", "nb201", "--out", bad]), &["--space nb201", "DARTS cells"]);
     fails(run(&["search", "--method", "darts", "--budget", "5", "--out", bad]), &["--budget does not apply to --method darts"]);
+    fails(run(&["search", "--method", "darts", "--max-params", "5000", "--out", bad]), &["--max-params does not apply to --method darts"]);
     fails(run(&["search", "--beta-decay", "0.5", "--out", bad]), &["--beta-decay applies to --method darts"]);
     fails(run(&["search", "--method", "darts", "--batch-size", "60000", "--out", bad]), &["--batch-size", "every op on every edge"]);
     fails(run(&["search", "--method", "darts", "--beta-decay=-1", "--out", bad]), &["--beta-decay"]);

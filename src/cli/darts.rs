@@ -55,6 +55,7 @@ pub fn search(gpu: &Arc<Gpu>, a: &SearchArgs) -> Result<()> {
         ("--budget", a.budget.is_some()),
         ("--sampling", a.sampling.is_some()),
         ("--supernet-affine", a.supernet_affine),
+        (a.strategy_opts.first_given().unwrap_or("--batch"), a.strategy_opts.first_given().is_some()),
         ("--spec", m.spec.is_some()),
         ("--rounds", m.rounds.is_some()),
         ("--children", m.children.is_some()),

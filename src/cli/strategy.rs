@@ -78,6 +78,10 @@ impl StrategyArgs {
             ("--controller-lr", self.controller_lr.is_some()),
             ("--entropy-weight", self.entropy_weight.is_some()),
             ("--baseline-decay", self.baseline_decay.is_some()),
+            ("--max-params", self.max_params.is_some()),
+            ("--max-flops", self.max_flops.is_some()),
+            ("--max-latency-ms", self.max_latency_ms.is_some()),
+            ("--latency-batch", self.latency_batch.is_some()),
         ]
         .into_iter()
         .find_map(|(f, given)| given.then_some(f))
