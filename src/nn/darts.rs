@@ -214,15 +214,27 @@ pub fn op(g: &mut Graph, x: Var, op: Op, stride: usize, name: &str, cfg: &NetCon
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn cell(g: &mut Graph, s0: Var, s1: Var, cell: &Cell, pre: &str, c: usize, reduction: bool, reduction_prev: bool, cfg: &NetConfig) -> Result<Var> {
+/// A cell's two inputs brought to `c` channels (and, after a reduction, to its size).
+pub(super) fn preprocess(g: &mut Graph, s0: Var, s1: Var, pre: &str, c: usize, reduction_prev: bool, cfg: &NetConfig) -> Result<(Var, Var)> {
     let affine = cfg.affine();
     let p0 = if reduction_prev {
         factorized_reduce(g, s0, &format!("{pre}.pre0"), c, affine)?
     } else {
         relu_conv_bn(g, s0, &format!("{pre}.pre0"), c, 1, conv(1, 0, 1, 1), affine)?
     };
-    let p1 = relu_conv_bn(g, s1, &format!("{pre}.pre1"), c, 1, conv(1, 0, 1, 1), affine)?;
+    Ok((p0, relu_conv_bn(g, s1, &format!("{pre}.pre1"), c, 1, conv(1, 0, 1, 1), affine)?))
+}
+
+/// The stem: conv 3x3 to 3C channels, BN (affine in both networks, as in DARTS's
+/// model_search.py and model.py).
+pub(super) fn stem(g: &mut Graph, x: Var, cfg: &NetConfig) -> Result<Var> {
+    let y = g.conv(x, "stem.conv", 3 * cfg.channels, 3, conv(1, 1, 1, 1))?;
+    g.bn(y, "stem.bn", true)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn cell(g: &mut Graph, s0: Var, s1: Var, cell: &Cell, pre: &str, c: usize, reduction: bool, reduction_prev: bool, cfg: &NetConfig) -> Result<Var> {
+    let (p0, p1) = preprocess(g, s0, s1, pre, c, reduction_prev, cfg)?;
     let mut states = vec![p0, p1];
     for (i, edges) in cell.nodes.iter().enumerate() {
         let node = i + 2;
@@ -242,9 +254,7 @@ fn cell(g: &mut Graph, s0: Var, s1: Var, cell: &Cell, pre: &str, c: usize, reduc
 /// Logits of `x` ([N, in_channels, H, W]) through the network `genotype` defines.
 pub fn forward(g: &mut Graph, cfg: &NetConfig, genotype: &Genotype, x: Var) -> Result<Var> {
     let c = cfg.channels;
-    let stem = g.conv(x, "stem.conv", 3 * c, 3, conv(1, 1, 1, 1))?;
-    // The stem BN is affine in both networks (DARTS model_search.py and model.py).
-    let stem = g.bn(stem, "stem.bn", true)?;
+    let stem = stem(g, x, cfg)?;
     let (mut s0, mut s1) = (stem, stem);
     let mut c_curr = c;
     let mut reduction_prev = false;

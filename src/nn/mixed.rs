@@ -5,7 +5,7 @@
 //! supernet's (`cells.L.nodeN.fromJ.OP`), so the discrete genotype derived from alpha is
 //! scored with these weights by the same code that scores a supernet path.
 
-use super::darts::{conv, factorized_reduce, op, relu_conv_bn, NetConfig, NetKind};
+use super::darts::{op, preprocess, stem, NetConfig, NetKind};
 use super::graph::{Graph, Var};
 use super::params::Init;
 use crate::error::{Error, Result};
@@ -54,11 +54,9 @@ pub fn forward(g: &mut Graph, cfg: &NetConfig, ops: &[Op], x: Var) -> Result<Var
     // differ, so the gradients break the tie from the first step.
     let w_normal = g.softmax_param(ALPHA_NORMAL, e, ops.len(), Init::Const(0.0))?;
     let w_reduce = g.softmax_param(ALPHA_REDUCE, e, ops.len(), Init::Const(0.0))?;
-    let c = cfg.channels;
-    let stem = g.conv(x, "stem.conv", 3 * c, 3, conv(1, 1, 1, 1))?;
-    let stem = g.bn(stem, "stem.bn", true)?;
+    let stem = stem(g, x, cfg)?;
     let (mut s0, mut s1) = (stem, stem);
-    let mut c_curr = c;
+    let mut c_curr = cfg.channels;
     let mut reduction_prev = false;
     for layer in 0..cfg.layers {
         let reduction = cfg.is_reduction(layer);
@@ -76,13 +74,7 @@ pub fn forward(g: &mut Graph, cfg: &NetConfig, ops: &[Op], x: Var) -> Result<Var
 
 #[allow(clippy::too_many_arguments)]
 fn cell(g: &mut Graph, s0: Var, s1: Var, w: Var, ops: &[Op], pre: &str, c: usize, reduction: bool, reduction_prev: bool, cfg: &NetConfig) -> Result<Var> {
-    let affine = cfg.affine();
-    let p0 = if reduction_prev {
-        factorized_reduce(g, s0, &format!("{pre}.pre0"), c, affine)?
-    } else {
-        relu_conv_bn(g, s0, &format!("{pre}.pre0"), c, 1, conv(1, 0, 1, 1), affine)?
-    };
-    let p1 = relu_conv_bn(g, s1, &format!("{pre}.pre1"), c, 1, conv(1, 0, 1, 1), affine)?;
+    let (p0, p1) = preprocess(g, s0, s1, pre, c, reduction_prev, cfg)?;
     let mut states = vec![p0, p1];
     let mut edge = 0;
     for i in 0..cfg.nodes {

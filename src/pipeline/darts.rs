@@ -25,7 +25,7 @@ use crate::nn::params::name_seed;
 use crate::nn::{Graph, Mode};
 use crate::ops::optim::{Adam, Sgd};
 use crate::ops::{elementwise, mix};
-use crate::run::{append_jsonl, jsonl_line, load_checkpoint, read_jsonl, save_checkpoint, write_atomic, RunDir};
+use crate::run::{append_jsonl, load_checkpoint, save_checkpoint, RunDir};
 use crate::space::{Arch, Genotype, Op, SpaceConfig, Spec};
 use crate::supernet::{score, EvalConfig};
 use crate::tensor::Tensor;
@@ -262,22 +262,7 @@ pub fn run_darts_search(gpu: &Arc<Gpu>, cfg: &DartsSearchConfig, out: &Path, job
         last = state.get("metrics").and_then(|m| serde_json::from_value(m.clone()).ok());
         stopped = state.get("stopped").and_then(|s| s.as_bool()).unwrap_or(false);
     }
-    // metrics.jsonl lists exactly the completed epochs (see fit.rs).
-    let (mut epochs, warnings) = read_jsonl::<DartsEpoch>(&run.metrics_path())?;
-    for w in warnings {
-        eprintln!("warning: {w}");
-    }
-    epochs.retain(|m| m.epoch < start_epoch);
-    if epochs.len() + 1 == start_epoch {
-        if let Some(m) = last.filter(|m| m.epoch + 1 == start_epoch) {
-            epochs.push(m);
-        }
-    }
-    let mut text = Vec::new();
-    for m in &epochs {
-        text.extend(jsonl_line(&run.metrics_path(), m)?);
-    }
-    write_atomic(&run.metrics_path(), &text)?;
+    let mut epochs = super::fit::completed_epochs(&run, start_epoch, last, |m: &DartsEpoch| m.epoch)?;
 
     let steps = (wa.len() / cfg.train.batch_size).min(wb.len() / cfg.train.batch_size);
     let total = cfg.train.epochs * steps;

@@ -71,24 +71,7 @@ pub fn fit_until(
         }
         last_epoch_metrics = state.get("metrics").and_then(|m| serde_json::from_value(m.clone()).ok());
     }
-    // metrics.jsonl must list exactly the completed epochs: drop records of epochs the
-    // checkpoint does not contain, and restore the last one when the run was killed between
-    // writing the checkpoint and appending it.
-    let (mut epochs, warnings) = read_jsonl::<EpochMetrics>(&run.metrics_path())?;
-    for w in warnings {
-        eprintln!("warning: {w}");
-    }
-    epochs.retain(|m| m.epoch < start_epoch);
-    if epochs.len() + 1 == start_epoch {
-        if let Some(m) = last_epoch_metrics.filter(|m| m.epoch + 1 == start_epoch) {
-            epochs.push(m);
-        }
-    }
-    let mut text = Vec::new();
-    for m in &epochs {
-        text.extend(jsonl_line(&run.metrics_path(), m)?);
-    }
-    write_atomic(&run.metrics_path(), &text)?;
+    let mut epochs = completed_epochs(run, start_epoch, last_epoch_metrics, |m: &EpochMetrics| m.epoch)?;
 
     for epoch in start_epoch..until {
         let steps = data.n() / cfg.batch_size;
@@ -135,5 +118,28 @@ pub fn fit_until(
         append_jsonl(&run.metrics_path(), &m)?;
         epochs.push(m);
     }
+    Ok(epochs)
+}
+
+/// metrics.jsonl made to list exactly the epochs before `start_epoch` (those the checkpoint
+/// holds): records of later epochs are dropped, and the last one (`last`, from the checkpoint's
+/// state) is restored when the run was killed between writing the checkpoint and appending it.
+/// Returns the records kept; the file is rewritten atomically.
+pub(crate) fn completed_epochs<T: serde::Serialize + serde::de::DeserializeOwned>(run: &RunDir, start_epoch: usize, last: Option<T>, epoch_of: impl Fn(&T) -> usize) -> Result<Vec<T>> {
+    let (mut epochs, warnings) = read_jsonl::<T>(&run.metrics_path())?;
+    for w in warnings {
+        eprintln!("warning: {w}");
+    }
+    epochs.retain(|m| epoch_of(m) < start_epoch);
+    if epochs.len() + 1 == start_epoch {
+        if let Some(m) = last.filter(|m| epoch_of(m) + 1 == start_epoch) {
+            epochs.push(m);
+        }
+    }
+    let mut text = Vec::new();
+    for m in &epochs {
+        text.extend(jsonl_line(&run.metrics_path(), m)?);
+    }
+    write_atomic(&run.metrics_path(), &text)?;
     Ok(epochs)
 }
