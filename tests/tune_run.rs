@@ -110,6 +110,20 @@ fn tune_killed_mid_trial_and_resumed_equals_an_uninterrupted_one() {
     // The promoted trial's curve starts with its rung-0 point.
     let t = promoted["trial"].as_u64().unwrap() as usize;
     assert_eq!(promoted["curve"][0], ta[t]["curve"][0]);
+    // Its report plots every trial's last curve, point for point, and lists every job.
+    let html = a.join("r.html");
+    ok(run(&["report", a.to_str().unwrap(), "--out", html.to_str().unwrap()]));
+    let html = std::fs::read_to_string(html).unwrap();
+    let plot = &html[html.find("data-plot=\"tune-curves\"").expect("the trials plot")..];
+    let plot = &plot[..plot.find("</svg>").unwrap()];
+    let points = plot.matches("<circle").count();
+    let mut last = std::collections::BTreeMap::new();
+    for r in &ta {
+        last.insert(r["trial"].as_u64().unwrap(), r["curve"].as_array().unwrap().len());
+    }
+    assert_eq!(points, last.values().sum::<usize>(), "one point per epoch of each trial's last curve");
+    let rows = &html[html.find("sortable trials").expect("the trials table")..];
+    assert_eq!(rows[..rows.find("</table>").unwrap()].matches("<tr data-id=").count(), ta.len(), "one row per job");
     // Inside trial 3 (bracket 1, three epochs), after a mid-epoch checkpoint.
     let b = dir.join("b");
     let probe = b.join("trials/0003/state.json");

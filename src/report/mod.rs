@@ -6,6 +6,7 @@
 //! and every figure is read from the run's own files (`load`).
 
 mod darts;
+mod tune;
 mod html;
 mod load;
 mod plot;
@@ -64,6 +65,9 @@ pub fn render(dir: &Path, top: usize) -> Result<String> {
             page.section("alpha", "Architecture weights by epoch (DARTS)", &s);
         }
     }
+    if let Some(s) = tune::section(dir) {
+        page.section("trials", "Trials", &s);
+    }
     if let Some(rank) = &f.rank {
         page.section("ranking", "Ranking: inherited against stand-alone accuracy", &ranking(f, rank));
     }
@@ -117,7 +121,8 @@ fn overview(f: &RunFiles) -> String {
     let mut t: Vec<(String, String)> = Vec::new();
     match f.kind {
         RunKind::Search | RunKind::Morphism | RunKind::Other if f.best.is_some() || !f.history.is_empty() => {
-            let m = f.best.as_ref().map(|b| &b["metrics"]);
+            // A tune's best.json keeps its figures under "best" (trial, val and test accuracy).
+            let m = f.best.as_ref().map(|b| if b["metrics"].is_object() { &b["metrics"] } else { &b["best"] });
             let best_acc = m.and_then(|m| m["val_accuracy"].as_f64()).or_else(|| f.history.iter().map(|c| c.accuracy).filter(|a| a.is_finite()).reduce(f64::max));
             t.push(("best validation accuracy".into(), pct(best_acc)));
             if let Some(test) = m.and_then(|m| m["test_accuracy"].as_f64()) {
