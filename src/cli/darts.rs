@@ -124,7 +124,7 @@ pub fn search(gpu: &Arc<Gpu>, a: &SearchArgs) -> Result<()> {
             out.display()
         );
     }
-    let job = JobOptions { resume, quiet: a.quiet, checkpoint_every: checkpoint_every(a.checkpoint_minutes)? };
+    let job = JobOptions { resume, quiet: a.quiet, checkpoint_every: checkpoint_every(a.checkpoint_minutes)?, ..Default::default() };
     let s = run_darts_search(gpu, &cfg, &out, &job)?;
     println!("DARTS search: {} epochs in {:.1}s{}", s.epochs.len(), s.train_seconds, s.stopped_after.map_or(String::new(), |e| format!(" (stopped after epoch {e} by the DARTS+ rule)")));
     println!("{:>5} {:>8} {:>9} {:>9} {:>5}  genotype", "epoch", "loss", "train acc", "arch loss", "skips");

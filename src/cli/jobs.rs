@@ -139,6 +139,8 @@ pub struct SearchArgs {
     pub morph: super::morph::MorphArgs,
     #[command(flatten)]
     pub darts: super::darts::DartsArgs,
+    #[command(flatten)]
+    pub shard: super::shard::ShardArgs,
 }
 
 /// The defaults of a search with no arguments (the library's, one place).
@@ -227,6 +229,9 @@ pub fn search(gpu: &Arc<Gpu>, a: &SearchArgs) -> Result<()> {
     if method != "darts" {
         super::darts::refuse_elsewhere(a, method)?;
     }
+    if method != "supernet" {
+        super::shard::refuse_elsewhere(&a.shard, method)?;
+    }
     match method {
         "morphism" => return super::morph::search(gpu, a),
         "darts" => return super::darts::search(gpu, a),
@@ -305,8 +310,18 @@ pub fn search(gpu: &Arc<Gpu>, a: &SearchArgs) -> Result<()> {
     for w in cellnas::pipeline::warnings::search_warnings(&cfg) {
         eprintln!("warning: {w}");
     }
-    let job = JobOptions { resume, quiet: a.quiet, checkpoint_every: checkpoint_every(a.checkpoint_minutes)? };
+    if let Some(shard) = a.shard.shard {
+        if !resume {
+            bail!("--shard {}/{} scores the run given by --resume RUN, whose supernet `--phase supernet` trained", shard.index, shard.count);
+        }
+        return super::shard::score_shard(gpu, &cfg, &out, shard, &a.shard, a.quiet);
+    }
+    let supernet_only = a.shard.phase.is_some();
+    let job = JobOptions { resume, quiet: a.quiet, checkpoint_every: checkpoint_every(a.checkpoint_minutes)?, supernet_only };
     let summary = run_search(gpu, &cfg, &out, &job)?;
+    if supernet_only {
+        return super::shard::after_supernet(&summary, &out);
+    }
     println!(
         "supernet: {} epochs in {:.1}s; search: {} candidates ({} evaluated in this run, repeats reuse their score) in {:.1}s",
         summary.epochs.len(),
@@ -459,7 +474,7 @@ pub fn train(gpu: &Arc<Gpu>, a: &TrainCmdArgs) -> Result<()> {
     for w in cellnas::pipeline::warnings::train_warnings(&cfg) {
         eprintln!("warning: {w}");
     }
-    let job = JobOptions { resume, quiet: a.quiet, checkpoint_every: checkpoint_every(a.checkpoint_minutes)? };
+    let job = JobOptions { resume, quiet: a.quiet, checkpoint_every: checkpoint_every(a.checkpoint_minutes)?, ..Default::default() };
     let s = run_train(gpu, &cfg, &out, &job)?;
     if let Some(r) = s.running_bn {
         println!(

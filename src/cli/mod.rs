@@ -11,6 +11,7 @@ pub mod morph;
 pub mod draw;
 pub mod rank;
 pub mod report;
+pub mod shard;
 pub mod tune;
 pub mod strategy;
 

@@ -127,7 +127,7 @@ pub fn search(gpu: &Arc<Gpu>, a: &SearchArgs) -> Result<()> {
         );
         eprintln!("first cell: {}", cfg.start.to_darts());
     }
-    let job = JobOptions { resume, quiet: a.quiet, checkpoint_every: checkpoint_every(a.checkpoint_minutes)? };
+    let job = JobOptions { resume, quiet: a.quiet, checkpoint_every: checkpoint_every(a.checkpoint_minutes)?, ..Default::default() };
     let s = run_morph_search(gpu, &cfg, &out, &job)?;
     println!("morphism search: {} networks ({} trained in this run) in {:.1}s", s.entries.len(), s.trained, s.seconds);
     println!("{:>4} {:>5} {:>6} {:>8} {:>5} {:>9} {:>8}  morphs", "net", "round", "parent", "channels", "cells", "params", "val acc");

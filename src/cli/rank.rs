@@ -141,7 +141,7 @@ pub fn rank(gpu: &Arc<Gpu>, a: &RankArgs) -> Result<()> {
             out.display()
         );
     }
-    let job = JobOptions { resume, quiet: a.quiet, checkpoint_every: super::jobs::checkpoint_every(a.checkpoint_minutes)? };
+    let job = JobOptions { resume, quiet: a.quiet, checkpoint_every: super::jobs::checkpoint_every(a.checkpoint_minutes)?, ..Default::default() };
     let report = run_rank(gpu, &cfg, &out, &job, &a.reuse)?;
     print_report(&report);
     println!("rank.json: {}", out.join("rank.json").display());

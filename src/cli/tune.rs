@@ -165,7 +165,7 @@ pub fn tune(gpu: &Arc<Gpu>, a: &TuneArgs) -> Result<()> {
         };
         eprintln!("cellnas tune: {plan}, up to {} epochs each, adapter {}, run folder {}", cfg.max_epochs, gpu.info.name, out.display());
     }
-    let job = JobOptions { resume, quiet: a.quiet, checkpoint_every: checkpoint_every(a.checkpoint_minutes)? };
+    let job = JobOptions { resume, quiet: a.quiet, checkpoint_every: checkpoint_every(a.checkpoint_minutes)?, ..Default::default() };
     let s = run_tune(gpu, &cfg, &out, &job)?;
     println!("{:<6} {:<8} {:>6} {:>9} {:>8}  hyperparameters", "trial", "at", "epochs", "val acc", "stopped");
     for r in &s.records {

@@ -10,6 +10,9 @@ pub mod kernels;
 pub mod morphism;
 pub mod rank;
 pub mod search;
+pub mod merge;
+pub mod shard;
+mod rounds;
 pub mod standalone;
 pub mod tune;
 pub mod warnings;
@@ -39,4 +42,7 @@ pub struct JobOptions {
     pub quiet: bool,
     /// Wall time between mid-epoch checkpoints (`None`: only after each epoch).
     pub checkpoint_every: Option<std::time::Duration>,
+    /// A search stops once its supernet is trained (`--phase supernet`): its candidates are
+    /// then scored in shards (pipeline::shard).
+    pub supernet_only: bool,
 }

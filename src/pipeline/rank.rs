@@ -257,7 +257,7 @@ pub fn run_rank(gpu: &Arc<Gpu>, cfg: &RankConfig, out: &Path, job: &JobOptions, 
                 }
                 None => {
                     let resume = dir.join("config.json").is_file();
-                    let sub = JobOptions { resume, quiet: true, checkpoint_every: job.checkpoint_every };
+                    let sub = JobOptions { resume, quiet: true, checkpoint_every: job.checkpoint_every, ..Default::default() };
                     let s = run_train(gpu, &scfg, &dir, &sub)?;
                     json!({ "test_accuracy": s.test_accuracy, "val_accuracy": s.val_accuracy, "params": s.params, "train_seconds": s.train_seconds })
                 }

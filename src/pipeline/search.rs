@@ -160,6 +160,9 @@ pub fn run_search(gpu: &Arc<Gpu>, cfg: &SearchConfig, out: &Path, job: &JobOptio
     }
     let run = if job.resume { RunDir::resume(out, &cfg_json)? } else { RunDir::create(out, &cfg_json)? };
     super::kernels::pin(gpu, &run, job.resume)?;
+    if job.resume && !job.supernet_only {
+        super::shard::refuse_unsharded(out)?;
+    }
     if cfg.data.val_count == 0 {
         return Err(Error::Invalid("a search needs a validation split (val_count >= 1): candidates are scored on it".into()));
     }
@@ -196,6 +199,10 @@ pub fn run_search(gpu: &Arc<Gpu>, cfg: &SearchConfig, out: &Path, job: &JobOptio
     })?;
     // Training time over every process that ran it (a resumed run included).
     let train_seconds: f64 = epochs.iter().map(|m| m.seconds).sum();
+    if job.supernet_only {
+        let random_median = None;
+        return Ok(SearchSummary { top: vec![], epochs, train_seconds, search_seconds: 0.0, evaluated: 0, candidates: 0, random_candidates: 0, random_median, pareto: Pareto::of(&[]), rejected: 0 });
+    }
 
     // Search: replay what history.jsonl already has, then evaluate the rest of the budget.
     let strategy = cfg.strategy.build(space.clone(), cfg.train.seed, cfg.budget)?;
@@ -248,11 +255,24 @@ pub fn run_search(gpu: &Arc<Gpu>, cfg: &SearchConfig, out: &Path, job: &JobOptio
     }
     pb.finish_and_clear();
     let search_seconds = t_search.elapsed().as_secs_f64();
+    let random_proposals = driver.strategy().random_proposals();
+    let mut summary = finish(&run, space.as_ref(), history.entries(), &epochs, random_proposals)?;
+    summary.train_seconds = train_seconds;
+    summary.search_seconds = search_seconds;
+    summary.evaluated = evaluated;
+    summary.rejected = driver.rejected();
+    Ok(summary)
+}
 
-    let top: Vec<HistoryEntry> = top_k(history.entries(), 10).into_iter().cloned().collect();
-    let pareto = Pareto::of(history.entries());
+/// Writes what a finished search leaves besides its history (pareto.json, best.json,
+/// best.genotype.txt) from the history's entries and the supernet's epochs, and sums it up.
+/// One function for a single-process search and a merge of shards, so both write the same
+/// bytes. Timings, evaluations and rejections are the caller's to fill in.
+pub(crate) fn finish(run: &RunDir, space: &dyn crate::space::Space, entries: &[HistoryEntry], epochs: &[EpochMetrics], random_proposals: usize) -> Result<SearchSummary> {
+    let top: Vec<HistoryEntry> = top_k(entries, 10).into_iter().cloned().collect();
+    let pareto = Pareto::of(entries);
     run.write_json_recorded("pareto.json", &serde_json::to_value(&pareto).map_err(|e| Error::Invalid(format!("pareto.json: {e}")))?)?;
-    let random: Vec<f64> = history.entries().iter().take(driver.strategy().random_proposals()).map(|e| e.accuracy).collect();
+    let random: Vec<f64> = entries.iter().take(random_proposals).map(|e| e.accuracy).collect();
     let random_median = crate::stats::quantile(&random, 0.5);
     if let Some(best) = top.first() {
         // A DARTS cell as a spec `train` takes; another space's architecture as its text form.
@@ -275,8 +295,18 @@ pub fn run_search(gpu: &Arc<Gpu>, cfg: &SearchConfig, out: &Path, job: &JobOptio
         run.write_json_recorded("best.json", &best_json)?;
         run.write_recorded("best.genotype.txt", format!("{}\n", best.genotype).as_bytes())?;
     }
-    let candidates = history.entries().len();
-    Ok(SearchSummary { top, epochs, train_seconds, search_seconds, evaluated, candidates, random_candidates: random.len(), random_median, pareto, rejected: driver.rejected() })
+    Ok(SearchSummary {
+        top,
+        epochs: epochs.to_vec(),
+        train_seconds: epochs.iter().map(|m| m.seconds).sum(),
+        search_seconds: 0.0,
+        evaluated: 0,
+        candidates: entries.len(),
+        random_candidates: random.len(),
+        random_median,
+        pareto,
+        rejected: 0,
+    })
 }
 
 /// The config of a run written by an older cellnas, as this one would write it when the run's

@@ -205,7 +205,7 @@ fn test_best(gpu: &Arc<Gpu>, cfg: &TuneConfig, b: &TrialRecord, out: &Path, opts
     let dir = trial_dir(out, b.job.trial);
     let (test_accuracy, test_loss, val_final) = if b.job.epochs == b.job.budget {
         let tcfg = cfg.trial_config(&b.job);
-        let s = run_train(gpu, &tcfg, &dir, &JobOptions { resume: true, quiet: true, checkpoint_every: opts.checkpoint_every })?;
+        let s = run_train(gpu, &tcfg, &dir, &JobOptions { resume: true, quiet: true, checkpoint_every: opts.checkpoint_every, ..Default::default() })?;
         (s.test_accuracy, s.test_loss, s.val_accuracy)
     } else {
         let t = test_run(gpu, &dir)?;

@@ -13,6 +13,12 @@
 //! is retried; the rename is checked to have moved exactly the stale lock (see [`take_over`]).
 //! Where this cannot be decided (no `/proc`, or the holder ran on another host sharing the
 //! folder) the lock counts as held and the error tells the user to delete it if they are sure.
+//!
+//! A holder on another host (shards of one run on a cluster's shared filesystem) cannot be
+//! looked up, so every holder keeps its lock file's modification time fresh ([`HEARTBEAT`]);
+//! a lock from another host whose heartbeat is older than [`STALE_AFTER`] belongs to a process
+//! that is gone (a killed pod or node), and is taken over like a dead local one. That assumes
+//! the hosts' clocks agree to well within `STALE_AFTER`.
 
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -32,6 +38,12 @@ const TEMP_PREFIX: &str = ".lock.tmp-";
 /// How long an unreadable lock file is given to be a lock still being written (only a
 /// filesystem without hard links writes it in place) before it counts as stale.
 const GARBLED_GRACE: Duration = Duration::from_secs(2);
+
+/// How often a holder refreshes its lock file's modification time.
+pub const HEARTBEAT: Duration = Duration::from_secs(10);
+
+/// A lock from another host not refreshed for this long is stale (see the module docs).
+pub const STALE_AFTER: Duration = Duration::from_secs(60);
 
 /// Whether a file name in a run folder belongs to the lock rather than to the run.
 pub(crate) fn is_lock_file(name: &str) -> bool {
@@ -70,6 +82,28 @@ pub struct LockGuard {
     path: PathBuf,
     /// The exact bytes written, so that drop never removes a lock another process has taken.
     bytes: Vec<u8>,
+    /// Dropping the sender stops the heartbeat thread.
+    heartbeat: Option<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)>,
+}
+
+/// Touches `path` every [`HEARTBEAT`] while it still holds `bytes`, until told to stop.
+fn start_heartbeat(path: &Path, bytes: &[u8]) -> Option<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)> {
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let (path, bytes) = (path.to_path_buf(), bytes.to_vec());
+    let thread = std::thread::Builder::new()
+        .name("lock-heartbeat".into())
+        .spawn(move || {
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(HEARTBEAT) {
+                if !fs::read(&path).is_ok_and(|b| b == bytes) {
+                    return;
+                }
+                if let Ok(f) = fs::File::options().append(true).open(&path) {
+                    let _ = f.set_modified(SystemTime::now());
+                }
+            }
+        })
+        .ok()?;
+    Some((tx, thread))
 }
 
 impl LockGuard {
@@ -80,6 +114,10 @@ impl LockGuard {
 
 impl Drop for LockGuard {
     fn drop(&mut self) {
+        if let Some((tx, thread)) = self.heartbeat.take() {
+            drop(tx);
+            let _ = thread.join();
+        }
         if fs::read(&self.path).is_ok_and(|b| b == self.bytes) {
             let _ = fs::remove_file(&self.path);
         }
@@ -106,7 +144,8 @@ pub fn acquire(dir: &Path) -> Result<LockGuard> {
         match publish(&path, &bytes) {
             Ok(()) => {
                 sweep_dead_temps(dir);
-                return Ok(LockGuard { path, bytes });
+                let heartbeat = start_heartbeat(&path, &bytes);
+                return Ok(LockGuard { path, bytes, heartbeat });
             }
             Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
             Err(e) => return Err(Error::io(&path, e)),
@@ -117,7 +156,7 @@ pub fn acquire(dir: &Path) -> Result<LockGuard> {
             Err(e) => return Err(Error::io(&path, e)),
         };
         match serde_json::from_slice::<Holder>(&seen) {
-            Ok(holder) => match liveness(&holder) {
+            Ok(holder) => match liveness(&holder, heartbeat_age(&path)) {
                 Liveness::Alive => return Err(refusal(dir, &path, &holder, None)),
                 Liveness::Unknown(why) => return Err(refusal(dir, &path, &holder, Some(why))),
                 Liveness::Dead => {}
@@ -215,9 +254,24 @@ fn sweep_dead_temps(dir: &Path) {
     }
 }
 
-fn liveness(h: &Holder) -> Liveness {
+/// Time since the lock file was last touched (None if that cannot be read).
+fn heartbeat_age(path: &Path) -> Option<Duration> {
+    fs::metadata(path).ok()?.modified().ok()?.elapsed().ok()
+}
+
+fn liveness(h: &Holder, heartbeat_age: Option<Duration>) -> Liveness {
     if h.host != hostname() {
-        return Liveness::Unknown(format!("it ran on host {}, this is {}", h.host, hostname()));
+        return match heartbeat_age {
+            Some(age) if age > STALE_AFTER => Liveness::Dead,
+            Some(age) => Liveness::Unknown(format!(
+                "it runs on host {}, this is {}; its heartbeat is {}s old, and it counts as gone once that passes {}s",
+                h.host,
+                hostname(),
+                age.as_secs(),
+                STALE_AFTER.as_secs()
+            )),
+            None => Liveness::Unknown(format!("it ran on host {}, this is {}", h.host, hostname())),
+        };
     }
     if !proc_available() {
         return Liveness::Unknown("this system has no /proc to look processes up in".into());
@@ -391,7 +445,7 @@ mod tests {
     }
 
     #[test]
-    fn a_holder_on_another_host_is_never_taken_over() {
+    fn a_holder_on_another_host_with_a_fresh_heartbeat_is_not_taken_over() {
         let dir = scratch("host");
         let mut h = Holder::current();
         h.host = "elsewhere".into();
@@ -400,6 +454,31 @@ mod tests {
         let msg = acquire(&dir).unwrap_err().to_string();
         assert!(msg.contains("host elsewhere") && msg.contains("delete") && msg.contains(LOCK_FILE), "{msg}");
         assert_eq!(serde_json::from_slice::<Holder>(&fs::read(dir.join(LOCK_FILE)).unwrap()).unwrap(), h);
+    }
+
+    #[test]
+    fn a_holder_on_another_host_whose_heartbeat_stopped_is_taken_over() {
+        let dir = scratch("host-stale");
+        let mut h = Holder::current();
+        h.host = "elsewhere".into();
+        write_holder(&dir, &h);
+        let old = SystemTime::now() - STALE_AFTER - Duration::from_secs(5);
+        fs::File::options().write(true).open(dir.join(LOCK_FILE)).unwrap().set_modified(old).unwrap();
+        let guard = acquire(&dir).unwrap();
+        let now: Holder = serde_json::from_slice(&fs::read(guard.path()).unwrap()).unwrap();
+        assert_eq!(now.host, hostname());
+    }
+
+    #[test]
+    fn the_holder_keeps_its_heartbeat_fresh() {
+        let dir = scratch("heartbeat");
+        let guard = acquire(&dir).unwrap();
+        let old = SystemTime::now() - Duration::from_secs(3600);
+        fs::File::options().write(true).open(guard.path()).unwrap().set_modified(old).unwrap();
+        std::thread::sleep(HEARTBEAT + Duration::from_secs(2));
+        assert!(heartbeat_age(guard.path()).unwrap() < HEARTBEAT + Duration::from_secs(1));
+        drop(guard);
+        assert!(names(&dir).is_empty());
     }
 
     #[test]

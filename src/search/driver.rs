@@ -98,6 +98,25 @@ impl<S: Strategy> Driver<S> {
         }
     }
 
+    /// Every proposal of the current batch not handed out yet, handed out (all of the next
+    /// batch when none is open): what a sharded search scores as one round. Empty when the
+    /// budget is spent or the strategy has nothing more.
+    pub fn next_batch(&mut self, check: &mut Check) -> Result<Vec<Arch>> {
+        let mut out = Vec::new();
+        while let Some(arch) = self.next(check)? {
+            out.push(arch);
+            if self.queue.is_empty() {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Proposals handed out so far (the next one's position in the history).
+    pub fn handed(&self) -> usize {
+        self.handed
+    }
+
     /// The score of the oldest proposal handed out and not yet recorded (proposals are recorded
     /// in the order they were handed out). Completes the batch, and tells it, when it was the
     /// last one.
@@ -172,5 +191,8 @@ impl Strategy for Box<dyn Strategy> {
     }
     fn random_proposals(&self) -> usize {
         self.as_ref().random_proposals()
+    }
+    fn adaptive(&self) -> bool {
+        self.as_ref().adaptive()
     }
 }

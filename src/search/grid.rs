@@ -55,6 +55,10 @@ impl Strategy for GridSearch {
 
     fn tell(&mut self, _results: &[(Arch, Observation)]) {}
 
+    fn adaptive(&self) -> bool {
+        false
+    }
+
     /// None: grid order is not a random sample.
     fn random_proposals(&self) -> usize {
         0

@@ -72,6 +72,12 @@ pub trait Strategy {
     fn random_proposals(&self) -> usize {
         usize::MAX
     }
+    /// Whether proposals depend on the scores told. A strategy that says false (random, grid)
+    /// proposes the same sequence whatever it is told, so a sharded search can hand out its
+    /// whole budget in one round instead of waiting for each batch's scores (pipeline::shard).
+    fn adaptive(&self) -> bool {
+        true
+    }
     /// One proposal: `ask(1)`.
     fn propose(&mut self) -> Option<Arch> {
         self.ask(1).pop()
@@ -117,6 +123,9 @@ impl Strategy for Borrowed<'_> {
     }
     fn random_proposals(&self) -> usize {
         self.0.random_proposals()
+    }
+    fn adaptive(&self) -> bool {
+        self.0.adaptive()
     }
 }
 

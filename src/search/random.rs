@@ -50,4 +50,8 @@ impl Strategy for RandomSearch {
     }
 
     fn tell(&mut self, _results: &[(Arch, Observation)]) {}
+
+    fn adaptive(&self) -> bool {
+        false
+    }
 }
