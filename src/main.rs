@@ -140,7 +140,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Devices { json } => devices(&cli.adapter.options(), json),
         Command::Bench(args) => bench(&cli.adapter.options(), &args),
-        Command::Search(args) => with_gpu(&cli.adapter, |gpu| cli::jobs::search(gpu, &args)),
+        Command::Search(args) => with_gpu(&cli.adapter, |gpu| cli::jobs::search(gpu, &args, &cli.adapter.options())),
         Command::BenchSearch(args) => cli::bench_search::bench_search(&args),
         Command::Eval(args) => with_gpu(&cli.adapter, |gpu| cli::jobs::eval(gpu, &args)),
         Command::Train(args) => with_gpu(&cli.adapter, |gpu| cli::jobs::train(gpu, &args)),

@@ -45,6 +45,7 @@ fn entry(id: usize, g: &Genotype) -> HistoryEntry {
         params: 1000 + id as u64,
         flops: 7 * id as u64,
         latency_ms: None,
+        adapter: None,
         eval_ms: 12.5 + id as f64 / 3.0,
         time: rfc3339(SystemTime::now()),
     }

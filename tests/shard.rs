@@ -276,3 +276,38 @@ fn bad_shard_input_is_a_clear_error_and_loses_nothing() {
         let _ = std::fs::remove_dir_all(dir);
     }
 }
+
+#[test]
+fn several_adapters_score_as_one_and_record_which_scored_what() {
+    let vulkan = |args: &[&str]| bin().args(args).env("WGPU_BACKEND", "vulkan").output().unwrap();
+    let strip = |d: &Path| -> Vec<serde_json::Value> {
+        history(d).into_iter().map(|mut v| {
+            v.as_object_mut().unwrap().remove("adapter");
+            v
+        }).collect()
+    };
+    for (name, extra) in [
+        ("random", vec!["--nodes", "2", "--strategy", "random", "--budget", "10"]),
+        ("evolution", vec!["--nodes", "2", "--strategy", "evolution", "--population", "4", "--batch", "4", "--budget", "10"]),
+    ] {
+        let (a, b) = (tmp(&format!("{name}-one")), tmp(&format!("{name}-two")));
+        ok(vulkan(&args(&["search", "--out", a.to_str().unwrap()], &extra)));
+        // Two devices on the one Vulkan adapter: each candidate scored on one of them, bit for bit.
+        ok(vulkan(&args(&["search", "--out", b.to_str().unwrap(), "--adapters", "llvmpipe,llvmpipe"], &extra)));
+        assert_eq!(history(&a), strip(&b), "{name}");
+        assert!(history(&a).iter().all(|v| v.get("adapter").is_none()), "a one-adapter run records no adapter");
+        assert!(history(&b).iter().all(|v| v["adapter"].as_str().is_some_and(|s| s.contains("(vulkan)"))), "{name}");
+        for f in ["best.json", "best.genotype.txt", "pareto.json"] {
+            assert_eq!(std::fs::read(a.join(f)).unwrap(), std::fs::read(b.join(f)).unwrap(), "{name}: {f}");
+        }
+        let _ = std::fs::remove_dir_all(a);
+        let _ = std::fs::remove_dir_all(b);
+    }
+    let c = tmp("adapters-bad");
+    let cs = c.to_str().unwrap();
+    fails(vulkan(&args(&["search", "--out", cs, "--adapters", "no-such-adapter"], &["--nodes", "2", "--budget", "2"])), &["no-such-adapter"]);
+    fails(vulkan(&args(&["search", "--out", cs, "--adapters", "all", "--phase", "supernet"], &["--nodes", "2", "--budget", "2"])), &["--adapters", "--phase supernet"]);
+    usage(vulkan(&["search", "--resume", cs, "--adapters", "all", "--shard", "0/2"]), &["--adapters", "--shard"]);
+    fails(vulkan(&["search", "--method", "darts", "--adapters", "all"]), &["--adapters", "supernet"]);
+    let _ = std::fs::remove_dir_all(c);
+}

@@ -44,6 +44,7 @@ fn entries(run: &[(Arch, Observation)]) -> Vec<HistoryEntry> {
             params: 0,
             flops: 0,
             latency_ms: None,
+            adapter: None,
             eval_ms: 0.0,
             time: rfc3339(std::time::SystemTime::now()),
         })

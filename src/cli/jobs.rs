@@ -224,7 +224,7 @@ pub(crate) fn apply_data(d: &mut DataConfig, a: &DataArgs) {
     }
 }
 
-pub fn search(gpu: &Arc<Gpu>, a: &SearchArgs) -> Result<()> {
+pub fn search(gpu: &Arc<Gpu>, a: &SearchArgs, adapter_opts: &cellnas::gpu::AdapterOptions) -> Result<()> {
     let method = super::morph::method(a)?;
     if method != "darts" {
         super::darts::refuse_elsewhere(a, method)?;
@@ -317,7 +317,11 @@ pub fn search(gpu: &Arc<Gpu>, a: &SearchArgs) -> Result<()> {
         return super::shard::score_shard(gpu, &cfg, &out, shard, &a.shard, a.quiet);
     }
     let supernet_only = a.shard.phase.is_some();
-    let job = JobOptions { resume, quiet: a.quiet, checkpoint_every: checkpoint_every(a.checkpoint_minutes)?, supernet_only };
+    if supernet_only && a.shard.adapters.is_some() {
+        bail!("--adapters scores candidates, which --phase supernet does not");
+    }
+    let scorers = super::shard::open_adapters(&a.shard, adapter_opts, a.quiet)?;
+    let job = JobOptions { resume, quiet: a.quiet, checkpoint_every: checkpoint_every(a.checkpoint_minutes)?, supernet_only, scorers };
     let summary = run_search(gpu, &cfg, &out, &job)?;
     if supernet_only {
         return super::shard::after_supernet(&summary, &out);

@@ -23,13 +23,34 @@ pub struct ShardArgs {
     /// naming them (evolution, bayes and reinforce go in rounds; random and grid never wait) [60].
     #[arg(long, requires = "shard")]
     pub shard_wait_minutes: Option<f64>,
+    /// Score candidates on several adapters of this machine at once: `all` (every adapter of
+    /// the chosen backends) or comma-separated names as --adapter takes them (a name twice:
+    /// two devices on one adapter). The supernet trains on --adapter's; history.jsonl records
+    /// which adapter scored each candidate [one: --adapter's].
+    #[arg(long, value_delimiter = ',', conflicts_with = "shard")]
+    pub adapters: Option<Vec<String>>,
+}
+
+/// The devices `--adapters` names (none without the flag).
+pub fn open_adapters(a: &ShardArgs, opts: &cellnas::gpu::AdapterOptions, quiet: bool) -> Result<Vec<Arc<Gpu>>> {
+    let Some(names) = &a.adapters else { return Ok(Vec::new()) };
+    if names.iter().any(|n| n.trim().is_empty()) {
+        bail!("--adapters: expected all or comma-separated adapter names, got an empty name");
+    }
+    let all = names.len() == 1 && names[0] == "all";
+    let gpus = cellnas::gpu::Gpu::open_many(opts, (!all).then_some(names.as_slice()))?;
+    if !quiet {
+        let list: Vec<String> = gpus.iter().map(|g| format!("{} ({})", g.info.name, g.info.backend)).collect();
+        eprintln!("scoring on {} adapters: {}", gpus.len(), list.join(", "));
+    }
+    Ok(gpus)
 }
 
 /// `--phase` and `--shard` belong to the supernet search (its candidates are independent
 /// forward passes); the other methods train as they search.
 pub fn refuse_elsewhere(a: &ShardArgs, method: &str) -> Result<()> {
-    if a.phase.is_some() || a.shard.is_some() {
-        bail!("--phase and --shard apply to supernet searches; a {method} search trains as it searches and runs in one process");
+    if a.phase.is_some() || a.shard.is_some() || a.adapters.is_some() {
+        bail!("--phase, --shard and --adapters apply to supernet searches; a {method} search trains as it searches and runs on one adapter");
     }
     Ok(())
 }

@@ -186,6 +186,21 @@ impl Gpu {
         Self::with_adapter(adapter, &opts.kernel_cache)
     }
 
+    /// A device on every adapter of the chosen backends (`names` None), or one per name in
+    /// `names`, each chosen as `--adapter` would (a name given twice opens two devices on one
+    /// adapter). For scoring on several adapters at once (`search --adapters`).
+    pub fn open_many(opts: &AdapterOptions, names: Option<&[String]>) -> Result<Vec<Arc<Gpu>>> {
+        if let Some(names) = names {
+            return names.iter().map(|n| Gpu::new(&AdapterOptions { adapter: Some(n.clone()), ..opts.clone() })).collect();
+        }
+        let (backends, _) = opts.resolved()?;
+        let adapters = pollster::block_on(instance(backends).enumerate_adapters(backends));
+        if adapters.is_empty() {
+            return Err(Error::NoAdapter { filter: String::new() });
+        }
+        adapters.into_iter().map(|a| Self::with_adapter(a, &opts.kernel_cache)).collect()
+    }
+
     fn with_adapter(adapter: wgpu::Adapter, cache: &crate::autotune::CacheSource) -> Result<Arc<Gpu>> {
         let info = AdapterSummary::of(&adapter);
         let have = adapter.limits();

@@ -3,6 +3,7 @@
 //! records.
 
 pub mod darts;
+pub mod adapters;
 pub mod cost;
 pub mod data;
 pub mod fit;
@@ -34,7 +35,7 @@ pub(crate) fn bar(len: u64, prefix: &str, quiet: bool) -> indicatif::ProgressBar
 
 /// How a job runs, as opposed to what it computes (that is the config): none of this changes a
 /// result, so it may differ between a run and its resume.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct JobOptions {
     /// Continue the run in the output folder instead of starting one.
     pub resume: bool,
@@ -45,4 +46,7 @@ pub struct JobOptions {
     /// A search stops once its supernet is trained (`--phase supernet`): its candidates are
     /// then scored in shards (pipeline::shard).
     pub supernet_only: bool,
+    /// Devices that score a search's candidates in parallel (`--adapters`); empty: the job's
+    /// own device scores them.
+    pub scorers: Vec<std::sync::Arc<crate::gpu::Gpu>>,
 }

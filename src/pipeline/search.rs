@@ -221,37 +221,85 @@ pub fn run_search(gpu: &Arc<Gpu>, cfg: &SearchConfig, out: &Path, job: &JobOptio
     let pb = super::bar(cfg.budget as u64, "search", quiet);
     pb.set_position(done.min(cfg.budget) as u64);
     let mut evaluated = 0;
+    let mut scorers = match job.scorers.is_empty() {
+        true => Vec::new(),
+        false => {
+            let (weights, _) = crate::run::load_checkpoint(&run)?.ok_or_else(|| Error::Invalid("the supernet checkpoint is missing after training".into()))?;
+            super::adapters::open(&job.scorers, gpu, cfg, &weights)?
+        }
+    };
+    let adaptive = driver.strategy().adaptive();
     while history.entries().len() < cfg.budget {
-        let Some(arch) = driver.next(&mut |a| super::cost::check(limits, &mut model, &mut latencies, a, image))? else { break };
-        let key = arch.key();
-        // A re-proposed architecture (evolution may repeat one) keeps its score: evaluation is
-        // deterministic, so re-running it would only cost time.
-        let entry = match seen.get(&key) {
-            Some(e) => HistoryEntry { id: history.entries().len(), eval_ms: 0.0, time: rfc3339(std::time::SystemTime::now()), ..e.clone() },
-            None => {
-                let s = score(&mut model, &arch, &data.train, val, &cfg.eval, cfg.train.seed)?;
-                evaluated += 1;
-                HistoryEntry {
-                    id: history.entries().len(),
-                    genotype: arch.text(),
-                    key: key.clone(),
-                    accuracy: s.accuracy,
-                    loss: s.loss,
-                    params: s.params,
-                    flops: s.flops,
-                    latency_ms: latencies.get(&arch),
-                    eval_ms: s.eval_ms,
-                    time: rfc3339(std::time::SystemTime::now()),
+        let chunk = {
+            let mut check = |a: &crate::space::Arch| super::cost::check(limits, &mut model, &mut latencies, a, image);
+            if scorers.is_empty() {
+                driver.next(&mut check)?.into_iter().collect()
+            } else if adaptive {
+                driver.next_batch(&mut check)?
+            } else {
+                // Proposals that ignore scores: tell placeholders now and score a chunk at once.
+                let mut v = Vec::new();
+                while v.len() < 4 * scorers.len() {
+                    let Some(a) = driver.next(&mut check)? else { break };
+                    driver.record(a.clone(), Observation { accuracy: f64::NAN, loss: f64::NAN });
+                    v.push(a);
                 }
+                v
             }
         };
-        // Recorded before the strategy hears it, so a kill between the two loses nothing.
-        history.append(&entry)?;
-        driver.record(arch, Observation { accuracy: entry.accuracy, loss: entry.loss });
-        seen.insert(key, entry.clone());
-        pb.set_position(history.entries().len() as u64);
-        let best = top_k(history.entries(), 1)[0].accuracy;
-        pb.set_message(format!("best val acc {:.2}%", 100.0 * best));
+        if chunk.is_empty() {
+            break;
+        }
+        // A re-proposed architecture (evolution may repeat one) keeps its score: evaluation is
+        // deterministic, so re-running it would only cost time.
+        let mut fresh: Vec<crate::space::Arch> = Vec::new();
+        for a in &chunk {
+            if !seen.contains_key(&a.key()) && !fresh.iter().any(|f| f.key() == a.key()) {
+                fresh.push(a.clone());
+            }
+        }
+        let mut scored: HashMap<String, (crate::supernet::Score, Option<String>)> = HashMap::new();
+        if scorers.is_empty() {
+            for a in &fresh {
+                scored.insert(a.key(), (score(&mut model, a, &data.train, val, &cfg.eval, cfg.train.seed)?, None));
+            }
+        } else {
+            for ((s, j), a) in super::adapters::score_all(&mut scorers, &fresh, cfg)?.into_iter().zip(&fresh) {
+                scored.insert(a.key(), (s, Some(scorers[j].name.clone())));
+            }
+        }
+        for arch in chunk {
+            let key = arch.key();
+            let entry = match (seen.get(&key), scored.remove(&key)) {
+                (Some(e), _) => HistoryEntry { id: history.entries().len(), eval_ms: 0.0, time: rfc3339(std::time::SystemTime::now()), ..e.clone() },
+                (None, Some((s, adapter))) => {
+                    evaluated += 1;
+                    HistoryEntry {
+                        id: history.entries().len(),
+                        genotype: arch.text(),
+                        key: key.clone(),
+                        accuracy: s.accuracy,
+                        loss: s.loss,
+                        params: s.params,
+                        flops: s.flops,
+                        latency_ms: latencies.get(&arch),
+                        adapter,
+                        eval_ms: s.eval_ms,
+                        time: rfc3339(std::time::SystemTime::now()),
+                    }
+                }
+                (None, None) => return Err(Error::Search(format!("internal: {key} was neither scored nor seen"))),
+            };
+            // Recorded before the strategy hears it, so a kill between the two loses nothing.
+            history.append(&entry)?;
+            if scorers.is_empty() || adaptive {
+                driver.record(arch, Observation { accuracy: entry.accuracy, loss: entry.loss });
+            }
+            seen.insert(key, entry.clone());
+            pb.set_position(history.entries().len() as u64);
+            let best = top_k(history.entries(), 1)[0].accuracy;
+            pb.set_message(format!("best val acc {:.2}%", 100.0 * best));
+        }
     }
     pb.finish_and_clear();
     let search_seconds = t_search.elapsed().as_secs_f64();

@@ -41,6 +41,10 @@ pub struct HistoryEntry {
     /// measured it (it has a --max-latency-ms); absent otherwise, and in older runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<f64>,
+    /// The adapter that scored it, in a search scoring on several (`--adapters`), which may
+    /// round differently; absent when one adapter scored every candidate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adapter: Option<String>,
     /// Wall-clock milliseconds the evaluation took.
     #[serde(with = "float")]
     pub eval_ms: f64,
