@@ -9,6 +9,7 @@ pub mod fit;
 pub mod kernels;
 pub mod morphism;
 pub mod rank;
+pub mod rank_stop;
 pub mod search;
 pub mod standalone;
 pub mod tune;
