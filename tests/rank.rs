@@ -1,7 +1,9 @@
 //! `cellnas rank` as a user runs it, on tiny settings: the report holds every architecture
 //! with both scores and the statistics; a killed rank resumes without redoing finished
 //! trainings and ends equal; `--reuse` takes finished trainings from another rank; bad input
-//! gets a one-line error.
+//! gets a one-line error. With --early-stop: stopped trainings are recorded with their curve and
+//! prediction, a finished one equals the plain training, and a killed rank resumes to the same
+//! report.
 
 mod common;
 use common::{fails, ok, read_json, run, tmp};
@@ -111,6 +113,113 @@ fn rank_reports_resumes_and_reuses() {
     fails(run(&["rank", "--run", sp, "--archs", "1", "--top", "0", "--out", base.join("x5").to_str().unwrap()]), &["nothing to rank"]);
     fails(run(&["rank", "--resume", base.join("nope").to_str().unwrap()]), &["nope"]);
     for x in ["x1", "x2", "x3", "x4", "x5"] {
+        assert!(!base.join(x).exists(), "a refused rank leaves no folder {x}");
+    }
+    let _ = std::fs::remove_dir_all(&base);
+}
+
+/// rank.json without the wall-clock fields, which a resume changes.
+fn without_clock(mut v: serde_json::Value) -> serde_json::Value {
+    for a in v["archs"].as_array_mut().unwrap() {
+        let a = a.as_object_mut().unwrap();
+        a.remove("train_seconds");
+        if let Some(s) = a.get_mut("early_stop").and_then(|s| s.as_object_mut()) {
+            s.remove("train_seconds");
+        }
+    }
+    v
+}
+
+#[test]
+fn early_stop_records_stopped_trainings_and_resumes_to_the_same_report() {
+    let base = tmp("rank-stop");
+    let (s, r1, r2, plain) = (base.join("search"), base.join("r1"), base.join("r2"), base.join("plain"));
+    let mut args = vec!["search", "--out", s.to_str().unwrap()];
+    args.extend_from_slice(SEARCH);
+    ok(run(&args));
+    let sp = s.to_str().unwrap();
+    // k = 1: the incumbent is the best finished one; P 0.5 stops a curve whose predicted final
+    // is more likely below it than not.
+    let stop_args = |out: &Path| -> Vec<String> {
+        let mut v: Vec<String> = ["rank", "--run", sp, "--out", out.to_str().unwrap(), "--archs", "6", "--top", "0", "--epochs", "4", "--precision-k", "1", "--early-stop", "--early-stop-probability", "0.5"]
+            .iter()
+            .map(|x| x.to_string())
+            .collect();
+        v.extend(RANK[6..].iter().map(|x| x.to_string()));
+        v
+    };
+    assert_eq!(RANK[4..6], ["--epochs", "1"]);
+    let a1 = stop_args(&r1);
+    let out = ok(run(&common::strs(&a1)));
+    assert!(out.contains("early stop (P >= 0.5, from epoch 3)") && out.contains("(fully trained only)"), "{out}");
+    let report = read_json(&r1.join("rank.json"));
+    let archs = report["archs"].as_array().unwrap();
+    assert_eq!(archs.len(), 6);
+    let mut finals: Vec<f64> = vec![];
+    let mut stopped = 0;
+    for a in archs {
+        let curve: Vec<f64> = a["val_curve"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+        if a["stopped_early"].as_bool().unwrap() {
+            stopped += 1;
+            let e = &a["early_stop"];
+            // Stopped at the first check (epoch 3 of 4), against the best earlier finished one.
+            assert_eq!((curve.len(), e["epochs"].as_u64().unwrap()), (3, 3), "{a}");
+            assert!(a["standalone_test_accuracy"].is_null(), "a stopped training has no test accuracy: {a}");
+            let best = finals.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            assert_eq!(e["incumbent"].as_f64().unwrap(), best, "{a}");
+            assert!(e["prob_below"].as_f64().unwrap() >= 0.5, "{a}");
+            let (lo, hi, p) = (e["predicted_90"][0].as_f64().unwrap(), e["predicted_90"][1].as_f64().unwrap(), e["predicted"].as_f64().unwrap());
+            assert!(0.0 <= lo && lo <= hi && hi <= 1.0 && (0.0..=1.0).contains(&p), "{a}");
+            assert!(!r1.join(format!("train/{:02}/metrics.json", a["id"])).exists());
+        } else {
+            assert_eq!(curve.len(), 4, "{a}");
+            assert!(a["standalone_test_accuracy"].as_f64().is_some(), "{a}");
+            finals.push(curve[3]);
+        }
+    }
+    assert!(!archs[0]["stopped_early"].as_bool().unwrap(), "the first has no incumbent to stop against");
+    assert!(stopped >= 1, "nothing stopped; the test needs a case that does: {report}");
+    let e = &report["early_stop"];
+    assert_eq!(e["stopped"], stopped);
+    assert_eq!((e["epochs_full"].as_u64().unwrap(), e["epochs_trained"].as_u64().unwrap()), (24, 24 - stopped as u64));
+    assert_eq!((report["stats"]["n"].as_u64(), report["stats_trained"]["n"].as_u64()), (Some(6), Some(6 - stopped as u64)));
+
+    // A finished training under early stopping is the plain training, bitwise.
+    // (The same seed draws the same first architectures; the first is never stopped.)
+    let mut a = vec!["rank", "--run", sp, "--out", plain.to_str().unwrap(), "--archs", "2", "--top", "0", "--epochs", "4"];
+    a.extend(RANK[6..].iter().copied());
+    ok(run(&a));
+    let p = read_json(&plain.join("rank.json"));
+    for i in 0..2 {
+        assert_eq!(p["archs"][i]["genotype"], archs[i]["genotype"]);
+        if !archs[i]["stopped_early"].as_bool().unwrap() {
+            assert_eq!(p["archs"][i]["standalone_test_accuracy"], archs[i]["standalone_test_accuracy"]);
+            assert_eq!(p["archs"][i]["standalone_val_accuracy"], archs[i]["standalone_val_accuracy"]);
+        }
+    }
+
+    // Killed in the middle of architecture 2's training, then resumed: the same report.
+    let a2 = stop_args(&r2);
+    let val2 = r2.join("train/02/val.jsonl");
+    assert!(common::kill_when(&common::strs(&a2), || common::lines(&val2) >= 1), "the rank finished before it could be killed");
+    assert!(!r2.join("rank.json").exists());
+    ok(run(&["rank", "--resume", r2.to_str().unwrap(), "--quiet"]));
+    assert_eq!(without_clock(read_json(&r2.join("rank.json"))), without_clock(report.clone()));
+    // Killed between a stop's last score and its record: the same decision on resume.
+    let first_stopped = archs.iter().find(|a| a["stopped_early"].as_bool().unwrap()).unwrap()["id"].as_u64().unwrap();
+    for f in ["rank.json".to_string(), format!("train/{first_stopped:02}/stopped.json")] {
+        std::fs::remove_file(r2.join(f)).unwrap();
+    }
+    ok(run(&["rank", "--resume", r2.to_str().unwrap(), "--quiet"]));
+    assert_eq!(without_clock(read_json(&r2.join("rank.json"))), without_clock(report));
+
+    // Bad input: one line naming the flag.
+    fails(run(&["rank", "--run", sp, "--early-stop", "--epochs", "3", "--out", base.join("x1").to_str().unwrap()]), &["--early-stop", "--epochs 3", "stops nothing"]);
+    fails(run(&["rank", "--run", sp, "--early-stop", "--early-stop-probability", "1.5", "--epochs", "4", "--out", base.join("x2").to_str().unwrap()]), &["--early-stop-probability", "1.5"]);
+    fails(run(&["rank", "--run", sp, "--early-stop", "--early-stop-min-epochs", "2", "--epochs", "4", "--out", base.join("x3").to_str().unwrap()]), &["--early-stop-min-epochs", "at least 3"]);
+    let o = run(&["rank", "--run", sp, "--early-stop", "--reuse", r1.to_str().unwrap(), "--out", base.join("x4").to_str().unwrap()]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("--reuse"), "{o:?}");
+    for x in ["x1", "x2", "x3", "x4"] {
         assert!(!base.join(x).exists(), "a refused rank leaves no folder {x}");
     }
     let _ = std::fs::remove_dir_all(&base);

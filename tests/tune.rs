@@ -101,6 +101,65 @@ fn every_bad_file_is_one_line_naming_the_parameter() {
     }
 }
 
+/// A file under a fresh temp folder of this process.
+fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("cellnas-test-{}-hp", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn a_toml_file_and_its_json_twin_give_the_same_space() {
+    let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/hp");
+    let json = HpSpace::read(&docs.join("hp-fm.json")).expect("the JSON example");
+    let toml = HpSpace::read(&docs.join("hp-fm.toml")).expect("the TOML example");
+    assert_eq!(toml, json);
+    assert_eq!(json.params.len(), 10);
+    // Not vacuous: the fields that differ most between the formats (log sampling, a float step,
+    // mixed int/float choices, a conditional on a boolean) came through.
+    assert_eq!(toml.get("weight_decay").unwrap().grid().unwrap(), vec![json!(0), json!(0.0003), json!(0.001)]);
+    assert_eq!(toml.get("cutout").unwrap().parent, Some(("use_cutout".to_string(), vec![json!(true)])));
+    // The extension decides: the TOML text under a .json name is read as JSON and refused.
+    let docs_toml = std::fs::read_to_string(docs.join("hp-fm.toml")).unwrap();
+    let e = HpSpace::read(&temp_file("toml-text.json", &docs_toml)).unwrap_err().to_string();
+    assert!(e.contains("toml-text.json") && e.contains("not valid JSON"), "{e}");
+}
+
+#[test]
+fn bad_toml_is_one_line_naming_the_file_and_the_line_or_parameter() {
+    let cases: &[(&str, &[&str])] = &[
+        // Syntax: the file, the line and column.
+        ("[[hyperparameters]]\nname = \"lr\"\ntype = \"Float\"\nmin_value = 0.01,\n", &["bad-syntax-0.toml", "not valid TOML", "line 4"]),
+        ("[[hyperparameters]]\nname = \"lr\"\nname = \"momentum\"\n", &["bad-syntax-1.toml", "not valid TOML", "line 3"]),
+        ("[[hyperparameters]\nname = \"lr\"\n", &["bad-syntax-2.toml", "not valid TOML", "line 1"]),
+        // Shape.
+        ("hyperparameters = 3\n", &["expected [[hyperparameters]]"]),
+        ("title = \"no parameters\"\n", &["expected [[hyperparameters]]"]),
+        ("hyperparameters = []\n", &["no hyperparameters"]),
+        // The JSON cases, through TOML.
+        ("[[hyperparameters]]\nname = \"lr\"\ntype = \"Gaussian\"\nmin_value = 0.1\nmax_value = 1\n", &["\"lr\"", "unknown type \"Gaussian\""]),
+        ("[[hyperparameters]]\nname = \"lr\"\ntype = \"Float\"\nmin_value = 0.3\nmax_value = 0.1\n", &["\"lr\"", "inverted range"]),
+        ("[[hyperparameters]]\nname = \"channels\"\ntype = \"Int\"\nmin_value = 8\nmax_value = 4\n", &["\"channels\"", "inverted range"]),
+        ("[[hyperparameters]]\nname = \"lr\"\ntype = \"Float\"\nmin_value = 0\nmax_value = 0.1\nsampling = \"log\"\n", &["\"lr\"", "log sampling", "above zero"]),
+        ("[[hyperparameters]]\nname = \"cutout\"\ntype = \"Int\"\nmin_value = 4\nmax_value = 8\nparent_name = \"use_cutout\"\nparent_values = [true]\n", &["\"cutout\"", "unknown parent \"use_cutout\""]),
+        // TOML-only values: inf, and a date, are no numbers.
+        ("[[hyperparameters]]\nname = \"lr\"\ntype = \"Float\"\nmin_value = 0.1\nmax_value = inf\n", &["\"lr\"", "finite number", "inf"]),
+        ("[[hyperparameters]]\nname = \"lr\"\ntype = \"Fixed\"\nvalue = 1979-05-27\n", &["\"lr\"", "a number >= 0", "1979-05-27"]),
+    ];
+    for (i, (text, needles)) in cases.iter().enumerate() {
+        let name = if i < 3 { format!("bad-syntax-{i}.toml") } else { format!("bad-{i}.toml") };
+        let path = temp_file(&name, text);
+        let e = HpSpace::read(&path).expect_err(text).to_string();
+        assert!(!e.contains('\n'), "{e}");
+        assert!(e.starts_with(&path.display().to_string()), "'{e}' should name the file");
+        for n in *needles {
+            assert!(e.contains(n), "'{e}' should mention {n}");
+        }
+    }
+}
+
 /// Synthetic validation accuracy: best at lr 0.05, batch 32; improves with epochs.
 fn score(hp: &Assignment, epochs: usize) -> f64 {
     let lr = hp.get("lr").and_then(Value::as_f64).unwrap_or(0.05);

@@ -4,6 +4,7 @@ use anyhow::{bail, Result};
 use cellnas::gpu::Gpu;
 use cellnas::pipeline::rank::{read_search_config, run_rank, RankConfig, RankReport};
 use cellnas::pipeline::JobOptions;
+use cellnas::tune::EarlyStop;
 use clap::Args;
 use serde_json::json;
 use std::path::PathBuf;
@@ -55,8 +56,19 @@ pub struct RankArgs {
     pub recalibration_batches: Option<usize>,
     /// Take finished trainings of the same architecture and fidelity from this earlier rank
     /// folder instead of training again (repeatable); for comparing supernets on one sample.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "early_stop")]
     pub reuse: Vec<PathBuf>,
+    /// Stop a stand-alone training once its extrapolated validation curve is below the
+    /// incumbent (the k-th best finished architecture, k of --precision-k) with high probability;
+    /// as `cellnas tune --early-stop` (docs/ARCHITECTURE.md).
+    #[arg(long)]
+    pub early_stop: bool,
+    /// The probability early stopping needs [0.95].
+    #[arg(long, requires = "early_stop")]
+    pub early_stop_probability: Option<f64>,
+    /// Epochs a curve needs before it is extrapolated, at least 3 [3].
+    #[arg(long, requires = "early_stop")]
+    pub early_stop_min_epochs: Option<usize>,
     /// Rank folder [default: runs/rank-<seed>, or .2, .3, ... if that exists].
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -107,6 +119,7 @@ pub fn rank(gpu: &Arc<Gpu>, a: &RankArgs) -> Result<()> {
                 train,
                 precise_bn: 32,
                 eval_batch_size: 200,
+                early_stop: None,
                 resume_ignore: json!({}),
             };
             (cfg, PathBuf::new(), false)
@@ -118,6 +131,10 @@ pub fn rank(gpu: &Arc<Gpu>, a: &RankArgs) -> Result<()> {
     set!(archs => cfg.archs, top => cfg.top, seed => cfg.sample_seed, epochs => cfg.train.epochs, train_limit => cfg.data.train_limit,
          channels => cfg.net.channels, layers => cfg.net.layers, batch_size => cfg.train.batch_size, lr => cfg.train.lr,
          precise_bn => cfg.precise_bn, precision_k => cfg.precision_k);
+    if a.early_stop {
+        let prev = cfg.early_stop.clone().unwrap_or(EarlyStop { probability: 0.95, min_epochs: cellnas::tune::curve::MIN_POINTS });
+        cfg.early_stop = Some(EarlyStop { probability: a.early_stop_probability.unwrap_or(prev.probability), min_epochs: a.early_stop_min_epochs.unwrap_or(prev.min_epochs) });
+    }
     if a.recalibration_batches.is_some() {
         cfg.recalibration_batches = a.recalibration_batches;
     }
@@ -159,20 +176,34 @@ fn num(v: Option<f64>) -> String {
 fn print_report(r: &RankReport) {
     println!("{:>3}  {:<7}  {:>9}  {:>11}  {:>9}", "id", "source", "inherited", "stand-alone", "params");
     let mut rows: Vec<_> = r.archs.iter().collect();
-    rows.sort_by(|a, b| b.standalone_test_accuracy.total_cmp(&a.standalone_test_accuracy));
+    rows.sort_by(|a, b| b.final_estimate().total_cmp(&a.final_estimate()));
     for x in rows {
+        let sa = match &x.early_stop {
+            Some(s) => format!("{} (stopped at epoch {}, predicted)", pct(Some(s.predicted)), s.epochs),
+            None => pct(x.standalone_test_accuracy),
+        };
+        println!("{:>3}  {:<7}  {:>9}  {:>11}  {:>9}", x.arch.id, x.arch.source, pct(Some(x.inherited_accuracy)), sa, x.params);
+    }
+    if let Some(e) = &r.early_stop {
         println!(
-            "{:>3}  {:<7}  {:>9}  {:>11}  {:>9}",
-            x.arch.id,
-            x.arch.source,
-            pct(Some(x.inherited_accuracy)),
-            pct(Some(x.standalone_test_accuracy)),
-            x.params
+            "early stop (P >= {}, from epoch {}): {} of {} stopped, {} of {} epochs trained; statistics below take a stopped one's predicted final validation accuracy",
+            e.probability,
+            e.min_epochs,
+            e.stopped,
+            r.archs.len(),
+            e.epochs_trained,
+            e.epochs_full
         );
     }
-    let s = &r.stats;
+    print_stats(&r.stats, "");
+    if let Some(t) = &r.stats_trained {
+        print_stats(t, " (fully trained only)");
+    }
+}
+
+fn print_stats(s: &cellnas::pipeline::rank::RankStats, what: &str) {
     println!(
-        "{} architectures: Kendall tau {} (90% bootstrap interval {}), Spearman rho {}, Pearson r {}, precision@{} {}, regret of the inherited pick {}",
+        "{} architectures{what}: Kendall tau {} (90% bootstrap interval {}), Spearman rho {}, Pearson r {}, precision@{} {}, regret of the inherited pick {}",
         s.n,
         num(s.kendall_tau),
         s.kendall_tau_90.map_or("-".into(), |[a, b]| format!("{a:.2}..{b:.2}")),

@@ -17,7 +17,8 @@ pub struct TuneArgs {
     /// The architecture whose stand-alone training is tuned (as `cellnas train --spec`; required unless --resume).
     #[arg(long)]
     pub spec: Option<PathBuf>,
-    /// Hyperparameter file (JSON, Keras Tuner's vocabulary; docs/ARCHITECTURE.md) (required unless --resume).
+    /// Hyperparameter file in Keras Tuner's vocabulary: TOML if its name ends in .toml, else JSON
+    /// (README, docs/hp/) (required unless --resume).
     #[arg(long)]
     pub hp: Option<PathBuf>,
     /// random, bayes (TPE) or hyperband [hyperband].

@@ -10,6 +10,7 @@ pub mod fit;
 pub mod kernels;
 pub mod morphism;
 pub mod rank;
+pub mod rank_stop;
 pub mod search;
 pub mod merge;
 pub mod shard;

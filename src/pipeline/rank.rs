@@ -7,6 +7,11 @@
 //! inherited scores, written once), `train/NN/` (one `cellnas train` run per architecture,
 //! resumable on its own), `rank.json` (the result). A killed rank resumes with `--resume`:
 //! finished trainings are read back, the one in flight continues from its checkpoint.
+//!
+//! With `early_stop` (rank_stop.rs) each training is scored on the validation split after every
+//! epoch and may stop early; a stopped architecture has no test accuracy, and the statistics
+//! take its predicted final validation accuracy in its place (`Ranked::final_estimate`), with
+//! the same statistics over the fully trained ones only beside them (`stats_trained`).
 
 use super::data::{load, DataConfig};
 use super::standalone::{run_train, StandaloneConfig};
@@ -21,7 +26,9 @@ use crate::space::{Arch as SpaceArch, Spec};
 use crate::stats;
 use crate::supernet::score;
 use crate::train::{Model, TrainConfig};
+use super::rank_stop::{incumbent, read_curve, train_or_stop, Outcome, Stopped};
 use super::search::SearchConfig;
+use crate::tune::EarlyStop;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -52,6 +59,9 @@ pub struct RankConfig {
     pub train: TrainConfig,
     pub precise_bn: usize,
     pub eval_batch_size: usize,
+    /// Learning-curve stopping of the stand-alone trainings (off: every one trains to the end).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub early_stop: Option<EarlyStop>,
     pub resume_ignore: Value,
 }
 
@@ -78,10 +88,37 @@ pub struct Ranked {
     #[serde(flatten)]
     pub arch: Arch,
     pub inherited_accuracy: f64,
-    pub standalone_test_accuracy: f64,
+    /// None when the training stopped early.
+    pub standalone_test_accuracy: Option<f64>,
     pub standalone_val_accuracy: Option<f64>,
     pub params: u64,
     pub train_seconds: f64,
+    /// Validation accuracy after each epoch trained (with early stopping on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_curve: Option<Vec<f64>>,
+    #[serde(default)]
+    pub stopped_early: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub early_stop: Option<Stopped>,
+}
+
+impl Ranked {
+    /// The stand-alone figure the statistics use: the test accuracy, or for a stopped training
+    /// its predicted final validation accuracy (a stand-in measured on another split).
+    pub fn final_estimate(&self) -> f64 {
+        self.standalone_test_accuracy.or(self.early_stop.as_ref().map(|s| s.predicted)).unwrap_or(f64::NAN)
+    }
+}
+
+/// What early stopping saved (rank.json, with --early-stop).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StopSummary {
+    pub probability: f64,
+    pub min_epochs: usize,
+    pub stopped: usize,
+    /// Epochs trained over all architectures, and what training all to the end takes.
+    pub epochs_trained: usize,
+    pub epochs_full: usize,
 }
 
 /// The statistics between inherited and stand-alone (test) accuracy, over all architectures.
@@ -107,7 +144,13 @@ pub struct RankStats {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RankReport {
     pub archs: Vec<Ranked>,
+    /// Over every architecture, stopped ones at their predicted final (`final_estimate`).
     pub stats: RankStats,
+    /// The same over the fully trained architectures only (with --early-stop).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats_trained: Option<RankStats>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub early_stop: Option<StopSummary>,
 }
 
 impl RankConfig {
@@ -128,6 +171,20 @@ impl RankConfig {
         }
         if self.net.supernet {
             return Err(Error::Invalid("ranked architectures train stand-alone (net.supernet must be false)".into()));
+        }
+        if let Some(es) = &self.early_stop {
+            if !(es.probability > 0.0 && es.probability <= 1.0) {
+                return Err(Error::Invalid(format!("--early-stop-probability must be in (0, 1], got {}", es.probability)));
+            }
+            if es.min_epochs < crate::tune::curve::MIN_POINTS {
+                return Err(Error::Invalid(format!("--early-stop-min-epochs must be at least {} (the models have three parameters), got {}", crate::tune::curve::MIN_POINTS, es.min_epochs)));
+            }
+            if self.train.epochs <= es.min_epochs {
+                return Err(Error::Invalid(format!("--early-stop with --epochs {} stops nothing: a curve is extrapolated from epoch {} (--early-stop-min-epochs) on, before the last", self.train.epochs, es.min_epochs)));
+            }
+            if self.data.val_count == 0 {
+                return Err(Error::Invalid("--early-stop scores each epoch on the validation split, and the search run has none (--val 0)".into()));
+            }
         }
         Ok(())
     }
@@ -243,19 +300,47 @@ pub fn run_rank(gpu: &Arc<Gpu>, cfg: &RankConfig, out: &Path, job: &JobOptions, 
     let inherited = inherited_scores(gpu, &search, &search_run, &archs, &genotypes, &run, &say)?;
 
     // Each training is its own run folder; a finished one (metrics.json) is read back.
-    let mut ranked = Vec::new();
+    let data = match cfg.early_stop {
+        Some(_) => Some(super::data::load(gpu, &cfg.data, cfg.train.seed)?),
+        None => None,
+    };
+    let mut ranked: Vec<Ranked> = Vec::new();
     for ((arch, g), inh) in archs.iter().zip(&genotypes).zip(&inherited) {
         let dir = out.join("train").join(format!("{:02}", arch.id));
         let scfg = cfg.standalone(g);
+        let (mut curve, mut stop) = (None, None);
         let metrics = match finished_metrics(&dir, &scfg)? {
-            Some(m) => m,
-            None => match reuse.iter().find_map(|r| find_finished(r, &scfg)) {
-                Some(src) => {
+            Some(m) => {
+                if cfg.early_stop.is_some() {
+                    curve = Some(read_curve(&dir, cfg.train.epochs)?);
+                }
+                m
+            }
+            None => match (reuse.iter().find_map(|r| find_finished(r, &scfg)), &cfg.early_stop, &data) {
+                (Some(src), None, _) => {
                     copy_run(&src, &dir)?;
                     say(format!("[{}/{}] reused {}", arch.id + 1, archs.len(), src.display()));
                     finished_metrics(&dir, &scfg)?.ok_or_else(|| Error::Invalid(format!("{}: copied run has no metrics", dir.display())))?
                 }
-                None => {
+                (_, Some(es), Some(data)) => {
+                    let finals: Vec<f64> = ranked.iter().filter(|r| !r.stopped_early).filter_map(|r| r.val_curve.as_ref()?.last().copied()).collect();
+                    let inc = incumbent(&finals, cfg.precision_k);
+                    let seed = name_seed(cfg.train.seed, &format!("rank.curve{}", arch.id));
+                    match train_or_stop(gpu, &scfg, &dir, data, es, inc, seed, job)? {
+                        Outcome::Finished { curve: c, metrics } => {
+                            curve = Some(c);
+                            metrics
+                        }
+                        Outcome::Stopped { curve: c, stop: s } => {
+                            let [_, h, w] = data.train.image_shape();
+                            let (params, _) = crate::nn::size(&cfg.net, g, h, w)?;
+                            let m = json!({ "params": params, "train_seconds": s.train_seconds });
+                            (curve, stop) = (Some(c), Some(s));
+                            m
+                        }
+                    }
+                }
+                _ => {
                     let resume = dir.join("config.json").is_file();
                     let sub = JobOptions { resume, quiet: true, checkpoint_every: job.checkpoint_every, ..Default::default() };
                     let s = run_train(gpu, &scfg, &dir, &sub)?;
@@ -266,23 +351,31 @@ pub fn run_rank(gpu: &Arc<Gpu>, cfg: &RankConfig, out: &Path, job: &JobOptions, 
         let r = Ranked {
             arch: arch.clone(),
             inherited_accuracy: inh.accuracy,
-            standalone_test_accuracy: metrics["test_accuracy"].as_f64().unwrap_or(f64::NAN),
+            standalone_test_accuracy: metrics["test_accuracy"].as_f64(),
             standalone_val_accuracy: metrics["val_accuracy"].as_f64(),
             params: metrics["params"].as_u64().unwrap_or(0),
             train_seconds: metrics["train_seconds"].as_f64().unwrap_or(0.0),
+            val_curve: curve,
+            stopped_early: stop.is_some(),
+            early_stop: stop,
         };
-        say(format!(
-            "[{}/{}] {:<7} inherited {:5.2}%  stand-alone test {:5.2}%  ({:.0} s)",
-            arch.id + 1,
-            archs.len(),
-            arch.source,
-            100.0 * r.inherited_accuracy,
-            100.0 * r.standalone_test_accuracy,
-            r.train_seconds
-        ));
+        let what = match &r.early_stop {
+            Some(s) => format!("stopped after {} epochs, predicted {:5.2}% (P below {:.2}% = {:.2})", s.epochs, 100.0 * s.predicted, 100.0 * s.incumbent, s.prob_below),
+            None => format!("stand-alone test {:5.2}%", 100.0 * r.final_estimate()),
+        };
+        say(format!("[{}/{}] {:<7} inherited {:5.2}%  {what}  ({:.0} s)", arch.id + 1, archs.len(), arch.source, 100.0 * r.inherited_accuracy, r.train_seconds));
         ranked.push(r);
     }
-    let report = RankReport { stats: rank_stats(&ranked, cfg.precision_k), archs: ranked };
+    let early_stop = cfg.early_stop.as_ref().map(|es| StopSummary {
+        probability: es.probability,
+        min_epochs: es.min_epochs,
+        stopped: ranked.iter().filter(|r| r.stopped_early).count(),
+        epochs_trained: ranked.iter().map(|r| r.early_stop.as_ref().map_or(cfg.train.epochs, |s| s.epochs)).sum(),
+        epochs_full: ranked.len() * cfg.train.epochs,
+    });
+    let trained: Vec<Ranked> = ranked.iter().filter(|r| !r.stopped_early).cloned().collect();
+    let stats_trained = cfg.early_stop.is_some().then(|| rank_stats(&trained, cfg.precision_k));
+    let report = RankReport { stats: rank_stats(&ranked, cfg.precision_k), stats_trained, early_stop, archs: ranked };
     run.write_json_recorded("rank.json", &report)?;
     Ok(report)
 }
@@ -371,12 +464,12 @@ fn copy_run(src: &Path, dst: &Path) -> Result<()> {
 
 pub fn rank_stats(ranked: &[Ranked], k: usize) -> RankStats {
     let x: Vec<f64> = ranked.iter().map(|r| r.inherited_accuracy).collect();
-    let y: Vec<f64> = ranked.iter().map(|r| r.standalone_test_accuracy).collect();
-    let uniform: Vec<f64> = ranked.iter().filter(|r| r.arch.source == "uniform").map(|r| r.standalone_test_accuracy).collect();
+    let y: Vec<f64> = ranked.iter().map(Ranked::final_estimate).collect();
+    let uniform: Vec<f64> = ranked.iter().filter(|r| r.arch.source == "uniform").map(Ranked::final_estimate).collect();
     let top_percentiles = ranked
         .iter()
         .filter(|r| r.arch.source == "top")
-        .map(|r| if uniform.is_empty() { f64::NAN } else { uniform.iter().filter(|&&u| u < r.standalone_test_accuracy).count() as f64 / uniform.len() as f64 })
+        .map(|r| if uniform.is_empty() { f64::NAN } else { uniform.iter().filter(|&&u| u < r.final_estimate()).count() as f64 / uniform.len() as f64 })
         .collect();
     RankStats {
         n: ranked.len(),

@@ -222,6 +222,7 @@ pub fn run_shard(gpu: &Arc<Gpu>, cfg: &SearchConfig, dir: &Path, shard: Shard, o
                 params: s.params,
                 flops: s.flops,
                 latency_ms: None,
+                adapter: None,
                 eval_ms: s.eval_ms,
                 time: rfc3339(std::time::SystemTime::now()),
             };

@@ -128,6 +128,18 @@ impl Prediction {
     pub fn prob_below(&self, x: f64) -> f64 {
         self.samples.iter().filter(|s| s.0 < x).map(|s| s.1).sum::<f64>().clamp(0.0, 1.0)
     }
+
+    /// The smallest sampled value with at least `q` of the weight at or below it.
+    pub fn quantile(&self, q: f64) -> f64 {
+        let mut acc = 0.0;
+        for &(v, w) in &self.samples {
+            acc += w;
+            if acc >= q - 1e-12 {
+                return v;
+            }
+        }
+        self.samples.last().map_or(self.mean, |s| s.0)
+    }
 }
 
 /// The accuracy `curve` (epochs 1..=n) is predicted to reach at epoch `target`; None with

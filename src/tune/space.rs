@@ -11,6 +11,17 @@
 //! ]}
 //! ```
 //!
+//! The same file in TOML (chosen by the extension `.toml`; any other name is read as JSON):
+//!
+//! ```toml
+//! [[hyperparameters]]
+//! name = "lr"
+//! type = "Float"
+//! min_value = 0.01
+//! max_value = 0.3
+//! sampling = "log"
+//! ```
+//!
 //! Every parameter sits at a point `u` of [0, 1] (numbers: linear or log position, a grid of
 //! `step` when given; Choice and Boolean: an index), which is what the tuners draw and model.
 
@@ -153,6 +164,21 @@ impl Hp {
     }
 }
 
+/// A TOML value as the JSON value the checker reads. Non-finite floats (TOML has inf and nan)
+/// and dates become strings, so the checker's "must be a finite number, got ..." names them.
+fn toml_to_json(v: &toml::Value) -> Value {
+    match v {
+        toml::Value::String(s) => Value::from(s.as_str()),
+        toml::Value::Integer(i) => Value::from(*i),
+        toml::Value::Float(f) if f.is_finite() => Value::from(*f),
+        toml::Value::Float(f) => Value::from(f.to_string()),
+        toml::Value::Boolean(b) => Value::from(*b),
+        toml::Value::Datetime(d) => Value::from(d.to_string()),
+        toml::Value::Array(a) => Value::Array(a.iter().map(toml_to_json).collect()),
+        toml::Value::Table(t) => Value::Object(t.iter().map(|(k, v)| (k.clone(), toml_to_json(v))).collect()),
+    }
+}
+
 /// JSON values equal as numbers (3 == 3.0) or exactly.
 fn same(a: &Value, b: &Value) -> bool {
     match (a.as_f64(), b.as_f64()) {
@@ -162,12 +188,16 @@ fn same(a: &Value, b: &Value) -> bool {
 }
 
 impl HpSpace {
-    /// Reads a JSON hyperparameter file; every problem is one line naming the file and parameter.
+    /// Reads a hyperparameter file, TOML if its name ends in `.toml`, else JSON; every problem
+    /// is one line naming the file and the parameter (or the line of a syntax error).
     pub fn read(path: &Path) -> Result<HpSpace> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        HpSpace::parse(&text).map_err(|message| Error::Config { path: path.to_path_buf(), message })
+        let toml = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("toml"));
+        let parsed = if toml { HpSpace::parse_toml(&text) } else { HpSpace::parse(&text) };
+        parsed.map_err(|message| Error::Config { path: path.to_path_buf(), message })
     }
 
+    /// A JSON file: `{"hyperparameters": [...]}` or the bare list.
     pub fn parse(text: &str) -> std::result::Result<HpSpace, String> {
         let v: Value = serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
         let list = match &v {
@@ -175,6 +205,32 @@ impl HpSpace {
             Value::Array(a) => a,
             _ => return Err("expected {\"hyperparameters\": [...]}".into()),
         };
+        HpSpace::from_list(list)
+    }
+
+    /// A TOML file: one `[[hyperparameters]]` table per parameter, the same fields as JSON.
+    /// Its values become JSON values, so both formats share one checker and one set of errors.
+    pub fn parse_toml(text: &str) -> std::result::Result<HpSpace, String> {
+        let v: toml::Table = toml::from_str(text).map_err(|e| {
+            let at = e.span().map(|s| {
+                let before = &text[..s.start.min(text.len())];
+                let line = before.matches('\n').count() + 1;
+                let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+                format!("line {line}, column {column}: ")
+            });
+            // toml's messages may span lines; errors here are one line.
+            let message = e.message().split_whitespace().collect::<Vec<_>>().join(" ");
+            format!("not valid TOML: {}{message}", at.unwrap_or_default())
+        })?;
+        let expected = "expected [[hyperparameters]] tables (name = ..., type = ...)";
+        let list = match v.get("hyperparameters") {
+            Some(toml::Value::Array(a)) => a.iter().map(toml_to_json).collect::<Vec<_>>(),
+            _ => return Err(expected.into()),
+        };
+        HpSpace::from_list(&list)
+    }
+
+    fn from_list(list: &[Value]) -> std::result::Result<HpSpace, String> {
         let mut space = HpSpace::default();
         for (i, item) in list.iter().enumerate() {
             let hp = parse_one(item, i, &space)?;
