@@ -132,7 +132,7 @@ pub fn train_or_stop(gpu: &Arc<Gpu>, cfg: &StandaloneConfig, dir: &Path, data: &
             }
         }
     }
-    let s = run_train(gpu, cfg, dir, &JobOptions { resume: true, quiet: true, checkpoint_every: job.checkpoint_every })?;
+    let s = run_train(gpu, cfg, dir, &JobOptions { resume: true, quiet: true, checkpoint_every: job.checkpoint_every, ..Default::default() })?;
     let metrics = serde_json::json!({ "test_accuracy": s.test_accuracy, "val_accuracy": s.val_accuracy, "params": s.params, "train_seconds": s.train_seconds });
     Ok(Outcome::Finished { curve: read_curve(dir, epochs)?, metrics })
 }
