@@ -75,8 +75,8 @@ enum Command {
     Draw(cli::draw::DrawArgs),
     /// One self-contained HTML page of a search, train or rank run: config, curves, plots, top cells.
     Report(cli::report::ReportArgs),
-    /// Join the shards of a search scored with `search --resume RUN --shard I/N` into its
-    /// history, best architecture and report (every shard must have finished).
+    /// Join the shards of a search (`search --resume RUN --shard I/N`) into its history, best
+    /// architecture and report, or of a rank into rank.json (every shard must have finished).
     Merge(cli::shard::MergeArgs),
 }
 
@@ -153,7 +153,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Genotype { file } => genotype(&file),
         Command::Draw(args) => cli::draw::draw(&args),
         Command::Report(args) => cli::report::report(&args),
-        Command::Merge(args) => cli::shard::merge(&args),
+        Command::Merge(args) => cli::shard::merge(&args, &cli.adapter.options()),
     }
 }
 

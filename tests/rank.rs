@@ -224,3 +224,42 @@ fn early_stop_records_stopped_trainings_and_resumes_to_the_same_report() {
     }
     let _ = std::fs::remove_dir_all(&base);
 }
+
+/// A rank in phases and shards: `--phase inherited`, N concurrent `--resume R --shard I/N`,
+/// `cellnas merge R` gives the single-process rank's scores and statistics; a merge before every
+/// shard finished names the missing ones, and --early-stop is refused by shards.
+#[test]
+fn a_sharded_rank_merges_into_the_single_process_rank() {
+    let base = tmp("rank-shards");
+    let s = base.join("search");
+    let mut args = vec!["search", "--out", s.to_str().unwrap(), "--no-report"];
+    args.extend_from_slice(SEARCH);
+    ok(run(&args));
+    let sp = s.to_str().unwrap();
+    let (one, sharded) = (base.join("one"), base.join("sharded"));
+    ok(rank(&["--run", sp, "--out", one.to_str().unwrap()]));
+    let r = sharded.to_str().unwrap();
+    ok(rank(&["--run", sp, "--out", r, "--phase", "inherited"]));
+    assert!(sharded.join("inherited.json").is_file() && !sharded.join("rank.json").exists());
+    fails(run(&["merge", r]), &["no shards"]);
+    ok(run(&["rank", "--resume", r, "--shard", "1/2", "--quiet"]));
+    fails(run(&["merge", r]), &["1 of its 2 shards have not finished", ": 0;"]);
+    fails(run(&["rank", "--resume", r, "--quiet"]), &["being scored in shards"]);
+    fails(run(&["rank", "--resume", r, "--shard", "0/3"]), &["scored in 2 shards, not 3"]);
+    ok(run(&["rank", "--resume", r, "--shard", "0/2", "--quiet"]));
+    ok(run(&["merge", r]));
+    assert_eq!(scores(&one), scores(&sharded));
+    let stats = |d: &Path| read_json(&d.join("rank.json"))["stats"].clone();
+    assert_eq!(stats(&one), stats(&sharded));
+    // Shard 1 trained architectures 1 and 3, shard 0 architectures 0 and 2.
+    for i in 0..4 {
+        assert!(sharded.join(format!("train/{i:02}/metrics.json")).is_file());
+    }
+    let es = base.join("es");
+    let mut args = vec!["rank", "--run", sp, "--out", es.to_str().unwrap(), "--phase", "inherited", "--early-stop", "--epochs", "4"];
+    args.extend(RANK.iter().enumerate().filter(|&(i, _)| !matches!(i, 4 | 5)).map(|(_, a)| *a));
+    assert_eq!(RANK[4], "--epochs");
+    ok(run(&args));
+    fails(run(&["rank", "--resume", es.to_str().unwrap(), "--shard", "0/2"]), &["--early-stop cannot be sharded"]);
+    let _ = std::fs::remove_dir_all(base);
+}

@@ -316,14 +316,14 @@ pub fn search(gpu: &Arc<Gpu>, a: &SearchArgs, adapter_opts: &cellnas::gpu::Adapt
         }
         return super::shard::score_shard(gpu, &cfg, &out, shard, &a.shard, a.quiet);
     }
-    let supernet_only = a.shard.phase.is_some();
-    if supernet_only && a.shard.adapters.is_some() {
+    let first_phase_only = a.shard.phase.is_some();
+    if first_phase_only && a.shard.adapters.is_some() {
         bail!("--adapters scores candidates, which --phase supernet does not");
     }
     let scorers = super::shard::open_adapters(&a.shard, adapter_opts, a.quiet)?;
-    let job = JobOptions { resume, quiet: a.quiet, checkpoint_every: checkpoint_every(a.checkpoint_minutes)?, supernet_only, scorers };
+    let job = JobOptions { resume, quiet: a.quiet, checkpoint_every: checkpoint_every(a.checkpoint_minutes)?, first_phase_only, scorers, ..Default::default() };
     let summary = run_search(gpu, &cfg, &out, &job)?;
-    if supernet_only {
+    if first_phase_only {
         return super::shard::after_supernet(&summary, &out);
     }
     println!(

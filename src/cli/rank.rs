@@ -78,6 +78,15 @@ pub struct RankArgs {
     /// Only the final table.
     #[arg(long)]
     pub quiet: bool,
+    /// Run one phase only: `inherited` chooses the architectures and scores them on the
+    /// supernet, then stops, for their trainings to run in shards (--shard) joined by
+    /// `cellnas merge`.
+    #[arg(long, value_parser = ["inherited"])]
+    pub phase: Option<String>,
+    /// Train shard I of N (I from 0) of the rank given by --resume: the architectures with
+    /// id mod N = I, each in its own train/NN/ folder.
+    #[arg(long, value_name = "I/N", conflicts_with = "phase")]
+    pub shard: Option<cellnas::pipeline::shard::Shard>,
     /// Minutes between mid-epoch checkpoints of each training, 0 = only after each epoch [10].
     #[arg(long, default_value_t = 10.0)]
     pub checkpoint_minutes: f64,
@@ -158,8 +167,25 @@ pub fn rank(gpu: &Arc<Gpu>, a: &RankArgs) -> Result<()> {
             out.display()
         );
     }
-    let job = JobOptions { resume, quiet: a.quiet, checkpoint_every: super::jobs::checkpoint_every(a.checkpoint_minutes)?, ..Default::default() };
+    let first_phase_only = a.phase.is_some();
+    let job = JobOptions { resume, quiet: a.quiet, checkpoint_every: super::jobs::checkpoint_every(a.checkpoint_minutes)?, first_phase_only, ..Default::default() };
+    if let Some(shard) = a.shard {
+        if !resume {
+            bail!("--shard {}/{} trains part of the rank given by --resume RANK, which `--phase inherited` started", shard.index, shard.count);
+        }
+        let n = cellnas::pipeline::rank_shard::run_rank_shard(gpu, &cfg, &out, shard, &job)?;
+        println!("shard {}/{}: {n} architectures trained; when every shard has finished: cellnas merge {}", shard.index, shard.count, out.display());
+        return Ok(());
+    }
     let report = run_rank(gpu, &cfg, &out, &job, &a.reuse)?;
+    if first_phase_only {
+        println!(
+            "architectures chosen and scored on the supernet. Train them in N shards, each `cellnas rank --resume {} --shard I/N` (I = 0..N-1), then `cellnas merge {}`",
+            out.display(),
+            out.display()
+        );
+        return Ok(());
+    }
     print_report(&report);
     println!("rank.json: {}", out.join("rank.json").display());
     Ok(())
@@ -173,7 +199,7 @@ fn num(v: Option<f64>) -> String {
     v.map_or("undefined".into(), |v| format!("{v:.3}"))
 }
 
-fn print_report(r: &RankReport) {
+pub fn print_report(r: &RankReport) {
     println!("{:>3}  {:<7}  {:>9}  {:>11}  {:>9}", "id", "source", "inherited", "stand-alone", "params");
     let mut rows: Vec<_> = r.archs.iter().collect();
     rows.sort_by(|a, b| b.final_estimate().total_cmp(&a.final_estimate()));

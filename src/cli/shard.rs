@@ -89,14 +89,22 @@ pub fn after_supernet(s: &SearchSummary, dir: &Path) -> Result<()> {
 
 #[derive(Args, Debug)]
 pub struct MergeArgs {
-    /// The run folder whose shards have all finished.
+    /// The search or rank folder whose shards have all finished.
     pub run: PathBuf,
     /// Do not write report.html into the run folder.
     #[arg(long)]
     pub no_report: bool,
 }
 
-pub fn merge(a: &MergeArgs) -> Result<()> {
+pub fn merge(a: &MergeArgs, opts: &cellnas::gpu::AdapterOptions) -> Result<()> {
+    // A rank's merge reads its trainings back through the rank job, which opens an adapter.
+    if a.run.join("archs.json").is_file() {
+        let gpu = Gpu::new(opts)?;
+        let report = cellnas::pipeline::rank_shard::merge_rank(&gpu, &a.run)?;
+        super::rank::print_report(&report);
+        println!("rank.json: {}", a.run.join("rank.json").display());
+        return Ok(());
+    }
     let s = cellnas::pipeline::merge::merge(&a.run)?;
     println!("merged: {} candidates ({} scored, repeats reuse their score) into {}", s.candidates, s.evaluated, a.run.join("history.jsonl").display());
     super::table::print_top_pareto(&s.top, 5, &s.pareto);

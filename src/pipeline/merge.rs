@@ -23,46 +23,13 @@ pub fn merge(dir: &Path) -> Result<SearchSummary> {
     })?;
     let stored: serde_json::Value = serde_json::from_slice(&text).map_err(|e| Error::Config { path: path.clone(), message: format!("not valid JSON: {e}") })?;
     let cfg: SearchConfig = serde_json::from_value(stored.clone()).map_err(|e| Error::Config { path: path.clone(), message: format!("not a search run's config: {e}") })?;
-    if !dir.join(SHARDS).join(PLAN).is_file() {
-        return Err(Error::Config {
-            path: dir.to_path_buf(),
-            message: "has no shards to merge (no shards/plan.json): score it with `cellnas search --resume RUN --shard I/N` first".into(),
-        });
-    }
+    no_shards(dir)?;
     let run = RunDir::resume(dir, &stored)?;
     let run_id = run.run_id().unwrap_or_default().to_string();
-    let plan = read_plan(dir)?;
-    if plan.run_id != run_id {
-        return Err(Error::Config {
-            path: dir.join(SHARDS).join(PLAN),
-            message: format!("belongs to run {}, but this run is {run_id}: shards of another run were copied in", plan.run_id),
-        });
-    }
+    let plan = finished_shards(dir, &run_id)?;
     let n = plan.shards;
-    let missing: Vec<usize> = (0..n).filter(|&i| !shard_dir(dir, i).join(DONE).is_file()).collect();
-    if !missing.is_empty() {
-        let list = missing.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ");
-        return Err(Error::Config {
-            path: dir.to_path_buf(),
-            message: format!(
-                "{} of its {n} shards have not finished (no shards/I/done.json): {list}; run them \
-                 (`cellnas search --resume {} --shard I/{n}`) and merge again",
-                missing.len(),
-                dir.display()
-            ),
-        });
-    }
     let mut scored: HashMap<usize, HistoryEntry> = HashMap::new();
     for i in 0..n {
-        let done_path = shard_dir(dir, i).join(DONE);
-        let bytes = std::fs::read(&done_path).map_err(|e| Error::io(&done_path, e))?;
-        let done: Done = serde_json::from_slice(&bytes).map_err(|e| Error::Config { path: done_path.clone(), message: format!("not a shard's done record: {e}") })?;
-        if done.run != run_id || done.shards != n || done.shard != i {
-            return Err(Error::Config {
-                path: done_path,
-                message: format!("is shard {}/{} of run {}, expected shard {i}/{n} of run {run_id}: shards of another run were copied in", done.shard, done.shards, done.run),
-            });
-        }
         for s in read_scores(dir, &run_id, Shard { index: i, count: n })? {
             if scored.insert(s.entry.id, s.entry).is_some() {
                 return Err(Error::Config { path: shard_dir(dir, i).join(super::shard::SCORES), message: "scores one position twice".into() });
@@ -122,6 +89,55 @@ pub fn merge(dir: &Path) -> Result<SearchSummary> {
     summary.evaluated = entries.iter().filter(|e| e.eval_ms > 0.0).count();
     summary.rejected = rounds.rejected();
     Ok(summary)
+}
+
+/// The plan of the shards of run `run_id` in `dir`, once every one of them has finished: an
+/// error names the shards without a done.json, or any that belongs to another run.
+pub fn finished_shards(dir: &Path, run_id: &str) -> Result<super::shard::Plan> {
+    no_shards(dir)?;
+    let plan = read_plan(dir)?;
+    if plan.run_id != run_id {
+        return Err(Error::Config {
+            path: dir.join(SHARDS).join(PLAN),
+            message: format!("belongs to run {}, but this run is {run_id}: shards of another run were copied in", plan.run_id),
+        });
+    }
+    let n = plan.shards;
+    let missing: Vec<usize> = (0..n).filter(|&i| !shard_dir(dir, i).join(DONE).is_file()).collect();
+    if !missing.is_empty() {
+        let list = missing.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ");
+        return Err(Error::Config {
+            path: dir.to_path_buf(),
+            message: format!(
+                "{} of its {n} shards have not finished (no shards/I/done.json): {list}; run them \
+                 (`--resume {} --shard I/{n}`) and merge again",
+                missing.len(),
+                dir.display()
+            ),
+        });
+    }
+    for i in 0..n {
+        let done_path = shard_dir(dir, i).join(DONE);
+        let bytes = std::fs::read(&done_path).map_err(|e| Error::io(&done_path, e))?;
+        let done: Done = serde_json::from_slice(&bytes).map_err(|e| Error::Config { path: done_path.clone(), message: format!("not a shard's done record: {e}") })?;
+        if done.run != run_id || done.shards != n || done.shard != i {
+            return Err(Error::Config {
+                path: done_path,
+                message: format!("is shard {}/{} of run {}, expected shard {i}/{n} of run {run_id}: shards of another run were copied in", done.shard, done.shards, done.run),
+            });
+        }
+    }
+    Ok(plan)
+}
+
+fn no_shards(dir: &Path) -> Result<()> {
+    if !dir.join(SHARDS).join(PLAN).is_file() {
+        return Err(Error::Config {
+            path: dir.to_path_buf(),
+            message: "has no shards to merge (no shards/plan.json): run its shards (`--resume RUN --shard I/N`) first".into(),
+        });
+    }
+    Ok(())
 }
 
 /// The supernet's per-epoch metrics (metrics.jsonl), one per epoch up to `epochs`.

@@ -10,6 +10,7 @@ pub mod fit;
 pub mod kernels;
 pub mod morphism;
 pub mod rank;
+pub mod rank_shard;
 pub mod rank_stop;
 pub mod search;
 pub mod merge;
@@ -44,9 +45,12 @@ pub struct JobOptions {
     pub quiet: bool,
     /// Wall time between mid-epoch checkpoints (`None`: only after each epoch).
     pub checkpoint_every: Option<std::time::Duration>,
-    /// A search stops once its supernet is trained (`--phase supernet`): its candidates are
-    /// then scored in shards (pipeline::shard).
-    pub supernet_only: bool,
+    /// Stop after the job's first phase (`--phase`): a search once its supernet is trained, a
+    /// rank once its architectures are chosen and scored on the supernet. The rest then runs
+    /// in shards (pipeline::shard, rank_shard) joined by `cellnas merge`.
+    pub first_phase_only: bool,
+    /// `cellnas merge` finishing a job whose shards are done (a rank reads their trainings back).
+    pub merging: bool,
     /// Devices that score a search's candidates in parallel (`--adapters`); empty: the job's
     /// own device scores them.
     pub scorers: Vec<std::sync::Arc<crate::gpu::Gpu>>,

@@ -298,6 +298,12 @@ pub fn run_rank(gpu: &Arc<Gpu>, cfg: &RankConfig, out: &Path, job: &JobOptions, 
     let genotypes = archs.iter().map(|a| space.parse(&a.genotype)).collect::<Result<Vec<_>>>()?;
 
     let inherited = inherited_scores(gpu, &search, &search_run, &archs, &genotypes, &run, &say)?;
+    if job.first_phase_only {
+        return Ok(RankReport { stats: rank_stats(&[], cfg.precision_k), stats_trained: None, early_stop: None, archs: Vec::new() });
+    }
+    if job.resume && !job.merging {
+        super::shard::refuse_unsharded(out)?;
+    }
 
     // Each training is its own run folder; a finished one (metrics.json) is read back.
     let data = match cfg.early_stop {
@@ -425,7 +431,7 @@ fn inherited_scores(
 }
 
 /// metrics.json of a finished `cellnas train` run in `dir` whose config is `cfg`.
-fn finished_metrics(dir: &Path, cfg: &StandaloneConfig) -> Result<Option<Value>> {
+pub(crate) fn finished_metrics(dir: &Path, cfg: &StandaloneConfig) -> Result<Option<Value>> {
     let (Ok(stored), Ok(metrics)) = (std::fs::read(dir.join("config.json")), std::fs::read(dir.join("metrics.json"))) else {
         return Ok(None);
     };

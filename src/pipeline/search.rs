@@ -160,7 +160,7 @@ pub fn run_search(gpu: &Arc<Gpu>, cfg: &SearchConfig, out: &Path, job: &JobOptio
     }
     let run = if job.resume { RunDir::resume(out, &cfg_json)? } else { RunDir::create(out, &cfg_json)? };
     super::kernels::pin(gpu, &run, job.resume)?;
-    if job.resume && !job.supernet_only {
+    if job.resume && !job.first_phase_only {
         super::shard::refuse_unsharded(out)?;
     }
     if cfg.data.val_count == 0 {
@@ -199,7 +199,7 @@ pub fn run_search(gpu: &Arc<Gpu>, cfg: &SearchConfig, out: &Path, job: &JobOptio
     })?;
     // Training time over every process that ran it (a resumed run included).
     let train_seconds: f64 = epochs.iter().map(|m| m.seconds).sum();
-    if job.supernet_only {
+    if job.first_phase_only {
         let random_median = None;
         return Ok(SearchSummary { top: vec![], epochs, train_seconds, search_seconds: 0.0, evaluated: 0, candidates: 0, random_candidates: 0, random_median, pareto: Pareto::of(&[]), rejected: 0 });
     }

@@ -41,7 +41,7 @@ pub const SHARDS: &str = "shards";
 pub const PLAN: &str = "plan.json";
 pub const SCORES: &str = "scores.jsonl";
 pub const DONE: &str = "done.json";
-const FORMAT: &str = "cellnas-shards-1";
+pub(crate) const FORMAT: &str = "cellnas-shards-1";
 
 /// Most shards a run may be split into.
 pub const MAX_SHARDS: usize = 100_000;
@@ -273,7 +273,7 @@ fn check_run(dir: &Path, cfg: &SearchConfig) -> Result<RunDir> {
 }
 
 /// Writes `shards/plan.json` if no shard has, else checks that it says the same.
-fn claim_plan(dir: &Path, plan: &Plan) -> Result<()> {
+pub(crate) fn claim_plan(dir: &Path, plan: &Plan) -> Result<()> {
     let path = dir.join(SHARDS).join(PLAN);
     if !path.exists() {
         let temp = dir.join(SHARDS).join(format!(".plan.{}.json", std::process::id()));
@@ -381,7 +381,7 @@ fn wait_for_round(dir: &Path, run_id: &str, me: Shard, round: &[Slot], scores: &
     }
 }
 
-fn host() -> String {
+pub(crate) fn host() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).ok().or_else(|| std::env::var("HOSTNAME").ok()).unwrap_or_default()
 }
 
