@@ -168,3 +168,34 @@ fn bad_tune_flags_fail_cleanly() {
     assert!(!dir.join("o").join("trials.jsonl").exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A Hyperband tune in phases and shards (`--phase setup`, two concurrent `--resume T --shard
+/// I/2`, `cellnas merge T`) writes the single-process trials.jsonl and picks and tests the same
+/// best trial; rounds are rungs, so the promoted trial continues on whichever shard runs it.
+#[test]
+fn a_sharded_tune_merges_into_the_single_process_tune() {
+    let dir = tmp("tune-shards");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("cell.txt"), CELL).unwrap();
+    std::fs::write(dir.join("hp.json"), HP).unwrap();
+    let (a, b) = (dir.join("one"), dir.join("sharded"));
+    ok(run(&strs(&tune_args("--out", &a, &dir))));
+    let mut setup = tune_args("--out", &b, &dir);
+    setup.extend(["--phase", "setup"].map(String::from));
+    ok(run(&strs(&setup)));
+    let bs = b.to_str().unwrap();
+    let shard = |i: usize| std::process::Command::new(env!("CARGO_BIN_EXE_cellnas")).args(["tune", "--resume", bs, "--shard", &format!("{i}/2"), "--quiet"]).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let children = [shard(0), shard(1)];
+    for c in children {
+        ok(c.wait_with_output().unwrap());
+    }
+    fails(run(&["tune", "--resume", bs, "--quiet"]), &["being scored in shards"]);
+    ok(run(&["merge", bs]));
+    assert_eq!(trials(&a), trials(&b));
+    let best = |d: &Path| {
+        let v = read_json(&d.join("best.json"));
+        (v["best"]["trial"].clone(), v["best"]["test_accuracy"].as_f64().unwrap().to_bits(), v["jobs"].clone())
+    };
+    assert_eq!(best(&a), best(&b));
+    let _ = std::fs::remove_dir_all(&dir);
+}

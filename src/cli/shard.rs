@@ -97,7 +97,14 @@ pub struct MergeArgs {
 }
 
 pub fn merge(a: &MergeArgs, opts: &cellnas::gpu::AdapterOptions) -> Result<()> {
-    // A rank's merge reads its trainings back through the rank job, which opens an adapter.
+    // A tune's and a rank's merge finish through their own job, which opens an adapter.
+    let config = std::fs::read(a.run.join("config.json")).ok().and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+    if config.as_ref().is_some_and(|c| c.get("tuner").is_some()) {
+        let gpu = Gpu::new(opts)?;
+        let s = cellnas::pipeline::tune_shard::merge_tune(&gpu, &a.run)?;
+        super::tune::print_summary(&s);
+        return Ok(());
+    }
     if a.run.join("archs.json").is_file() {
         let gpu = Gpu::new(opts)?;
         let report = cellnas::pipeline::rank_shard::merge_rank(&gpu, &a.run)?;

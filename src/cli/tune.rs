@@ -67,6 +67,17 @@ pub struct TuneArgs {
     /// No progress lines.
     #[arg(long)]
     pub quiet: bool,
+    /// Run one phase only: `setup` creates the tune's folder and stops, for its jobs to run in
+    /// shards (--shard) joined by `cellnas merge`.
+    #[arg(long, value_parser = ["setup"])]
+    pub phase: Option<String>,
+    /// Run shard I of N (I from 0) of the tune given by --resume: the jobs at positions p mod
+    /// N = I of each round (docs/ARCHITECTURE.md, "Sharded search").
+    #[arg(long, value_name = "I/N", conflicts_with = "phase")]
+    pub shard: Option<cellnas::pipeline::shard::Shard>,
+    /// Minutes a shard waits for the others to finish a round [60].
+    #[arg(long, requires = "shard")]
+    pub shard_wait_minutes: Option<f64>,
     /// Minutes of training between mid-epoch checkpoints, 0 = only after each epoch [10].
     #[arg(long, default_value_t = 10.0)]
     pub checkpoint_minutes: f64,
@@ -166,8 +177,32 @@ pub fn tune(gpu: &Arc<Gpu>, a: &TuneArgs) -> Result<()> {
         };
         eprintln!("cellnas tune: {plan}, up to {} epochs each, adapter {}, run folder {}", cfg.max_epochs, gpu.info.name, out.display());
     }
-    let job = JobOptions { resume, quiet: a.quiet, checkpoint_every: checkpoint_every(a.checkpoint_minutes)?, ..Default::default() };
+    let first_phase_only = a.phase.is_some();
+    let job = JobOptions { resume, quiet: a.quiet, checkpoint_every: checkpoint_every(a.checkpoint_minutes)?, first_phase_only, ..Default::default() };
+    if let Some(shard) = a.shard {
+        if !resume {
+            bail!("--shard {}/{} runs part of the tune given by --resume TUNE, which `--phase setup` created", shard.index, shard.count);
+        }
+        let minutes = a.shard_wait_minutes.unwrap_or(60.0);
+        if !(minutes.is_finite() && (0.0..=100_000.0).contains(&minutes)) {
+            bail!("--shard-wait-minutes must be between 0 and 100000, got {minutes}");
+        }
+        let wait = std::time::Duration::from_secs_f64(minutes * 60.0);
+        let n = cellnas::pipeline::tune_shard::run_tune_shard(gpu, &cfg, &out, shard, &job, wait)?;
+        println!("shard {}/{}: {n} jobs run; when every shard has finished: cellnas merge {}", shard.index, shard.count, out.display());
+        return Ok(());
+    }
     let s = run_tune(gpu, &cfg, &out, &job)?;
+    if first_phase_only {
+        println!("tune created. Run its jobs in N shards, each `cellnas tune --resume {} --shard I/N` (I = 0..N-1), then `cellnas merge {}`", out.display(), out.display());
+        return Ok(());
+    }
+    print_summary(&s);
+    Ok(())
+}
+
+/// The table of jobs and the best trial.
+pub fn print_summary(s: &cellnas::pipeline::tune::TuneSummary) {
     println!("{:<6} {:<8} {:>6} {:>9} {:>8}  hyperparameters", "trial", "at", "epochs", "val acc", "stopped");
     for r in &s.records {
         let at = r.job.rung.map_or("-".to_string(), |rung| format!("b{}r{rung}", r.job.bracket.unwrap_or(0)));
@@ -198,5 +233,4 @@ pub fn tune(gpu: &Arc<Gpu>, a: &TuneArgs) -> Result<()> {
         ),
         None => println!("{trials} trials, no finished trial (all stopped early)"),
     }
-    Ok(())
 }

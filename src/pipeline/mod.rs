@@ -18,6 +18,7 @@ pub mod shard;
 mod rounds;
 pub mod standalone;
 pub mod tune;
+pub mod tune_shard;
 pub mod warnings;
 
 /// Progress bars on stderr (hidden automatically when stderr is not a terminal).

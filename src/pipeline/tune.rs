@@ -149,6 +149,12 @@ pub fn run_tune(gpu: &Arc<Gpu>, cfg: &TuneConfig, out: &Path, opts: &JobOptions)
     let cfg_json = serde_json::to_value(cfg).map_err(|e| Error::Invalid(format!("config: {e}")))?;
     let run = if opts.resume { RunDir::resume(out, &cfg_json)? } else { RunDir::create(out, &cfg_json)? };
     super::kernels::pin(gpu, &run, opts.resume)?;
+    if opts.first_phase_only {
+        return Ok(TuneSummary { records: Vec::new(), best: None, train_seconds: 0.0 });
+    }
+    if opts.resume && !opts.merging {
+        super::shard::refuse_unsharded(out)?;
+    }
     let path = out.join("trials.jsonl");
     let (mut done, warnings) = read_jsonl::<TrialRecord>(&path)?;
     for w in warnings {
@@ -225,7 +231,7 @@ fn test_best(gpu: &Arc<Gpu>, cfg: &TuneConfig, b: &TrialRecord, out: &Path, opts
 
 /// Trains a job's trial to its epochs (continuing from its folder), scoring each epoch, and
 /// stopping early when its curve says so.
-fn run_job(gpu: &Arc<Gpu>, cfg: &TuneConfig, job: &Job, data: &Loaded, done: &[TrialRecord], out: &Path, opts: &JobOptions) -> Result<TrialRecord> {
+pub(crate) fn run_job(gpu: &Arc<Gpu>, cfg: &TuneConfig, job: &Job, data: &Loaded, done: &[TrialRecord], out: &Path, opts: &JobOptions) -> Result<TrialRecord> {
     let tcfg = cfg.trial_config(job);
     let label = || format!("trial {} ({})", job.trial, hp_text(&job.hyperparameters));
     tcfg.net.validate().and_then(|_| tcfg.train.validate()).map_err(|e| Error::Invalid(format!("{}: {e}", label())))?;
