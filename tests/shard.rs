@@ -12,12 +12,11 @@ const TINY: &[&str] = &[
     "--val", "48", "--recalibration-batches", "1", "--quiet", "--seed", "5", "--no-report",
 ];
 
+mod common;
+use common::{fails, ok, run};
+
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_cellnas"))
-}
-
-fn run(args: &[&str]) -> Output {
-    bin().args(args).output().expect("run cellnas")
 }
 
 fn spawn(args: &[&str]) -> Child {
@@ -25,23 +24,7 @@ fn spawn(args: &[&str]) -> Child {
 }
 
 fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("cellnas-shard-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
-}
-
-fn ok(o: Output) -> String {
-    assert!(o.status.success(), "exit {:?}\n{}", o.status, String::from_utf8_lossy(&o.stderr));
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn fails(o: Output, needles: &[&str]) {
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "expected a clean failure, got {:?}\n{err}", o.status);
-    assert!(!err.contains("panicked"), "{err}");
-    for n in needles {
-        assert!(err.contains(n), "error should mention '{n}':\n{err}");
-    }
+    common::tmp(&format!("shard-{name}"))
 }
 
 /// A usage error from the flag parser: exit 2, no panic, the message names the flag.

@@ -11,7 +11,7 @@ use super::standalone::run_train;
 use super::JobOptions;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::run::{config_diff, write_json_atomic, RunDir};
+use crate::run::{write_json_atomic, RunDir};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -25,13 +25,7 @@ pub fn run_rank_shard(gpu: &Arc<Gpu>, cfg: &RankConfig, dir: &Path, shard: Shard
             "--early-stop cannot be sharded: whether a training stops depends on the trainings finished before it; rank in one process".into(),
         ));
     }
-    let path = dir.join("config.json");
-    let stored: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).map_err(|e| Error::io(&path, e))?)
-        .map_err(|e| Error::Config { path: path.clone(), message: format!("not valid JSON: {e}") })?;
-    let diff = config_diff(&stored, &serde_json::to_value(cfg).map_err(|e| Error::Invalid(format!("config: {e}")))?);
-    if !diff.is_empty() {
-        return Err(Error::Config { path, message: format!("the rank was started with a different config. Differing fields:\n  {}", diff.join("\n  ")) });
-    }
+    super::shard::same_config(dir, cfg, "rank")?;
     let run = RunDir::verified(dir)?;
     let run_id = run.run_id().unwrap_or_default().to_string();
     for f in ["archs.json", "inherited.json"] {

@@ -250,17 +250,7 @@ fn observation(e: &HistoryEntry) -> Observation {
 
 /// The run in `dir`, verified, with `cfg` as its config (not locked: its shards run at once).
 fn check_run(dir: &Path, cfg: &SearchConfig) -> Result<RunDir> {
-    let path = dir.join("config.json");
-    let stored: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).map_err(|e| Error::io(&path, e))?)
-        .map_err(|e| Error::Config { path: path.clone(), message: format!("not valid JSON: {e}") })?;
-    let given = serde_json::to_value(cfg).map_err(|e| Error::Invalid(format!("config: {e}")))?;
-    let diff = config_diff(&stored, &given);
-    if !diff.is_empty() {
-        return Err(Error::Config {
-            path,
-            message: format!("the run was started with a different config, so it cannot be sharded with this one. Differing fields:\n  {}", diff.join("\n  ")),
-        });
-    }
+    same_config(dir, cfg, "run")?;
     let run = RunDir::verified(dir)?;
     let history = run.history_path();
     if std::fs::metadata(&history).is_ok_and(|m| m.len() > 0) && !dir.join(SHARDS).join(PLAN).is_file() {
@@ -270,6 +260,23 @@ fn check_run(dir: &Path, cfg: &SearchConfig) -> Result<RunDir> {
         });
     }
     Ok(run)
+}
+
+/// An error listing the differences unless `dir/config.json` is `given` (what a shard of the
+/// run, `what` it is, was started with). No lock: the run's shards read it at once.
+pub(crate) fn same_config<T: Serialize>(dir: &Path, given: &T, what: &str) -> Result<()> {
+    let path = dir.join("config.json");
+    let stored: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).map_err(|e| Error::io(&path, e))?)
+        .map_err(|e| Error::Config { path: path.clone(), message: format!("not valid JSON: {e}") })?;
+    let given = serde_json::to_value(given).map_err(|e| Error::Invalid(format!("config: {e}")))?;
+    let diff = config_diff(&stored, &given);
+    if !diff.is_empty() {
+        return Err(Error::Config {
+            path,
+            message: format!("the {what} was started with a different config, so it cannot be sharded with this one. Differing fields:\n  {}", diff.join("\n  ")),
+        });
+    }
+    Ok(())
 }
 
 /// Writes `shards/plan.json` if no shard has, else checks that it says the same.

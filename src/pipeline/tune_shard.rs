@@ -15,7 +15,7 @@ use super::tune::{run_job, TuneConfig};
 use super::JobOptions;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::run::{append_jsonl, config_diff, jsonl_line, parse_jsonl, write_atomic, write_json_atomic, RunDir};
+use crate::run::{append_jsonl, jsonl_line, parse_jsonl, write_atomic, write_json_atomic, RunDir};
 use crate::tune::{next_job, Job, TrialRecord, Tuner};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -64,13 +64,7 @@ pub fn run_tune_shard(gpu: &Arc<Gpu>, cfg: &TuneConfig, dir: &Path, shard: Shard
     if cfg.early_stop.is_some() {
         return Err(Error::Invalid("--early-stop cannot be sharded: whether a job stops depends on the jobs finished before it; tune in one process".into()));
     }
-    let path = dir.join("config.json");
-    let stored: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).map_err(|e| Error::io(&path, e))?)
-        .map_err(|e| Error::Config { path: path.clone(), message: format!("not valid JSON: {e}") })?;
-    let diff = config_diff(&stored, &serde_json::to_value(cfg).map_err(|e| Error::Invalid(format!("config: {e}")))?);
-    if !diff.is_empty() {
-        return Err(Error::Config { path, message: format!("the tune was started with a different config. Differing fields:\n  {}", diff.join("\n  ")) });
-    }
+    super::shard::same_config(dir, cfg, "tune")?;
     let run = RunDir::verified(dir)?;
     let run_id = run.run_id().unwrap_or_default().to_string();
     if std::fs::metadata(dir.join("trials.jsonl")).is_ok_and(|m| m.len() > 0) && !dir.join(super::shard::SHARDS).join(super::shard::PLAN).is_file() {
