@@ -184,6 +184,13 @@ fn early_stop_records_stopped_trainings_and_resumes_to_the_same_report() {
     assert_eq!((e["epochs_full"].as_u64().unwrap(), e["epochs_trained"].as_u64().unwrap()), (24, 24 - stopped as u64));
     assert_eq!((report["stats"]["n"].as_u64(), report["stats_trained"]["n"].as_u64()), (Some(6), Some(6 - stopped as u64)));
 
+    // The report marks the stopped ones and says what the statistics took for them.
+    let html = base.join("r1.html");
+    ok(run(&["report", r1.to_str().unwrap(), "--out", html.to_str().unwrap()]));
+    let html = std::fs::read_to_string(&html).unwrap();
+    assert_eq!(html.matches("stopped at epoch 3, predicted").count(), stopped, "one mark per stopped training");
+    assert!(html.contains("Kendall tau, fully trained only"));
+
     // A finished training under early stopping is the plain training, bitwise.
     // (The same seed draws the same first architectures; the first is never stopped.)
     let mut a = vec!["rank", "--run", sp, "--out", plain.to_str().unwrap(), "--archs", "2", "--top", "0", "--epochs", "4"];
