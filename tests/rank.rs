@@ -156,6 +156,7 @@ fn early_stop_records_stopped_trainings_and_resumes_to_the_same_report() {
     let archs = report["archs"].as_array().unwrap();
     assert_eq!(archs.len(), 6);
     let mut finals: Vec<f64> = vec![];
+    let mut curves: Vec<Vec<f64>> = vec![];
     let mut stopped = 0;
     for a in archs {
         let curve: Vec<f64> = a["val_curve"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
@@ -170,11 +171,19 @@ fn early_stop_records_stopped_trainings_and_resumes_to_the_same_report() {
             assert!(e["prob_below"].as_f64().unwrap() >= 0.5, "{a}");
             let (lo, hi, p) = (e["predicted_90"][0].as_f64().unwrap(), e["predicted_90"][1].as_f64().unwrap(), e["predicted"].as_f64().unwrap());
             assert!(0.0 <= lo && lo <= hi && hi <= 1.0 && (0.0..=1.0).contains(&p), "{a}");
+            // Compared at the same epoch: the prediction is shifted by the incumbent's own
+            // extrapolation error at that epoch.
+            let (raw, inc, inc_pred) = (e["predicted_raw"].as_f64().unwrap(), e["incumbent"].as_f64().unwrap(), e["incumbent_predicted"].as_f64().unwrap());
+            assert!((p - (raw + inc - inc_pred).clamp(0.0, 1.0)).abs() < 1e-12, "{a}");
+            let inc_curve = curves.iter().find(|c| c[3] == best).unwrap();
+            let seed = cellnas::nn::params::name_seed(5, &format!("rank.curve{}", a["id"]));
+            assert_eq!(inc_pred, cellnas::tune::curve::predict(&inc_curve[..3], 4, seed).unwrap().mean, "{a}");
             assert!(!r1.join(format!("train/{:02}/metrics.json", a["id"])).exists());
         } else {
             assert_eq!(curve.len(), 4, "{a}");
             assert!(a["standalone_test_accuracy"].as_f64().is_some(), "{a}");
             finals.push(curve[3]);
+            curves.push(curve.clone());
         }
     }
     assert!(!archs[0]["stopped_early"].as_bool().unwrap(), "the first has no incumbent to stop against");
@@ -183,6 +192,13 @@ fn early_stop_records_stopped_trainings_and_resumes_to_the_same_report() {
     assert_eq!(e["stopped"], stopped);
     assert_eq!((e["epochs_full"].as_u64().unwrap(), e["epochs_trained"].as_u64().unwrap()), (24, 24 - stopped as u64));
     assert_eq!((report["stats"]["n"].as_u64(), report["stats_trained"]["n"].as_u64()), (Some(6), Some(6 - stopped as u64)));
+
+    // The report marks the stopped ones and says what the statistics took for them.
+    let html = base.join("r1.html");
+    ok(run(&["report", r1.to_str().unwrap(), "--out", html.to_str().unwrap()]));
+    let html = std::fs::read_to_string(&html).unwrap();
+    assert_eq!(html.matches("stopped at epoch 3, predicted").count(), stopped, "one mark per stopped training");
+    assert!(html.contains("Kendall tau, fully trained only"));
 
     // A finished training under early stopping is the plain training, bitwise.
     // (The same seed draws the same first architectures; the first is never stopped.)

@@ -108,7 +108,7 @@ pub struct SearchArgs {
     #[arg(long)]
     pub supernet_affine: bool,
     /// Search strategy: random, evolution, grid, bayes or reinforce (docs/ARCHITECTURE.md)
-    /// [evolution].
+    /// [evolution; bayes was ahead or level on every NB201 table measured, docs/RESULTS.md].
     #[arg(long)]
     pub strategy: Option<String>,
     #[command(flatten)]

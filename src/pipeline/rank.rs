@@ -329,10 +329,10 @@ pub fn run_rank(gpu: &Arc<Gpu>, cfg: &RankConfig, out: &Path, job: &JobOptions, 
                     finished_metrics(&dir, &scfg)?.ok_or_else(|| Error::Invalid(format!("{}: copied run has no metrics", dir.display())))?
                 }
                 (_, Some(es), Some(data)) => {
-                    let finals: Vec<f64> = ranked.iter().filter(|r| !r.stopped_early).filter_map(|r| r.val_curve.as_ref()?.last().copied()).collect();
-                    let inc = incumbent(&finals, cfg.precision_k);
+                    let finished: Vec<Vec<f64>> = ranked.iter().filter(|r| !r.stopped_early).filter_map(|r| r.val_curve.clone()).collect();
+                    let inc = incumbent(&finished, cfg.precision_k);
                     let seed = name_seed(cfg.train.seed, &format!("rank.curve{}", arch.id));
-                    match train_or_stop(gpu, &scfg, &dir, data, es, inc, seed, job)? {
+                    match train_or_stop(gpu, &scfg, &dir, data, es, inc.as_deref(), seed, job)? {
                         Outcome::Finished { curve: c, metrics } => {
                             curve = Some(c);
                             metrics

@@ -359,7 +359,7 @@ fn ranking(f: &RunFiles, rank: &Value) -> String {
     let g = |k: &str| s[k].as_f64();
     let three = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.3}"));
     let ci = s["kendall_tau_90"].as_array().and_then(|a| Some((a.first()?.as_f64()?, a.get(1)?.as_f64()?))).map_or(String::new(), |(a, b)| format!(" (90% interval {a:.2}..{b:.2})"));
-    let rows = vec![
+    let mut rows = vec![
         ("architectures".to_string(), s["n"].to_string()),
         ("Kendall tau".into(), format!("{}{ci}", three(g("kendall_tau")))),
         ("Spearman rho".into(), three(g("spearman_rho"))),
@@ -370,6 +370,15 @@ fn ranking(f: &RunFiles, rank: &Value) -> String {
         ("uniform sample, 75th percentile".into(), pct(g("uniform_p75"))),
         ("share of the uniform sample each top architecture beats".into(), s["top_percentiles"].as_array().map_or("-".into(), |a| a.iter().filter_map(Value::as_f64).map(|v| format!("{:.0}%", 100.0 * v)).collect::<Vec<_>>().join(", "))),
     ];
+    // With --early-stop the figures above take a stopped training's predicted final in its place.
+    if let Some(e) = rank["early_stop"].as_object() {
+        let t = &rank["stats_trained"];
+        rows.push((
+            "stopped early (learning curve)".into(),
+            format!("{} of {}, {} of {} epochs trained; the figures above use a stopped one's predicted final validation accuracy", e["stopped"], s["n"], e["epochs_trained"], e["epochs_full"]),
+        ));
+        rows.push(("Kendall tau, fully trained only".into(), format!("{} over {}", three(t["kendall_tau"].as_f64()), t["n"])));
+    }
     let mut o = String::from("<table class=\"stats\"><tbody>\n");
     for (k, v) in rows {
         let _ = writeln!(o, "<tr><td>{}</td><td class=\"mono\">{}</td></tr>", draw::esc(&k), draw::esc(&v));
@@ -421,7 +430,10 @@ fn ranking(f: &RunFiles, rank: &Value) -> String {
                     Td::Num(id as f64, id.to_string()),
                     Td::Text(a["source"].as_str().unwrap_or("-").into()),
                     n("inherited_accuracy"),
-                    n("standalone_test_accuracy"),
+                    match a["early_stop"].as_object() {
+                        Some(e) => Td::Text(format!("stopped at epoch {}, predicted {}", e["epochs"], pct(e["predicted"].as_f64()))),
+                        None => n("standalone_test_accuracy"),
+                    },
                     n("standalone_val_accuracy"),
                     a["params"].as_u64().map_or(Td::Text("-".into()), |p| Td::Num(p as f64, count(Some(p)))),
                     flops_of(id).map_or(Td::Text("-".into()), |p| Td::Num(p as f64, count(Some(p)))),
