@@ -4,7 +4,6 @@ use anyhow::{bail, Result};
 use cellnas::gpu::Gpu;
 use cellnas::pipeline::rank::{read_search_config, run_rank, RankConfig, RankReport};
 use cellnas::pipeline::JobOptions;
-use cellnas::tune::EarlyStop;
 use clap::Args;
 use serde_json::json;
 use std::path::PathBuf;
@@ -58,17 +57,8 @@ pub struct RankArgs {
     /// folder instead of training again (repeatable); for comparing supernets on one sample.
     #[arg(long, conflicts_with = "early_stop")]
     pub reuse: Vec<PathBuf>,
-    /// Stop a stand-alone training once its extrapolated validation curve is below the
-    /// incumbent (the k-th best finished architecture, k of --precision-k) with high probability;
-    /// as `cellnas tune --early-stop` (docs/ARCHITECTURE.md).
-    #[arg(long)]
-    pub early_stop: bool,
-    /// The probability early stopping needs [0.95].
-    #[arg(long, requires = "early_stop")]
-    pub early_stop_probability: Option<f64>,
-    /// Epochs a curve needs before it is extrapolated, at least 3 [3].
-    #[arg(long, requires = "early_stop")]
-    pub early_stop_min_epochs: Option<usize>,
+    #[command(flatten)]
+    pub stop: super::tune::EarlyStopArgs,
     /// Rank folder [default: runs/rank-<seed>, or .2, .3, ... if that exists].
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -140,10 +130,7 @@ pub fn rank(gpu: &Arc<Gpu>, a: &RankArgs) -> Result<()> {
     set!(archs => cfg.archs, top => cfg.top, seed => cfg.sample_seed, epochs => cfg.train.epochs, train_limit => cfg.data.train_limit,
          channels => cfg.net.channels, layers => cfg.net.layers, batch_size => cfg.train.batch_size, lr => cfg.train.lr,
          precise_bn => cfg.precise_bn, precision_k => cfg.precision_k);
-    if a.early_stop {
-        let prev = cfg.early_stop.clone().unwrap_or(EarlyStop { probability: 0.95, min_epochs: cellnas::tune::curve::MIN_POINTS });
-        cfg.early_stop = Some(EarlyStop { probability: a.early_stop_probability.unwrap_or(prev.probability), min_epochs: a.early_stop_min_epochs.unwrap_or(prev.min_epochs) });
-    }
+    cfg.early_stop = a.stop.apply(cfg.early_stop.take());
     if a.recalibration_batches.is_some() {
         cfg.recalibration_batches = a.recalibration_batches;
     }

@@ -40,15 +40,8 @@ pub struct TuneArgs {
     /// Hyperband iterations (each runs every bracket with new configurations) [1].
     #[arg(long)]
     pub iterations: Option<usize>,
-    /// Stop a trial once its extrapolated learning curve is below the incumbent with high probability.
-    #[arg(long)]
-    pub early_stop: bool,
-    /// The probability early stopping needs [0.95].
-    #[arg(long, requires = "early_stop")]
-    pub early_stop_probability: Option<f64>,
-    /// Epochs a curve needs before it is extrapolated, at least 3 [3].
-    #[arg(long, requires = "early_stop")]
-    pub early_stop_min_epochs: Option<usize>,
+    #[command(flatten)]
+    pub stop: EarlyStopArgs,
     #[command(flatten)]
     pub data: DataArgs,
     #[command(flatten)]
@@ -121,6 +114,33 @@ fn tuner(a: &TuneArgs, current: Option<&Tuner>) -> Result<Tuner> {
     Ok(t)
 }
 
+/// Learning-curve early stopping, as `tune` and `rank` take it.
+#[derive(clap::Args, Debug)]
+pub struct EarlyStopArgs {
+    /// Stop a training once its extrapolated validation curve is below the incumbent with high
+    /// probability (tune: the best job of the same epochs; rank: the k-th best finished
+    /// architecture, k of --precision-k; docs/ARCHITECTURE.md).
+    #[arg(long)]
+    pub early_stop: bool,
+    /// The probability early stopping needs [0.95].
+    #[arg(long, requires = "early_stop")]
+    pub early_stop_probability: Option<f64>,
+    /// Epochs a curve needs before it is extrapolated, at least 3 [3].
+    #[arg(long, requires = "early_stop")]
+    pub early_stop_min_epochs: Option<usize>,
+}
+
+impl EarlyStopArgs {
+    /// `current` (the run's setting on a resume) with the flags given applied.
+    pub fn apply(&self, current: Option<EarlyStop>) -> Option<EarlyStop> {
+        if !self.early_stop {
+            return current;
+        }
+        let prev = current.unwrap_or(EarlyStop { probability: 0.95, min_epochs: cellnas::tune::curve::MIN_POINTS });
+        Some(EarlyStop { probability: self.early_stop_probability.unwrap_or(prev.probability), min_epochs: self.early_stop_min_epochs.unwrap_or(prev.min_epochs) })
+    }
+}
+
 pub fn tune(gpu: &Arc<Gpu>, a: &TuneArgs) -> Result<()> {
     if a.train.epochs.is_some() {
         bail!("--epochs: a tune's trials get their epochs from --max-epochs (or an \"epochs\" hyperparameter)");
@@ -154,10 +174,7 @@ pub fn tune(gpu: &Arc<Gpu>, a: &TuneArgs) -> Result<()> {
     if let Some(n) = a.precise_bn {
         cfg.base.precise_bn = n;
     }
-    if a.early_stop || a.early_stop_probability.is_some() || a.early_stop_min_epochs.is_some() {
-        let prev = cfg.early_stop.clone().unwrap_or(EarlyStop { probability: 0.95, min_epochs: cellnas::tune::curve::MIN_POINTS });
-        cfg.early_stop = Some(EarlyStop { probability: a.early_stop_probability.unwrap_or(prev.probability), min_epochs: a.early_stop_min_epochs.unwrap_or(prev.min_epochs) });
-    }
+    cfg.early_stop = a.stop.apply(cfg.early_stop.take());
     if !resume {
         fit_to_data(&mut cfg.base.net, &mut cfg.base.train, &a.train, &cfg.base.data, a.quiet)?;
     }
