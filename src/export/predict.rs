@@ -4,12 +4,11 @@
 //! device by the row-softmax kernel (ops::mix) in the same submits.
 
 use super::model::TrainedNet;
-use crate::data::{assemble, Augment, Dataset, DeviceData};
+use crate::data::{Dataset, DeviceData};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::nn::{Graph, Mode};
 use crate::tensor::Tensor;
-use crate::train::{Model, BATCHES_PER_SUBMIT};
+use crate::train::{forward_batch, Model, BATCHES_PER_SUBMIT};
 use std::sync::Arc;
 
 /// Logits [images.n, classes] (row-major) of `model` on `images` ([n, C, H, W] bytes, which
@@ -40,15 +39,7 @@ pub fn logits_and_probabilities(gpu: &Arc<Gpu>, model: &TrainedNet, images: &Dat
         let mut step = gpu.step();
         let mut reads = Vec::new();
         for chunk in group.chunks(batch) {
-            let b = chunk.len();
-            let idx = gpu.alloc(4 * b as u64);
-            step.upload(&idx, 0, bytemuck::cast_slice(chunk))?;
-            let x = Tensor::empty(gpu, &[b, i.channels, i.height, i.width]);
-            let labels = gpu.alloc(4 * b as u64);
-            assemble(&mut step, &data, &idx, b, &Augment::default(), 0, &x, &labels)?;
-            let mut g = Graph::new(step, &mut net.store, &mut net.bn, Mode::Eval);
-            let xin = g.input(x);
-            let y = crate::nn::forward(&mut g, &net.net, &model.spec.arch, xin)?;
+            let (g, y, _) = forward_batch(step, &mut net.store, &mut net.bn, &net.net, &model.spec.arch, &data, chunk)?;
             let lt = g.tensor(y).expect("an executing graph holds its values").clone();
             step = g.finish().expect("an executing graph has a step");
             let pt = Tensor::empty(gpu, &lt.shape);

@@ -5,7 +5,7 @@
 //! steps later, so the host records the next steps while the device runs this one.
 
 mod eval;
-pub use eval::{evaluate, evaluate_bounded, BATCHES_PER_SUBMIT};
+pub use eval::{evaluate, evaluate_bounded, forward_batch, BATCHES_PER_SUBMIT};
 
 use crate::data::{assemble, Augment, DeviceData};
 use crate::error::{Error, Result};
